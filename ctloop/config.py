@@ -1,0 +1,266 @@
+"""Typed configuration: one `ctloop.yaml`, validated by pydantic, overridden by env and flags."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ctloop.errors import ConfigError
+
+CONFIG_FILENAME = "ctloop.yaml"
+ENV_PREFIX = "CTLOOP_"
+
+
+class Task(StrEnum):
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    REGRESSION = "regression"
+
+
+class Severity(StrEnum):
+    BLOCK = "block"
+    WARN = "warn"
+    OFF = "off"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetConfig(_Strict):
+    """What the data is: which column to predict and which columns are not features."""
+
+    target: str | None = None
+    task: Task = Task.BINARY
+    timestamp: str | None = None
+    id: str | None = None
+    exclude: list[str] = Field(default_factory=list)
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def non_features(self) -> set[str]:
+        """Columns that are never model inputs."""
+        cols = {self.target, self.timestamp, self.id, *self.exclude}
+        return {c for c in cols if c}
+
+
+class ModelFamily(StrEnum):
+    HIST_GRADIENT_BOOSTING = "hist_gradient_boosting"
+    LOGISTIC_REGRESSION = "logistic_regression"
+    RANDOM_FOREST = "random_forest"
+
+
+class TrainingConfig(_Strict):
+    """Which data a model learns from and how."""
+
+    window_days: float | None = Field(
+        default=14, gt=0, description="train on the most recent N days (needs a timestamp)"
+    )
+    max_rows: int | None = Field(default=None, gt=0)
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
+    family: ModelFamily = ModelFamily.HIST_GRADIENT_BOOSTING
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+
+
+class GateConfig(_Strict):
+    """Blessing thresholds: absolute floors and the margin over the champion."""
+
+    primary_metric: str = "roc_auc"
+    min_metrics: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.6})
+    max_metrics: dict[str, float] = Field(default_factory=dict)
+    min_improvement: float = Field(
+        default=0.0, description="challenger must be >= champion + this on the primary metric"
+    )
+
+
+class ValidationConfig(_Strict):
+    """Data checks on every batch; each check is block, warn or off."""
+
+    max_missing_share: float = Field(default=0.2, ge=0, le=1)
+    max_unseen_category_share: float = Field(default=0.05, ge=0, le=1)
+    max_out_of_range_share: float = Field(default=0.05, ge=0, le=1)
+    range_margin: float = Field(default=0.1, ge=0, description="allowed margin, share of span")
+    max_label_shift: float = Field(default=0.15, ge=0, le=1)
+    max_duplicate_share: float = Field(default=0.2, ge=0, le=1)
+    min_rows: int = Field(default=1, ge=1)
+    severity: dict[str, Severity] = Field(default_factory=dict)
+
+    def severity_of(self, check: str) -> Severity:
+        return self.severity.get(check, DEFAULT_SEVERITY.get(check, Severity.BLOCK))
+
+
+DEFAULT_SEVERITY: dict[str, Severity] = {
+    "unreadable": Severity.BLOCK,
+    "empty": Severity.BLOCK,
+    "missing_target": Severity.BLOCK,
+    "missing_column": Severity.BLOCK,
+    "extra_column": Severity.WARN,
+    "type_error": Severity.BLOCK,
+    "missing_values": Severity.BLOCK,
+    "out_of_range": Severity.WARN,
+    "unseen_categories": Severity.BLOCK,
+    "unknown_label": Severity.BLOCK,
+    "label_shift": Severity.WARN,
+    "duplicates": Severity.WARN,
+}
+
+
+class DriftConfig(_Strict):
+    """When the monitor calls a batch drifted (Evidently per-column tests)."""
+
+    num_method: str = "wasserstein"
+    cat_method: str = "jensenshannon"
+    threshold: float = Field(default=0.1, gt=0)
+    share: float = Field(
+        default=0.3, gt=0, le=1, description="drift when this share of columns drifted"
+    )
+    columns: list[str] = Field(
+        default_factory=list, description="drift also when any of these drifted"
+    )
+
+
+class TriggerConfig(_Strict):
+    """The retraining rules shared by the live deployments and the demo."""
+
+    schedule_cron: str | None = "0 3 * * *"
+    bootstrap_rows: int = Field(default=1000, ge=1, description="labelled rows for a first model")
+    min_new_rows: int = Field(default=5000, ge=1, description="new labelled rows that retrain")
+    drift_min_rows: int = Field(
+        default=1000, ge=1, description="post-drift labelled rows a drift retrain waits for"
+    )
+    cooldown_minutes: float = Field(default=0, ge=0)
+
+
+class Profile(StrEnum):
+    EMBEDDED = "embedded"
+    CLUSTER = "cluster"
+
+
+class PathsConfig(_Strict):
+    """Where state lives. Empty URIs mean: inside the embedded home."""
+
+    home: Path = Path(".ctloop")
+    tracking_uri: str | None = None
+    registry_name: str | None = None
+
+
+class Config(_Strict):
+    """The whole of `ctloop.yaml`."""
+
+    project: str = "ctloop"
+    profile: Profile = Profile.EMBEDDED
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    gates: GateConfig = Field(default_factory=GateConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    triggers: TriggerConfig = Field(default_factory=TriggerConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    @property
+    def registry_name(self) -> str:
+        return self.paths.registry_name or self.project
+
+    def require_target(self) -> str:
+        if not self.dataset.target:
+            raise ConfigError("dataset.target: not set (put it in ctloop.yaml or pass --target)")
+        return self.dataset.target
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(root)"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {field}: {first['msg']}{more}"
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+    node[leaf] = value
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Settings from the environment: `CTLOOP_HOME`, `CTLOOP_TRACKING_URI`, `CTLOOP_TARGET`, ..."""
+    environ = dict(os.environ if environ is None else environ)
+    mapping = {
+        "HOME": "paths.home",
+        "TRACKING_URI": "paths.tracking_uri",
+        "REGISTRY_NAME": "paths.registry_name",
+        "PROFILE": "profile",
+        "TARGET": "dataset.target",
+        "TASK": "dataset.task",
+        "TIMESTAMP": "dataset.timestamp",
+        "ID": "dataset.id",
+        "EXCLUDE": "dataset.exclude",
+    }
+    out: dict[str, Any] = {}
+    for suffix, dotted in mapping.items():
+        value = environ.get(ENV_PREFIX + suffix)
+        if value:
+            out[dotted] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Load `ctloop.yaml` (or defaults), then environment, then explicit overrides.
+
+    Args:
+        path: a config file; when None, `./ctloop.yaml` is used if it exists.
+        overrides: dotted keys (`dataset.target`) to values, e.g. from CLI flags; None values
+            are ignored.
+        environ: the environment to read `CTLOOP_*` from (defaults to `os.environ`).
+
+    Raises:
+        ConfigError: one line naming the file, the field and the problem.
+    """
+    source = "defaults"
+    data: dict[str, Any] = {}
+    if path is None and Path(CONFIG_FILENAME).is_file():
+        path = CONFIG_FILENAME
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}:{where} not valid YAML") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+        data = loaded
+    merged = dict(env_overrides(environ))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for dotted, value in merged.items():
+        _set_dotted(data, dotted, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None
+
+
+def dump_config(config: Config, path: Path) -> None:
+    """Write a config as readable YAML."""
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,95 @@
+"""`monitor`: drift of the newest batch against the champion's training window (Evidently)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow
+
+from ctloop import lake, triggers
+from ctloop.config import Config, load_config
+from ctloop.home import home_of
+from ctloop.registry import CHAMPION, open_registry
+from ctloop.schema import load_latest_schema
+from ctloop.validation import coerce_to_schema
+from tasks.ingest import read_batch
+from tasks.monitor import check_drift, publish_drift
+from tasks.train import load_window
+
+
+def _onset(frame: pd.DataFrame, config: Config) -> str:
+    column = config.dataset.timestamp
+    if column and column in frame.columns:
+        first = pd.to_datetime(frame[column], errors="coerce", format="mixed").min()
+        if pd.notna(first):
+            return first.isoformat()
+    return datetime.now(UTC).isoformat()
+
+
+@flow(name="monitor", log_prints=True)
+def monitor(
+    path: str | None = None, config: Config | None = None, html_when: str = "always"
+) -> dict:
+    """Check one batch (a file, or the newest snapshot) for drift against the champion's data.
+
+    When the drift rule holds, emits `ctloop.drift.detected` and records the drift as pending,
+    so the next labelled data can retrain on what came after it.
+
+    Args:
+        path: a CSV or Parquet batch, labelled or not; the newest snapshot when None.
+        config: the project config (defaults to `ctloop.yaml` and the environment).
+        html_when: write Evidently's HTML report "always", "on_drift" or "never".
+    """
+    config = config or load_config()
+    home = home_of(config).ensure()
+    champion = open_registry(config).by_alias(CHAMPION)
+    if champion is None:
+        return {
+            "drift": False,
+            "drifted_columns": [],
+            "share": 0.0,
+            "reasons": ["no champion yet: nothing to compare against"],
+            "source": path,
+        }
+
+    # -- the batch and the reference (the champion's training window)
+    if path is None:
+        snapshots = lake.list_snapshots(home)
+        newest = snapshots[-1].snapshot
+        current = load_window([newest], config)
+        source = f"snapshot {newest}"
+    else:
+        current = read_batch(path)
+        source = path
+    schema = load_latest_schema(home.schema_dir)
+    if schema is not None:
+        current = coerce_to_schema(current, schema)
+    reference = load_window(champion.snapshots, config)
+
+    # -- drift, report, alert
+    stem = Path(source).stem.replace(" ", "-")
+    html = home.reports / f"drift-{stem}-{datetime.now(UTC):%Y%m%dT%H%M%S}.html"
+    columns = [name for name, _kind in champion.signature]
+    summary = check_drift(reference, current, columns, config.drift, str(html), html_when)
+    html_path = str(html) if html.exists() else None
+    publish_drift(source, summary, html_path, config.project)
+    if summary.drift and triggers.load_pending(home) is None:
+        triggers.save_pending(
+            home,
+            triggers.PendingDrift(
+                since=_onset(current, config),
+                detected_at=datetime.now(UTC).isoformat(),
+                reasons=summary.reasons,
+            ),
+        )
+    return {
+        "drift": summary.drift,
+        "drifted_columns": summary.drifted_columns,
+        "share": summary.share,
+        "reasons": summary.reasons,
+        "source": source,
+        "champion": champion.version,
+        "report": html_path,
+    }

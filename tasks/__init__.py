@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over the pure functions in `ctloop`, one module per stage."""

@@ -1,0 +1,24 @@
+"""Bless stage: the gate against the champion; the decision is always written with reasons."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from ctloop.blessing import Blessing, bless
+from ctloop.config import GateConfig
+from ctloop.reports import blessing_markdown
+
+
+@task(name="bless-candidate", cache_policy=NO_CACHE)
+def bless_candidate(
+    challenger: dict[str, float], champion: dict[str, float] | None, gates: GateConfig
+) -> Blessing:
+    blessing = bless(challenger, champion, gates)
+    create_markdown_artifact(
+        markdown=blessing_markdown(blessing, None),
+        key="blessing",
+        description="Blessing decision and its reasons",
+    )
+    return blessing

@@ -1,0 +1,49 @@
+"""Monitor stage: drift of a batch against the champion's training window, and the alert."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from ctloop.config import DriftConfig
+from ctloop.drift import DriftSummary, detect_drift
+from ctloop.reports import drift_markdown
+
+
+@task(name="detect-drift", cache_policy=NO_CACHE)
+def check_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: list[str],
+    cfg: DriftConfig,
+    html_path: str | None,
+    html_when: str = "always",
+) -> DriftSummary:
+    path = Path(html_path) if html_path else None
+    return detect_drift(reference, current, columns, cfg, path, html_when)
+
+
+@task(name="publish-drift", cache_policy=NO_CACHE)
+def publish_drift(source: str, summary: DriftSummary, html_path: str | None, project: str) -> None:
+    """A Prefect artifact always; the `ctloop.drift.detected` event when the rule holds."""
+    create_markdown_artifact(
+        markdown=drift_markdown(source, summary, html_path),
+        key="drift",
+        description=f"Drift check of {Path(source).name}",
+    )
+    if summary.drift:
+        emit_event(
+            event="ctloop.drift.detected",
+            resource={"prefect.resource.id": f"ctloop.project.{project}", "ctloop.project": project},
+            payload={
+                "source": source,
+                "drifted_columns": summary.drifted_columns,
+                "share": summary.share,
+                "reasons": summary.reasons,
+            },
+        )

@@ -1,0 +1,70 @@
+"""Register stage: log the run to MLflow, register the version, move the alias, atomically."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.transactions import get_transaction
+
+from ctloop.config import Config
+from ctloop.registry import CHAMPION, ModelRef, open_registry
+
+
+@task(name="load-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def load_champion(config: Config) -> tuple[ModelRef, object] | None:
+    """The serving model and its fitted pipeline, or None before the first blessing."""
+    registry = open_registry(config)
+    ref = registry.by_alias(CHAMPION)
+    if ref is None:
+        return None
+    return ref, registry.load(ref)
+
+
+@task(name="log-candidate", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def log_candidate(
+    pipeline,
+    input_example: pd.DataFrame,
+    params: dict,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    artifacts: dict[str, str],
+    config: Config,
+    run_name: str,
+) -> tuple[str, str]:
+    """Log the training run (params, metrics, tags, model, reports); returns (run id, model uri)."""
+    return open_registry(config).log_candidate(
+        pipeline=pipeline,
+        input_example=input_example,
+        params=params,
+        metrics=metrics,
+        tags=tags,
+        artifacts=artifacts,
+        run_name=run_name,
+    )
+
+
+@task(name="register-version", cache_policy=NO_CACHE)
+def register_version(model_uri: str, run_id: str, tags: dict[str, str], config: Config) -> ModelRef:
+    """Register a new model version; the surrounding transaction deletes it on rollback."""
+    ref = open_registry(config).register(model_uri, run_id, tags)
+    txn = get_transaction()
+    if txn is not None:
+        txn.set("version", ref.version)
+        txn.set("config", config.model_dump(mode="json"))
+    return ref
+
+
+@register_version.on_rollback
+def _delete_registered_version(txn) -> None:
+    version = txn.get("version", None)
+    if version is not None:
+        open_registry(Config.model_validate(txn.get("config"))).delete_version(version)
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote(ref: ModelRef, config: Config) -> ModelRef:
+    """Point the `champion` alias at this version (the serving model)."""
+    open_registry(config).set_alias(CHAMPION, ref.version)
+    get_run_logger().info("champion is now version %s (%s)", ref.version, ref.semver)
+    return ref
