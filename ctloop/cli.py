@@ -23,7 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="ctloop: continuous training for tabular ML on Prefect and MLflow.",
 )
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="path to ctloop.yaml")]
@@ -84,13 +84,16 @@ def _config(
     }
     config = load_config(config_path or _default_config_path(home), overrides)
     root = home_of(config)
-    activate(root)
-    _quiet_prefect_console()
+    _prepare_environment(root)
     return config, root.ensure()
 
 
-def _quiet_prefect_console() -> None:
-    """Prefect's own console lines would bury the answer; its logs still reach the API (UI)."""
+def _prepare_environment(root: Home) -> None:
+    """Point Prefect at the home and quiet its console, before anything imports Prefect.
+
+    Prefect's own console lines would bury the answer; its logs still reach the API (the UI).
+    """
+    activate(root)
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "WARNING")
@@ -264,13 +267,12 @@ def demo(
     root_path = Path(home or os.environ.get("CTLOOP_HOME", ".ctloop")).resolve()
     if fresh and root_path.exists():
         shutil.rmtree(root_path)
-    from flows.demo import demo_config
+    from ctloop.demo_data import demo_config
 
-    config = demo_config(str(root_path))
+    config = demo_config(str(root_path), rows_per_day)
     root = home_of(config).ensure()
     dump_config(config, root.root / CONFIG_FILENAME)
-    activate(root)
-    _quiet_prefect_console()
+    _prepare_environment(root)
     script = DemoScript(days=days, rows_per_day=rows_per_day)
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ctloop.config import Config
+
 TARGET = "default"
 TIMESTAMP = "application_date"
 ID = "application_id"
@@ -135,7 +137,7 @@ def corrupt(frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     bad = frame.copy()
     bad["credit_score"] = bad["credit_score"].astype(object)
     rows = rng.random(len(bad)) < 0.3
-    bad.loc[rows, "credit_score"] = "N/A"
+    bad.loc[rows, "credit_score"] = "UNKNOWN"
     bad.loc[rng.random(len(bad)) < 0.45, "income"] = np.nan
     return bad
 
@@ -167,3 +169,25 @@ def write_event(event: DemoEvent, folder: Path) -> Path:
     path = folder / event.filename
     event.frame.to_csv(path, index=False)
     return path
+
+
+def demo_config(home: str, rows_per_day: int = DemoScript.rows_per_day) -> Config:
+    """The demo's settings: the loan stream's columns, and trigger rules sized to its batches.
+
+    A first model after 4 labelled days, a new-data retrain after 10 more, a drift retrain once
+    3 labelled days have arrived since the drift began.
+    """
+    return Config.model_validate(
+        {
+            "project": "loans",
+            "dataset": {"target": TARGET, "task": "binary", "timestamp": TIMESTAMP, "id": ID},
+            "training": {"window_days": 10, "holdout_fraction": 0.2},
+            "gates": {"primary_metric": "roc_auc", "min_metrics": {"roc_auc": 0.6}},
+            "triggers": {
+                "bootstrap_rows": 4 * rows_per_day,
+                "min_new_rows": 10 * rows_per_day,
+                "drift_min_rows": 3 * rows_per_day,
+            },
+            "paths": {"home": home},
+        }
+    )

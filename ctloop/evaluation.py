@@ -38,11 +38,11 @@ def evaluate_predictions(model, X: pd.DataFrame, y: pd.Series, config: Config) -
         out["r2"] = float(skm.r2_score(y, pred))
         return out
     proba = model.predict_proba(X)
-    classes = list(model.classes_)
-    pred = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
-    y_obj = y.to_numpy(dtype=object)
+    classes = np.asarray(model.classes_)
+    pred = classes[proba.argmax(axis=1)]
+    y_obj = y.to_numpy()
     out["accuracy"] = float(skm.accuracy_score(y_obj, pred))
-    out["log_loss"] = float(skm.log_loss(y_obj, proba, labels=classes))
+    out["log_loss"] = float(skm.log_loss(y_obj, proba, labels=list(classes)))
     if task == Task.BINARY and len(classes) == 2:
         positive = classes[1]
         y_bin = (y_obj == positive).astype(int)
@@ -60,6 +60,6 @@ def evaluate_predictions(model, X: pd.DataFrame, y: pd.Series, config: Config) -
         out["f1_macro"] = float(skm.f1_score(y_obj, pred, average="macro", zero_division=0))
         if len(np.unique(y_obj)) == len(classes) > 2:
             out["roc_auc"] = float(
-                skm.roc_auc_score(y_obj, proba, multi_class="ovr", labels=classes)
+                skm.roc_auc_score(y_obj, proba, multi_class="ovr", labels=list(classes))
             )
     return out

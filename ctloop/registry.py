@@ -12,6 +12,27 @@ from typing import Any
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_LIMIT = 4000
+# Types outside skops' defaults that ctloop's own model families need; reviewed, nothing else.
+TRUSTED_TYPES = frozenset(
+    {
+        "numpy.dtype",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.tree._tree.Tree",
+    }
+)
+
+
+def trusted_types_of(pipeline) -> list[str]:
+    """The non-default types a pipeline needs at load time; refuses any not on the list."""
+    import skops.io as sio
+
+    from ctloop.errors import CtloopError
+
+    needed = set(sio.get_untrusted_types(data=sio.dumps(pipeline)))
+    unknown = needed - TRUSTED_TYPES
+    if unknown:
+        raise CtloopError(f"model holds types outside the trusted list: {sorted(unknown)}")
+    return sorted(needed)
 
 
 @dataclass(frozen=True)
@@ -165,6 +186,8 @@ class Registry:
                 signature=signature,
                 input_example=input_example.head(3),
                 pip_requirements=[f"scikit-learn=={sklearn.__version__}", "pandas", "numpy"],
+                serialization_format="skops",
+                skops_trusted_types=trusted_types_of(pipeline),
             )
             return run.info.run_id, info.model_uri
 

@@ -7,28 +7,12 @@ from dataclasses import dataclass
 
 from prefect import tags
 
-from ctloop import lake, triggers
 from ctloop.config import Config
-from ctloop.demo_data import ID, TARGET, TIMESTAMP, DemoScript, demo_stream, write_event
+from ctloop.demo_data import DemoScript, demo_stream, write_event
 from ctloop.home import home_of
-from ctloop.registry import CHAMPION, open_registry
 from flows.ingest import ingest
 from flows.monitor import monitor
-from flows.retrain import RetrainRequest, retrain
-
-
-def demo_config(home: str) -> Config:
-    """The demo's settings: the loan stream's columns and trigger rules sized to its batches."""
-    return Config.model_validate(
-        {
-            "project": "loans",
-            "dataset": {"target": TARGET, "task": "binary", "timestamp": TIMESTAMP, "id": ID},
-            "training": {"window_days": 10, "holdout_fraction": 0.2},
-            "gates": {"primary_metric": "roc_auc", "min_metrics": {"roc_auc": 0.6}},
-            "triggers": {"bootstrap_rows": 2400, "min_new_rows": 6000, "drift_min_rows": 1800},
-            "paths": {"home": home},
-        }
-    )
+from flows.retrain import RetrainRequest, current_decision, retrain
 
 
 @dataclass
@@ -42,18 +26,7 @@ class DemoRow:
 
 def _after_labels(config: Config, rows: list[DemoRow], event) -> None:
     """After a labelled batch is accepted: the shared retrain rule decides, the demo obeys."""
-    home = home_of(config)
-    registry = open_registry(config)
-    champion = registry.by_alias(CHAMPION)
-    manifests = lake.list_snapshots(home)
-    champion_end = None
-    if champion is not None:
-        by_id = {m.snapshot: m for m in manifests}
-        ends = [by_id[s].time_max for s in champion.snapshots if s in by_id and by_id[s].time_max]
-        champion_end = max(ends) if ends else None
-    decision = triggers.decide_retrain(
-        manifests, champion_end, champion is not None, triggers.load_pending(home), config.triggers
-    )
+    decision = current_decision(config)
     if not decision.retrain:
         return
     request = RetrainRequest(trigger=decision.trigger, reason=decision.reason, since=decision.since)

@@ -13,8 +13,9 @@ from pydantic import BaseModel, Field
 from ctloop import lake, triggers
 from ctloop.config import Config, load_config
 from ctloop.home import home_of
-from ctloop.registry import git_commit, next_semver, open_registry
+from ctloop.registry import CHAMPION, git_commit, next_semver, open_registry
 from ctloop.reports import blessing_markdown
+from ctloop.training import prepare_features
 from flows.ingest import ingest
 from tasks.bless import bless_candidate
 from tasks.evaluate import evaluate_model
@@ -29,6 +30,25 @@ class RetrainRequest(BaseModel):
     reason: str = "manual run"
     since: str | None = Field(
         default=None, description="train only on data after this ISO time (drift onset)"
+    )
+    check_rules: bool = Field(
+        default=False,
+        description="event-triggered runs: retrain only when the trigger rules in the config hold",
+    )
+
+
+def current_decision(config: Config) -> triggers.RetrainDecision:
+    """What the trigger rules say now, from the lake, the champion and any pending drift."""
+    home = home_of(config)
+    champion = open_registry(config).by_alias(CHAMPION)
+    manifests = lake.list_snapshots(home)
+    champion_end = None
+    if champion is not None:
+        by_id = {m.snapshot: m for m in manifests}
+        ends = [by_id[s].time_max for s in champion.snapshots if s in by_id and by_id[s].time_max]
+        champion_end = max(ends) if ends else None
+    return triggers.decide_retrain(
+        manifests, champion_end, champion is not None, triggers.load_pending(home), config.triggers
     )
 
 
@@ -61,6 +81,15 @@ def retrain(
     request = request or RetrainRequest()
     config = config or load_config()
     ingested = ingest(paths, config) if paths else None
+    if request.check_rules:
+        decision = current_decision(config)
+        if not decision.retrain:
+            print(f"skipped: {decision.reason}")
+            return {"skipped": True, "blessed": False, "promoted": False, "version": None,
+                    "semver": None, "reasons": [decision.reason], "trigger": request.trigger}
+        request = request.model_copy(
+            update={"trigger": decision.trigger, "reason": decision.reason, "since": decision.since}
+        )
 
     # -- data: the window, and a recent holdout that tuning never sees
     ids = select_window(config, request.since)
@@ -109,7 +138,7 @@ def retrain(
         metrics.update({f"champion_holdout_{k}": v for k, v in champion_metrics.items()})
     run_id, model_uri = log_candidate(
         candidate.pipeline,
-        split.holdout[candidate.features].head(50),
+        prepare_features(split.holdout.head(50), candidate.numeric, candidate.categorical),
         {**candidate.params, "train_rows": candidate.train_rows, "since": request.since},
         metrics,
         tags,

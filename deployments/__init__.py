@@ -1,0 +1,1 @@
+"""Prefect deployments, declared in Python in one place."""
