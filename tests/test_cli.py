@@ -1,0 +1,113 @@
+"""System tests of the `ctloop` command: the answers scripts rely on, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctloop.demo_data import DemoScript, generate_day
+
+CTLOOP = str(Path(sys.executable).parent / "ctloop")
+
+
+def run(args, cwd, home=None, timeout=600):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CTLOOP_", "PREFECT_"))}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    if home is not None:
+        env["CTLOOP_HOME"] = str(home)
+    return subprocess.run(
+        [CTLOOP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def test_bad_config_is_one_line_naming_the_field(tmp_path):
+    (tmp_path / "ctloop.yaml").write_text("training:\n  holdout_fraction: 3\n")
+    proc = run(["status"], tmp_path, tmp_path / "home")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "ctloop.yaml", "training.holdout_fraction")
+
+
+def test_unknown_setting_is_named(tmp_path):
+    (tmp_path / "ctloop.yaml").write_text("gates:\n  min_improvment: 0.1\n")
+    proc = run(["status"], tmp_path, tmp_path / "home")
+    assert_one_line_error(proc, "gates.min_improvment")
+
+
+def test_missing_file_is_one_line(tmp_path):
+    proc = run(["ingest", "nope.csv", "--target", "y"], tmp_path, tmp_path / "home")
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "nope.csv", "not found")
+
+
+def test_status_of_an_empty_home(tmp_path):
+    proc = run(["status", "--json"], tmp_path, tmp_path / "home")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["champion"] is None and data["challenger"] is None
+    assert data["snapshots"] == 0 and data["quarantined"] == 0
+
+
+@pytest.mark.slow
+def test_ingest_without_target_is_quarantined_and_accepted_data_kept(tmp_path):
+    frame = generate_day(DemoScript(rows_per_day=100), 0, np.random.default_rng(0))
+    good = tmp_path / "good.csv"
+    frame.to_csv(good, index=False)
+    unlabelled = tmp_path / "unlabelled.csv"
+    frame.drop(columns=["default"]).to_csv(unlabelled, index=False)
+    home = tmp_path / "home"
+    flags = ["--target", "default", "--timestamp", "application_date", "--id", "application_id"]
+
+    ok = run(["ingest", str(good), "--json", *flags], tmp_path, home)
+    assert ok.returncode == 0, ok.stderr
+    accepted = json.loads(ok.stdout)["accepted"]
+    assert accepted[0]["rows"] == 100 and accepted[0]["new"] is True
+
+    bad = run(["ingest", str(unlabelled), "--json", *flags], tmp_path, home)
+    assert bad.returncode == 1
+    answer = json.loads(bad.stdout)
+    assert answer["accepted"] == []
+    reasons = answer["quarantined"][0]["reasons"]
+    assert any(r["check"] == "missing_target" and "'default'" in r["message"] for r in reasons)
+
+    status = json.loads(run(["status", "--json"], tmp_path, home).stdout)
+    assert status["snapshots"] == 1 and status["quarantined"] == 1
+    snapshot = accepted[0]["snapshot"]
+    assert (home / "lake" / "snapshots" / f"{snapshot}.parquet").exists()
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    """The README's demo, smaller batches: a drift retrain is champion, one batch quarantined."""
+    home = tmp_path / "demo-home"
+    proc = run(["demo", "--json", "--rows-per-day", "300"], tmp_path, home, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    champion = data["champion"]
+    assert champion["version"] >= 2
+    assert champion["trigger"] == "drift"
+    assert data["quarantined"] == 1
+    reasons = data["quarantine"][0]["reasons"]
+    assert {r["column"] for r in reasons} >= {"credit_score", "income"}
+    outcomes = [e["outcome"] for e in data["events"]]
+    assert any(o.startswith("drift detected") for o in outcomes)
+    assert any("promoted" in o and "(drift)" in o for o in outcomes)
+
+    status = json.loads(run(["status", "--json"], tmp_path, home).stdout)
+    assert status["champion"]["version"] == champion["version"]
+    assert status["quarantined"] == 1

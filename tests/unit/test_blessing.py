@@ -1,0 +1,108 @@
+"""The blessing gate: floors, ceilings, and beating the champion by the margin."""
+
+from __future__ import annotations
+
+import pytest
+
+from ctloop.blessing import bless
+from ctloop.config import GateConfig
+
+
+def test_first_model_is_blessed_with_no_champion_reason():
+    result = bless({"roc_auc": 0.71}, None, GateConfig())
+    assert result.blessed
+    assert any("no champion" in r for r in result.reasons)
+    assert any("roc_auc 0.7100 >= floor 0.6" in r for r in result.reasons)
+    assert result.champion is None
+    assert result.as_dict()["reasons"] == list(result.reasons)
+
+
+@pytest.mark.parametrize(("value", "shortfall"), [(0.55, "0.0500"), (0.3, "0.3000"), (0.5999, "0.0001")])
+def test_refused_below_a_floor_with_the_shortfall(value, shortfall):
+    result = bless({"roc_auc": value}, None, GateConfig(min_metrics={"roc_auc": 0.6}))
+    assert not result.blessed
+    assert len(result.reasons) == 1
+    reason = result.reasons[0]
+    assert f"roc_auc {value:.4f} < floor 0.6" in reason
+    assert f"short by {shortfall}" in reason
+    # a refusal lists only what failed
+    assert not any("no champion" in r for r in result.reasons)
+
+
+def test_exactly_at_the_floor_passes():
+    assert bless({"roc_auc": 0.6}, None, GateConfig(min_metrics={"roc_auc": 0.6})).blessed
+
+
+def test_every_failed_floor_is_listed():
+    gates = GateConfig(min_metrics={"roc_auc": 0.7, "recall": 0.5, "pr_auc": 0.4})
+    result = bless({"roc_auc": 0.65, "recall": 0.2, "pr_auc": 0.9}, None, gates)
+    assert not result.blessed
+    assert len(result.reasons) == 2
+    assert any(r.startswith("roc_auc") for r in result.reasons)
+    assert any(r.startswith("recall") and "short by 0.3000" in r for r in result.reasons)
+
+
+def test_a_floor_on_a_metric_not_computed_refuses():
+    result = bless({"accuracy": 0.9}, None, GateConfig(min_metrics={"roc_auc": 0.6}))
+    assert not result.blessed
+    assert result.reasons == ("roc_auc: not computed, needs >= 0.6",)
+
+
+def test_ceiling():
+    gates = GateConfig(min_metrics={}, max_metrics={"calibration_error": 0.1})
+    refused = bless({"calibration_error": 0.25}, None, gates)
+    assert not refused.blessed
+    assert "over by 0.1500" in refused.reasons[0]
+    assert bless({"calibration_error": 0.05}, None, gates).blessed
+    assert not bless({}, None, gates).blessed
+
+
+def test_must_beat_the_champion_by_the_margin():
+    gates = GateConfig(min_improvement=0.01)
+    champion = {"roc_auc": 0.80}
+    better = bless({"roc_auc": 0.83}, champion, gates)
+    assert better.blessed
+    assert any("beats it" in r and "gain +0.0300" in r for r in better.reasons)
+    slightly = bless({"roc_auc": 0.805}, champion, gates)
+    assert not slightly.blessed
+    assert "does not beat" in slightly.reasons[0] and "gain +0.0050" in slightly.reasons[0]
+    worse = bless({"roc_auc": 0.78}, champion, gates)
+    assert not worse.blessed and "gain -0.0200" in worse.reasons[0]
+    assert worse.champion == champion
+
+
+def test_zero_margin_accepts_a_tie():
+    assert bless({"roc_auc": 0.8}, {"roc_auc": 0.8}, GateConfig()).blessed
+
+
+def test_a_failed_floor_refuses_even_a_better_challenger():
+    gates = GateConfig(min_metrics={"roc_auc": 0.6})
+    result = bless({"roc_auc": 0.58}, {"roc_auc": 0.5}, gates)
+    assert not result.blessed
+    assert len(result.reasons) == 1 and "floor" in result.reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "margin", "blessed"),
+    [
+        (0.40, 0.50, 0.0, True),  # lower loss wins
+        (0.60, 0.50, 0.0, False),  # higher loss loses
+        (0.45, 0.50, 0.02, True),  # 0.05 better > margin
+        (0.49, 0.50, 0.02, False),  # 0.01 better < margin
+    ],
+)
+def test_lower_is_better_primary_metric(challenger, champion, margin, blessed):
+    gates = GateConfig(primary_metric="log_loss", min_metrics={}, min_improvement=margin)
+    result = bless({"log_loss": challenger}, {"log_loss": champion}, gates)
+    assert result.blessed is blessed
+    assert result.primary_metric == "log_loss"
+    gain = champion - challenger
+    assert any(f"gain {gain:+.4f}" in r for r in result.reasons)
+
+
+def test_primary_metric_missing_cannot_compare():
+    gates = GateConfig(primary_metric="pr_auc", min_metrics={})
+    result = bless({"roc_auc": 0.9}, {"roc_auc": 0.8, "pr_auc": 0.5}, gates)
+    assert not result.blessed
+    assert "cannot compare" in result.reasons[0]
+    assert not bless({"pr_auc": 0.9}, {"roc_auc": 0.8}, gates).blessed
