@@ -49,7 +49,9 @@ def bless(
         if value is None:
             failed.append(f"{name}: not computed, needs <= {ceiling:g}")
         elif value > ceiling:
-            failed.append(f"{name} {value:.4f} > ceiling {ceiling:g} (over by {value - ceiling:.4f})")
+            failed.append(
+                f"{name} {value:.4f} > ceiling {ceiling:g} (over by {value - ceiling:.4f})"
+            )
         else:
             passed.append(f"{name} {value:.4f} <= ceiling {ceiling:g}")
 

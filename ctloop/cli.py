@@ -130,7 +130,9 @@ def ingest(
     else:
         for a in result["accepted"]:
             note = "new snapshot" if a["new"] else "already in the lake"
-            out.print(f"[green]accepted[/green] {a['path']}: {a['rows']} rows → {a['snapshot']} ({note})")
+            out.print(
+                f"[green]accepted[/green] {a['path']}: {a['rows']} rows → {a['snapshot']} ({note})"
+            )
             for w in a["warnings"]:
                 out.print(f"  [yellow]warn[/yellow] {w['message']}")
         for q in result["quarantined"]:
@@ -166,7 +168,9 @@ def train(
     if as_json:
         _print_json(result)
         return
-    verdict = "[green]blessed and promoted[/green]" if result["promoted"] else "[red]not blessed[/red]"
+    verdict = (
+        "[green]blessed and promoted[/green]" if result["promoted"] else "[red]not blessed[/red]"
+    )
     out.print(f"{verdict}: version {result['version']} {result['semver'] or ''}")
     for r in result["reasons"]:
         out.print(f"  - {r}")
@@ -175,7 +179,9 @@ def train(
 @app.command()
 @_handles_errors
 def monitor(
-    path: Annotated[Path | None, typer.Argument(help="batch file; newest snapshot if omitted")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="batch file; newest snapshot if omitted")
+    ] = None,
     config_path: ConfigOpt = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
@@ -215,7 +221,9 @@ def collect_status(config: Config, root: Home) -> dict[str, Any]:
         "challenger": challenger.summary() if challenger else None,
         "snapshots": len(lake.list_snapshots(root)),
         "quarantined": len(quarantined),
-        "quarantine": [{"path": q.path, "folder": q.folder, "reasons": q.reasons} for q in quarantined],
+        "quarantine": [
+            {"path": q.path, "folder": q.folder, "reasons": q.reasons} for q in quarantined
+        ],
         "versions": [
             {"version": v.version, "semver": v.semver, "trigger": v.tags.get("ctloop.trigger")}
             for v in registry.versions()
@@ -340,13 +348,28 @@ def ui(
     bindir = Path(sys.executable).parent
     procs = [
         subprocess.Popen(
-            [str(bindir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-             str(prefect_port)],
+            [
+                str(bindir / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(prefect_port),
+            ],
             env=env,
         ),
         subprocess.Popen(
-            [str(bindir / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(mlflow_port),
-             "--backend-store-uri", root.tracking_uri(config)],
+            [
+                str(bindir / "mlflow"),
+                "ui",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--backend-store-uri",
+                root.tracking_uri(config),
+            ],
             env=env,
         ),
     ]

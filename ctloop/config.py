@@ -249,7 +249,9 @@ def load_config(
             where = f" line {mark.line + 1}" if mark else ""
             raise ConfigError(f"{path}:{where} not valid YAML") from None
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"{path}: expected a mapping of settings, got {type(loaded).__name__}"
+            )
         data = loaded
     merged = dict(env_overrides(environ))
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})

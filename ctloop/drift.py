@@ -117,7 +117,9 @@ def detect_drift(
     columns = [c for c in columns if c in reference.columns and c in current.columns]
     snapshot = run_drift_report(reference, current, columns, cfg)
     summary = summarize_drift(snapshot, cfg, len(reference), len(current))
-    if html_path is not None and (html_when == "always" or html_when == "on_drift" and summary.drift):
+    if html_path is not None and (
+        html_when == "always" or html_when == "on_drift" and summary.drift
+    ):
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
     return summary

@@ -196,7 +196,9 @@ class Registry:
         mv = self.mlflow.register_model(model_uri, self.name, tags=None)
         try:
             for key, value in tags.items():
-                self.client.set_model_version_tag(self.name, mv.version, key, str(value)[:TAG_LIMIT])
+                self.client.set_model_version_tag(
+                    self.name, mv.version, key, str(value)[:TAG_LIMIT]
+                )
         except Exception:
             self.client.delete_model_version(self.name, mv.version)
             raise

@@ -39,9 +39,7 @@ class Schema:
 
     @property
     def feature_columns(self) -> list[str]:
-        return [
-            c.name for c in self.columns.values() if c.kind in (NUMERIC, CATEGORICAL)
-        ]
+        return [c.name for c in self.columns.values() if c.kind in (NUMERIC, CATEGORICAL)]
 
     def signature(self, exclude: set[str]) -> list[tuple[str, str]]:
         """Model inputs as (name, kind): a change of it is a new major model version."""
@@ -118,9 +116,7 @@ def load_latest_schema(folder: Path) -> Schema | None:
     """The newest schema version in the folder, or None before the first accepted batch."""
     if not folder.is_dir():
         return None
-    versions = sorted(
-        (int(p.stem.split("-v")[1]), p) for p in folder.glob("schema-v*.json")
-    )
+    versions = sorted((int(p.stem.split("-v")[1]), p) for p in folder.glob("schema-v*.json"))
     if not versions:
         return None
     path = versions[-1][1]

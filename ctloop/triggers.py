@@ -105,8 +105,10 @@ def load_pending(home: Home) -> PendingDrift | None:
 
 def save_pending(home: Home, pending: PendingDrift | None) -> None:
     path = _state_path(home)
-    body = {"pending_drift": asdict(pending) if pending else None,
-            "updated_at": datetime.now(UTC).isoformat()}
+    body = {
+        "pending_drift": asdict(pending) if pending else None,
+        "updated_at": datetime.now(UTC).isoformat(),
+    }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(body, indent=2))
     tmp.replace(path)

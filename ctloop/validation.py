@@ -101,7 +101,8 @@ def validate_batch(
         if share > v.max_missing_share:
             check.add(
                 "missing_values",
-                f"column '{column}': {share:.0%} missing, at most {v.max_missing_share:.0%} allowed",
+                f"column '{column}': {share:.0%} missing, "
+                f"at most {v.max_missing_share:.0%} allowed",
                 column,
                 share,
             )

@@ -63,8 +63,13 @@ def run_demo(
             if result["reasons"] == ["no champion yet: nothing to compare against"]:
                 outcome = "monitor skipped"
             rows.append(
-                DemoRow(event.arrival_day, event.filename, event.episode, outcome,
-                        "; ".join(result["reasons"]))
+                DemoRow(
+                    event.arrival_day,
+                    event.filename,
+                    event.episode,
+                    outcome,
+                    "; ".join(result["reasons"]),
+                )
             )
             continue
         with tags("demo"):
@@ -73,15 +78,25 @@ def run_demo(
             reasons = result["quarantined"][0]["reasons"]
             blocking = [r["message"] for r in reasons if r["severity"] == "block"]
             rows.append(
-                DemoRow(event.arrival_day, event.filename, event.episode, "quarantined",
-                        "; ".join(blocking))
+                DemoRow(
+                    event.arrival_day,
+                    event.filename,
+                    event.episode,
+                    "quarantined",
+                    "; ".join(blocking),
+                )
             )
             continue
         accepted = result["accepted"][0]
         warns = "; ".join(w["message"] for w in accepted["warnings"]) or "all checks passed"
         rows.append(
-            DemoRow(event.arrival_day, event.filename, event.episode,
-                    f"accepted {accepted['rows']} rows → {accepted['snapshot']}", warns)
+            DemoRow(
+                event.arrival_day,
+                event.filename,
+                event.episode,
+                f"accepted {accepted['rows']} rows → {accepted['snapshot']}",
+                warns,
+            )
         )
         _after_labels(config, rows, event)
     if progress:

@@ -85,8 +85,15 @@ def retrain(
         decision = current_decision(config)
         if not decision.retrain:
             print(f"skipped: {decision.reason}")
-            return {"skipped": True, "blessed": False, "promoted": False, "version": None,
-                    "semver": None, "reasons": [decision.reason], "trigger": request.trigger}
+            return {
+                "skipped": True,
+                "blessed": False,
+                "promoted": False,
+                "version": None,
+                "semver": None,
+                "reasons": [decision.reason],
+                "trigger": request.trigger,
+            }
         request = request.model_copy(
             update={"trigger": decision.trigger, "reason": decision.reason, "since": decision.since}
         )

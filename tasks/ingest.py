@@ -37,7 +37,10 @@ def write_snapshot(
     m = written.manifest
     emit_event(
         event="ctloop.batch.accepted",
-        resource={"prefect.resource.id": f"ctloop.snapshot.{m.snapshot}", "ctloop.project": config.project},
+        resource={
+            "prefect.resource.id": f"ctloop.snapshot.{m.snapshot}",
+            "ctloop.project": config.project,
+        },
         payload={"snapshot": m.snapshot, "rows": m.rows, "new": written.new, "source": source},
     )
     return written
@@ -55,7 +58,10 @@ def quarantine_batch(path: str, reasons: list[dict], config: Config) -> lake.Qua
     )
     emit_event(
         event="ctloop.batch.quarantined",
-        resource={"prefect.resource.id": f"ctloop.file.{Path(path).name}", "ctloop.project": config.project},
+        resource={
+            "prefect.resource.id": f"ctloop.file.{Path(path).name}",
+            "ctloop.project": config.project,
+        },
         payload={"path": path, "folder": record.folder, "reasons": reasons},
     )
     return record

@@ -39,7 +39,10 @@ def publish_drift(source: str, summary: DriftSummary, html_path: str | None, pro
     if summary.drift:
         emit_event(
             event="ctloop.drift.detected",
-            resource={"prefect.resource.id": f"ctloop.project.{project}", "ctloop.project": project},
+            resource={
+                "prefect.resource.id": f"ctloop.project.{project}",
+                "ctloop.project": project,
+            },
             payload={
                 "source": source,
                 "drifted_columns": summary.drifted_columns,

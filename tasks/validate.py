@@ -10,7 +10,8 @@ from ctloop import schema as schema_mod
 from ctloop.config import Config
 from ctloop.errors import BatchRejected
 from ctloop.home import home_of
-from ctloop.validation import ValidationReport, validate_batch as _validate
+from ctloop.validation import ValidationReport
+from ctloop.validation import validate_batch as _validate
 
 
 @task(name="current-schema", cache_policy=NO_CACHE)
