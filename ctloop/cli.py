@@ -136,9 +136,14 @@ def ingest(
             for w in a["warnings"]:
                 out.print(f"  [yellow]warn[/yellow] {w['message']}")
         for q in result["quarantined"]:
-            out.print(f"[red]quarantined[/red] {q['path']}")
-            for r in q["reasons"]:
-                out.print(f"  {r['severity']}: {r['message']}")
+            blocking = [r["message"] for r in q["reasons"] if r["severity"] == "block"]
+            more = f" (+{len(blocking) - 1} more)" if len(blocking) > 1 else ""
+            err.print(
+                f"[red]error:[/red] {q['path']}: quarantined: {blocking[0] if blocking else ''}"
+                f"{more}",
+                highlight=False,
+                soft_wrap=True,
+            )
     if result["quarantined"]:
         raise typer.Exit(1)
 
@@ -377,6 +382,12 @@ def ui(
         f"Prefect UI: http://127.0.0.1:{prefect_port}   MLflow UI: http://127.0.0.1:{mlflow_port}"
         "   (Ctrl-C stops both)"
     )
+    import signal
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         for p in procs:
             p.wait()
@@ -385,6 +396,11 @@ def ui(
     finally:
         for p in procs:
             p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def main() -> None:

@@ -85,8 +85,12 @@ def test_ingest_without_target_is_quarantined_and_accepted_data_kept(tmp_path):
     reasons = answer["quarantined"][0]["reasons"]
     assert any(r["check"] == "missing_target" and "'default'" in r["message"] for r in reasons)
 
+    human = run(["ingest", str(unlabelled), *flags], tmp_path, home)
+    assert human.returncode == 1
+    assert_one_line_error(human, "unlabelled.csv", "target column 'default' is missing")
+
     status = json.loads(run(["status", "--json"], tmp_path, home).stdout)
-    assert status["snapshots"] == 1 and status["quarantined"] == 1
+    assert status["snapshots"] == 1 and status["quarantined"] == 2
     snapshot = accepted[0]["snapshot"]
     assert (home / "lake" / "snapshots" / f"{snapshot}.parquet").exists()
 

@@ -17,7 +17,9 @@ def test_first_model_is_blessed_with_no_champion_reason():
     assert result.as_dict()["reasons"] == list(result.reasons)
 
 
-@pytest.mark.parametrize(("value", "shortfall"), [(0.55, "0.0500"), (0.3, "0.3000"), (0.5999, "0.0001")])
+@pytest.mark.parametrize(
+    ("value", "shortfall"), [(0.55, "0.0500"), (0.3, "0.3000"), (0.5999, "0.0001")]
+)
 def test_refused_below_a_floor_with_the_shortfall(value, shortfall):
     result = bless({"roc_auc": value}, None, GateConfig(min_metrics={"roc_auc": 0.6}))
     assert not result.blessed

@@ -122,7 +122,9 @@ def test_environment_variables_reach_their_field(env, dotted, expected):
 
 
 def test_env_overrides_ignore_empty_and_foreign_variables():
-    out = env_overrides({"CTLOOP_TARGET": "", "CTLOOP_UNKNOWN": "x", "TARGET": "y", "CTLOOP_ID": "i"})
+    out = env_overrides(
+        {"CTLOOP_TARGET": "", "CTLOOP_UNKNOWN": "x", "TARGET": "y", "CTLOOP_ID": "i"}
+    )
     assert out == {"dataset.id": "i"}
 
 

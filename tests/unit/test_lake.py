@@ -106,7 +106,9 @@ def test_content_hash_is_stable_for_equal_content():
 @pytest.mark.parametrize(
     "change",
     [
-        pytest.param(lambda f: f.assign(x=f["x"].where(f.index != 7, f["x"] + 1e-9)), id="one-value"),
+        pytest.param(
+            lambda f: f.assign(x=f["x"].where(f.index != 7, f["x"] + 1e-9)), id="one-value"
+        ),
         pytest.param(lambda f: f.assign(c=f["c"].where(f.index != 0, "z")), id="one-category"),
         pytest.param(lambda f: f.rename(columns={"x": "x2"}), id="column-name"),
         pytest.param(lambda f: f.assign(y=f["y"].astype(float)), id="dtype"),
@@ -157,7 +159,9 @@ def test_manifest_without_timestamp_has_no_time_range(home):
 
 def test_load_snapshots_round_trip(home):
     frames = [small_frame(day=d) for d in range(3)]
-    ids = [write_snapshot(f, home, f"d{i}", 1, "ts").manifest.snapshot for i, f in enumerate(frames)]
+    ids = [
+        write_snapshot(f, home, f"d{i}", 1, "ts").manifest.snapshot for i, f in enumerate(frames)
+    ]
     loaded = load_snapshots(home, [ids[2], ids[0]])
     expected = pd.concat([frames[2], frames[0]], ignore_index=True)
     pd.testing.assert_frame_equal(loaded, expected)
@@ -190,7 +194,10 @@ def test_list_snapshots_orders_by_data_time(home, tmp_path):
 
     assert list_snapshots(Home(tmp_path / "never-created")) == []
     order = [2, 0, 3, 1]
-    ids = {d: write_snapshot(small_frame(day=d), home, f"d{d}", 1, "ts").manifest.snapshot for d in order}
+    ids = {
+        d: write_snapshot(small_frame(day=d), home, f"d{d}", 1, "ts").manifest.snapshot
+        for d in order
+    }
     assert [m.snapshot for m in list_snapshots(home)] == [ids[d] for d in range(4)]
 
 
@@ -257,7 +264,10 @@ def test_select_window_max_rows_takes_newest_until_enough(max_rows):
 def test_select_window_bounds_combine():
     manifests = daily_manifests()
     # since keeps days 5..9, 3 days keeps 7..9, 150 rows keeps 8..9
-    assert select_window(manifests, window_days=3, since="2026-01-06", max_rows=150) == ["s08", "s09"]
+    assert select_window(manifests, window_days=3, since="2026-01-06", max_rows=150) == [
+        "s08",
+        "s09",
+    ]
     # since after everything leaves nothing
     assert select_window(manifests, window_days=3, since="2027-01-01") == []
 

@@ -81,8 +81,10 @@ def test_infer_schema_all_null_numeric_has_no_range():
 
 
 def test_float_categories_that_are_whole_numbers_become_integers_text():
-    frame = mixed_frame().assign(colour=[1.0, 2.0, np.nan, 1.0, 3.0, 2.0, 1.0, 1.0]).astype(
-        {"colour": object}
+    frame = (
+        mixed_frame()
+        .assign(colour=[1.0, 2.0, np.nan, 1.0, 3.0, 2.0, 1.0, 1.0])
+        .astype({"colour": object})
     )
     assert infer_schema(frame, DATASET).columns["colour"].categories == ["1", "2", "3"]
 
@@ -91,7 +93,10 @@ def test_class_shares_from_labels():
     schema = infer_schema(mixed_frame(), DATASET)
     assert schema.class_shares == {"0": 0.75, "1": 0.25}
     # float labels (a column with NaN read from CSV) give the same keys; NaN is not a class
-    assert class_shares(pd.Series([0.0, 1.0, 1.0, np.nan])) == {"0": pytest.approx(1 / 3, abs=1e-6), "1": pytest.approx(2 / 3, abs=1e-6)}
+    assert class_shares(pd.Series([0.0, 1.0, 1.0, np.nan])) == {
+        "0": pytest.approx(1 / 3, abs=1e-6),
+        "1": pytest.approx(2 / 3, abs=1e-6),
+    }
     assert class_shares(pd.Series(["b", "a", "a", "c"])) == {"a": 0.5, "b": 0.25, "c": 0.25}
 
 
@@ -129,7 +134,9 @@ def test_load_latest_schema_picks_the_highest_version(tmp_path):
     folder = tmp_path / "schema"
     base = infer_schema(mixed_frame(), DATASET)
     for version in (2, 10, 1, 9):  # 10 > 9 numerically, though "10" < "9" as text
-        save_schema(Schema(version, base.target, base.task, base.columns, base.class_shares), folder)
+        save_schema(
+            Schema(version, base.target, base.task, base.columns, base.class_shares), folder
+        )
     latest = load_latest_schema(folder)
     assert latest is not None and latest.version == 10
 

@@ -113,8 +113,14 @@ def test_each_family_learns_the_demo_data(loans, make_config, family):
     assert candidate.train_rows == len(split.train)
     assert candidate.params["family"] == family.value
     assert set(candidate.features) == {
-        "age", "income", "loan_amount", "credit_score", "employment_years",
-        "home_ownership", "purpose", "region",
+        "age",
+        "income",
+        "loan_amount",
+        "credit_score",
+        "employment_years",
+        "home_ownership",
+        "purpose",
+        "region",
     }
     metrics = holdout_metrics(candidate, split.holdout, config)
     assert metrics["rows"] == len(split.holdout)
@@ -267,8 +273,16 @@ def test_well_calibrated_random_labels_have_small_error():
 
 @pytest.mark.parametrize(
     ("metric", "higher"),
-    [("roc_auc", True), ("accuracy", True), ("r2", True), ("log_loss", False), ("rmse", False),
-     ("mae", False), ("brier", False), ("calibration_error", False)],
+    [
+        ("roc_auc", True),
+        ("accuracy", True),
+        ("r2", True),
+        ("log_loss", False),
+        ("rmse", False),
+        ("mae", False),
+        ("brier", False),
+        ("calibration_error", False),
+    ],
 )
 def test_metric_direction(metric, higher):
     assert higher_is_better(metric) is higher

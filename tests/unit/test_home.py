@@ -1,0 +1,65 @@
+"""The state home and the promise that the core never imports Prefect or MLflow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from ctloop.config import load_config
+from ctloop.home import Home, activate, home_of
+
+
+def test_ensure_creates_every_folder_under_the_root(tmp_path):
+    home = Home(tmp_path / "h")
+    assert not home.root.exists()
+    assert home.ensure() is home
+    for folder in (
+        home.snapshots,
+        home.manifests,
+        home.schema_dir,
+        home.quarantine,
+        home.mlflow / "artifacts",
+        home.prefect,
+        home.reports,
+    ):
+        assert folder.is_dir()
+        assert folder.resolve().is_relative_to(home.root.resolve())
+    home.ensure()  # idempotent
+
+
+def test_home_of_and_tracking_uri(tmp_path):
+    cfg = load_config(overrides={"paths.home": str(tmp_path / "state")}, environ={})
+    home = home_of(cfg)
+    assert home.root == (tmp_path / "state").resolve()
+    assert home.tracking_uri(cfg) == f"sqlite:///{home.root / 'mlflow' / 'mlflow.db'}"
+    assert home.artifact_root().startswith("file://")
+    remote = load_config(overrides={"paths.tracking_uri": "http://mlflow:5000"}, environ={})
+    assert home_of(remote).tracking_uri(remote) == "http://mlflow:5000"
+
+
+def test_activate_points_prefect_at_the_home_and_keeps_explicit_settings(tmp_path):
+    home = Home(tmp_path)
+    env = {"PREFECT_HOME": "/elsewhere", "DO_NOT_TRACK": "0", "PREFECT_API_URL": "http://x/api"}
+    activate(home, env)
+    assert env["PREFECT_HOME"] == str(home.prefect)  # always follows the home
+    assert env["DO_NOT_TRACK"] == "0"  # an explicit setting wins
+    assert env["PREFECT_API_URL"] == "http://x/api"
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+def test_core_imports_without_prefect_or_mlflow():
+    code = (
+        "import sys\n"
+        "import ctloop.config, ctloop.errors, ctloop.home, ctloop.schema, ctloop.validation\n"
+        "import ctloop.lake, ctloop.training, ctloop.evaluation, ctloop.blessing, ctloop.drift\n"
+        "import ctloop.triggers, ctloop.demo_data, ctloop.registry\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'mlflow'))\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

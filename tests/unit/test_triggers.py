@@ -1,0 +1,132 @@
+"""Retraining rules: bootstrap, pending drift, new data; the pending-drift state file."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from ctloop.config import TriggerConfig
+from ctloop.home import Home
+from ctloop.lake import Manifest
+from ctloop.triggers import (
+    DRIFT,
+    NEW_DATA,
+    PendingDrift,
+    decide_retrain,
+    load_pending,
+    rows_after,
+    save_pending,
+)
+
+RULES = TriggerConfig(bootstrap_rows=1000, min_new_rows=3000, drift_min_rows=800)
+
+
+def day(d: int) -> str:
+    return (datetime(2026, 1, 5) + timedelta(days=d)).isoformat()
+
+
+def manifests(rows_per_day: int, days: range) -> list[Manifest]:
+    return [
+        Manifest(
+            snapshot=f"s{d:02d}",
+            sha256="0" * 64,
+            source=f"day{d:02d}_labelled.csv",
+            rows=rows_per_day,
+            columns=["application_date"],
+            schema_version=1,
+            arrived_at=day(d + 2),
+            time_min=day(d),
+            time_max=(datetime.fromisoformat(day(d)) + timedelta(hours=20)).isoformat(),
+        )
+        for d in days
+    ]
+
+
+def test_rows_after():
+    ms = manifests(100, range(5))
+    assert rows_after(ms, None) == 500
+    assert rows_after(ms, day(3)) == 200  # days 3 and 4 end after day 3 starts
+    assert rows_after(ms, day(10)) == 0
+    assert rows_after([], None) == 0
+
+
+@pytest.mark.parametrize(("days", "retrain"), [(0, False), (3, False), (4, True), (9, True)])
+def test_bootstrap_without_champion(days, retrain):
+    decision = decide_retrain(manifests(250, range(days)), None, False, None, RULES)
+    assert decision.retrain is retrain
+    assert decision.trigger == NEW_DATA
+    assert str(250 * days) in decision.reason
+    assert decision.since is None
+
+
+def test_bootstrap_ignores_pending_drift():
+    pending = PendingDrift(since=day(1), detected_at=day(2), reasons=["age drifted"])
+    decision = decide_retrain(manifests(250, range(4)), None, False, pending, RULES)
+    assert decision.retrain and decision.trigger == NEW_DATA
+
+
+def test_pending_drift_waits_for_rows_then_fires_with_since():
+    pending = PendingDrift(since=day(10), detected_at=day(10), reasons=["3 of 8 columns drifted"])
+    champion_end = day(9)
+    # 300 labelled rows/day; days 10 and 11 labelled: 600 < 800
+    waiting = decide_retrain(manifests(300, range(12)), champion_end, True, pending, RULES)
+    assert waiting.retrain is False
+    assert waiting.trigger == DRIFT
+    assert "600 of 800" in waiting.reason
+    assert waiting.since is None
+    # day 12 lands: 900 >= 800
+    fired = decide_retrain(manifests(300, range(13)), champion_end, True, pending, RULES)
+    assert fired.retrain is True
+    assert fired.trigger == DRIFT
+    assert fired.since == pending.since
+    assert "900 labelled rows" in fired.reason
+    assert "3 of 8 columns drifted" in fired.reason
+
+
+@pytest.mark.parametrize(("drift_min_rows", "retrain"), [(899, True), (900, True), (901, False)])
+def test_pending_drift_threshold_is_inclusive(drift_min_rows, retrain):
+    rules = TriggerConfig(bootstrap_rows=1, min_new_rows=10**6, drift_min_rows=drift_min_rows)
+    pending = PendingDrift(since=day(10), detected_at=day(10), reasons=["x"])
+    decision = decide_retrain(manifests(300, range(13)), day(9), True, pending, rules)
+    assert decision.retrain is retrain
+
+
+def test_pending_drift_takes_precedence_over_new_data():
+    pending = PendingDrift(since=day(30), detected_at=day(30), reasons=["x"])
+    # plenty of new rows since the champion, but drift waits for post-drift rows
+    decision = decide_retrain(manifests(1000, range(10)), day(0), True, pending, RULES)
+    assert decision.retrain is False and decision.trigger == DRIFT
+
+
+@pytest.mark.parametrize(
+    ("champion_end_day", "retrain"), [(0, True), (4, True), (5, False), (9, False)]
+)
+def test_new_data_rule(champion_end_day, retrain):
+    # 500 rows a day for days 0..9; the champion saw data up to the start of `champion_end_day`
+    ms = manifests(500, range(10))
+    decision = decide_retrain(ms, day(champion_end_day), True, None, RULES)
+    new = 500 * (10 - champion_end_day)
+    assert decision.retrain is (new >= RULES.min_new_rows)
+    assert decision.retrain is retrain
+    assert decision.trigger == NEW_DATA
+    assert f"{new} new labelled rows" in decision.reason
+
+
+def test_new_data_with_unknown_champion_end_counts_everything():
+    decision = decide_retrain(manifests(500, range(6)), None, True, None, RULES)
+    assert decision.retrain and "3000 new labelled rows" in decision.reason
+
+
+def test_pending_state_round_trip(tmp_path):
+    home = Home(tmp_path)
+    assert load_pending(home) is None
+    pending = PendingDrift(
+        since="2026-01-23T08:00:00", detected_at="2026-01-23T09:00:00+00:00", reasons=["a", "b"]
+    )
+    save_pending(home, pending)
+    assert load_pending(home) == pending
+    assert (tmp_path / "triggers.json").exists()
+    assert not list(tmp_path.glob("*.tmp"))
+    save_pending(home, None)
+    assert load_pending(home) is None
