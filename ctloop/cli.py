@@ -403,7 +403,15 @@ def ui(
                 p.kill()
 
 
+def _register_extensions() -> None:
+    """Commands that live beside their subsystem register here (imports stay light)."""
+    from ctloop.serving.cli import register as register_serving
+
+    register_serving(app, _config, _handles_errors)
+
+
 def main() -> None:
+    _register_extensions()
     app()
 
 

@@ -142,6 +142,16 @@ class TriggerConfig(_Strict):
     cooldown_minutes: float = Field(default=0, ge=0)
 
 
+class ServingConfig(_Strict):
+    """The model server (`ctloop serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    admin_token: str | None = Field(default=None, description="bearer token for admin routes")
+    challenger_traffic: float = Field(default=0.0, ge=0, le=1)
+    shadow: bool = Field(default=False, description="score the challenger on every request")
+
+
 class Profile(StrEnum):
     EMBEDDED = "embedded"
     CLUSTER = "cluster"
@@ -166,6 +176,7 @@ class Config(_Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     triggers: TriggerConfig = Field(default_factory=TriggerConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
 
     @property
@@ -208,6 +219,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
         "TIMESTAMP": "dataset.timestamp",
         "ID": "dataset.id",
         "EXCLUDE": "dataset.exclude",
+        "ADMIN_TOKEN": "serving.admin_token",
     }
     out: dict[str, Any] = {}
     for suffix, dotted in mapping.items():

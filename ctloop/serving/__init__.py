@@ -1,0 +1,1 @@
+"""The model server: several versions live, A/B and shadow, hot swap, prediction log, feedback."""
