@@ -65,12 +65,14 @@ def bless(
         theirs = champion[metric]
         sign = 1 if higher_is_better(metric) else -1
         gain = sign * (mine - theirs)
-        verb = "beats" if gain >= gates.min_improvement else "does not beat"
+        # a tolerance, so that 0.3 - 0.1 >= 0.2 holds despite binary floats
+        wins = gain >= gates.min_improvement - 1e-9
+        verb = "beats" if wins else "does not beat"
         text = (
             f"{metric} {mine:.4f} vs champion {theirs:.4f} on the same holdout: "
             f"{verb} it by the margin {gates.min_improvement:g} (gain {gain:+.4f})"
         )
-        (passed if gain >= gates.min_improvement else failed).append(text)
+        (passed if wins else failed).append(text)
 
     blessed = not failed
     return Blessing(blessed, tuple(failed if failed else passed), metric, challenger, champion)

@@ -96,6 +96,14 @@ class ValidationConfig(_Strict):
     min_rows: int = Field(default=1, ge=1)
     severity: dict[str, Severity] = Field(default_factory=dict)
 
+    @field_validator("severity")
+    @classmethod
+    def _known_checks(cls, value: dict[str, Severity]) -> dict[str, Severity]:
+        unknown = sorted(set(value) - set(DEFAULT_SEVERITY))
+        if unknown:
+            raise ValueError(f"unknown checks {unknown}; known: {sorted(DEFAULT_SEVERITY)}")
+        return value
+
     def severity_of(self, check: str) -> Severity:
         return self.severity.get(check, DEFAULT_SEVERITY.get(check, Severity.BLOCK))
 
@@ -121,6 +129,17 @@ class DriftConfig(_Strict):
 
     num_method: str = "wasserstein"
     cat_method: str = "jensenshannon"
+
+    @field_validator("num_method", "cat_method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from ctloop.drift import DISTANCE_METHODS, P_VALUE_METHODS
+
+        known = DISTANCE_METHODS | P_VALUE_METHODS
+        if value not in known:
+            raise ValueError(f"unknown drift method {value!r}; one of {sorted(known)}")
+        return value
+
     threshold: float = Field(default=0.1, gt=0)
     share: float = Field(
         default=0.3, gt=0, le=1, description="drift when this share of columns drifted"

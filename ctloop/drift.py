@@ -9,6 +9,35 @@ import pandas as pd
 
 from ctloop.config import DriftConfig
 
+# Evidently's stat tests by how their score reads: a distance drifts at or above the threshold,
+# a p-value below it. `DriftConfig` only accepts names from these two sets.
+DISTANCE_METHODS = frozenset({"wasserstein", "jensenshannon", "psi", "kl_div", "hellinger", "ed"})
+P_VALUE_METHODS = frozenset(
+    {
+        "ks",
+        "chisquare",
+        "z",
+        "t_test",
+        "mannw",
+        "anderson",
+        "cramer_von_mises",
+        "es",
+        "fisher_exact",
+        "g_test",
+        "TVD",
+        "empirical_mmd",
+    }
+)
+
+
+def is_p_value(method: str) -> bool:
+    """Whether Evidently's score for this method is a p-value (drift when below threshold)."""
+    if method in P_VALUE_METHODS:
+        return True
+    if method in DISTANCE_METHODS:
+        return False
+    return "p_value" in method  # display names of older Evidently versions
+
 
 @dataclass(frozen=True)
 class ColumnDrift:
@@ -74,8 +103,7 @@ def summarize_drift(snapshot, cfg: DriftConfig, reference_rows: int, current_row
         fields = _parse_metric_name(metric["metric_name"])
         method, threshold = fields["method"], float(fields["threshold"])
         score = float(metric["value"])
-        # p-value tests drift below the threshold; distances drift at or above it
-        drifted = score < threshold if "p_value" in method else score >= threshold
+        drifted = score < threshold if is_p_value(method) else score >= threshold
         per_column.append(ColumnDrift(fields["column"], method, score, threshold, drifted))
     per_column.sort(key=lambda c: c.column)
     drifted = [c.column for c in per_column if c.drifted]

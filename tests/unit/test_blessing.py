@@ -108,3 +108,10 @@ def test_primary_metric_missing_cannot_compare():
     assert not result.blessed
     assert "cannot compare" in result.reasons[0]
     assert not bless({"pr_auc": 0.9}, {"roc_auc": 0.8}, gates).blessed
+
+
+def test_margin_comparison_is_not_fooled_by_binary_floats():
+    gates = GateConfig(primary_metric="roc_auc", min_metrics={}, min_improvement=0.2)
+    decision = bless({"roc_auc": 0.3}, {"roc_auc": 0.1}, gates)
+    assert decision.blessed, decision.reasons
+    assert not bless({"roc_auc": 0.29}, {"roc_auc": 0.1}, gates).blessed

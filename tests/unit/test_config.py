@@ -245,3 +245,20 @@ def test_dump_then_load_round_trip(tmp_path):
     path = tmp_path / "dumped.yaml"
     dump_config(cfg, path)
     assert load_config(path, environ={}) == cfg
+
+
+def test_unknown_validation_check_name_is_rejected(tmp_path):
+    path = tmp_path / "ctloop.yaml"
+    path.write_text("validation:\n  severity:\n    label_shfit: 'off'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert "validation.severity" in str(info.value)
+    assert "label_shfit" in str(info.value)
+
+
+def test_unknown_drift_method_is_rejected(tmp_path):
+    path = tmp_path / "ctloop.yaml"
+    path.write_text("drift:\n  num_method: wassersteinn\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert "drift.num_method" in str(info.value)
