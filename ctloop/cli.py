@@ -405,9 +405,10 @@ def ui(
 
 def _register_extensions() -> None:
     """Commands that live beside their subsystem register here (imports stay light)."""
-    from ctloop.serving.cli import register as register_serving
+    import importlib
 
-    register_serving(app, _config, _handles_errors)
+    for module in ("ctloop.serving.cli", "ctloop.data_cli", "ctloop.model_cli", "ctloop.loop_cli"):
+        importlib.import_module(module).register(app, _config, _handles_errors)
 
 
 def main() -> None:
