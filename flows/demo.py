@@ -10,9 +10,10 @@ from prefect import tags
 from ctloop.config import Config
 from ctloop.demo_data import DemoScript, demo_stream, write_event
 from ctloop.home import home_of
+from ctloop.policy import current_decision
 from flows.ingest import ingest
 from flows.monitor import monitor
-from flows.retrain import RetrainRequest, current_decision, retrain
+from flows.retrain import RetrainRequest, retrain
 
 
 @dataclass

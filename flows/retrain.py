@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 from ctloop import lake, triggers
 from ctloop.config import Config, load_config
 from ctloop.home import home_of
-from ctloop.registry import CHAMPION, git_commit, next_semver, open_registry
+from ctloop.policy import current_decision
+from ctloop.registry import git_commit, next_semver, open_registry
 from ctloop.reports import blessing_markdown
 from ctloop.training import prepare_features
 from flows.ingest import ingest
@@ -34,21 +35,6 @@ class RetrainRequest(BaseModel):
     check_rules: bool = Field(
         default=False,
         description="event-triggered runs: retrain only when the trigger rules in the config hold",
-    )
-
-
-def current_decision(config: Config) -> triggers.RetrainDecision:
-    """What the trigger rules say now, from the lake, the champion and any pending drift."""
-    home = home_of(config)
-    champion = open_registry(config).by_alias(CHAMPION)
-    manifests = lake.list_snapshots(home)
-    champion_end = None
-    if champion is not None:
-        by_id = {m.snapshot: m for m in manifests}
-        ends = [by_id[s].time_max for s in champion.snapshots if s in by_id and by_id[s].time_max]
-        champion_end = max(ends) if ends else None
-    return triggers.decide_retrain(
-        manifests, champion_end, champion is not None, triggers.load_pending(home), config.triggers
     )
 
 

@@ -32,9 +32,10 @@ def config(tmp_path):
 
 
 def test_loop_ingest_retrain_monitor(prefect_harness, config, tmp_path):
+    from ctloop.policy import current_decision
     from flows.ingest import ingest
     from flows.monitor import monitor
-    from flows.retrain import RetrainRequest, current_decision, retrain
+    from flows.retrain import RetrainRequest, retrain
 
     home = home_of(config)
     files = [_write_day(tmp_path, d) for d in range(5)]

@@ -1,0 +1,23 @@
+"""The live retrain policy: the trigger rules applied to the lake, the registry and the state."""
+
+from __future__ import annotations
+
+from ctloop import lake, triggers
+from ctloop.config import Config
+from ctloop.home import home_of
+from ctloop.registry import CHAMPION, open_registry
+
+
+def current_decision(config: Config) -> triggers.RetrainDecision:
+    """What the trigger rules say now, from the lake, the champion and any pending drift."""
+    home = home_of(config)
+    champion = open_registry(config).by_alias(CHAMPION)
+    manifests = lake.list_snapshots(home)
+    champion_end = None
+    if champion is not None:
+        by_id = {m.snapshot: m for m in manifests}
+        ends = [by_id[s].time_max for s in champion.snapshots if s in by_id and by_id[s].time_max]
+        champion_end = max(ends) if ends else None
+    return triggers.decide_retrain(
+        manifests, champion_end, champion is not None, triggers.load_pending(home), config.triggers
+    )
