@@ -19,5 +19,18 @@ def current_decision(config: Config) -> triggers.RetrainDecision:
         ends = [by_id[s].time_max for s in champion.snapshots if s in by_id and by_id[s].time_max]
         champion_end = max(ends) if ends else None
     return triggers.decide_retrain(
-        manifests, champion_end, champion is not None, triggers.load_pending(home), config.triggers
+        manifests,
+        champion_end,
+        champion is not None,
+        triggers.load_pending(home),
+        config.triggers,
+        last_retrain_at=triggers.last_retrain_at(home),
     )
+
+
+def claim_decision(config: Config) -> triggers.RetrainDecision:
+    """The decision for a rule-checked run; when it says retrain, the cooldown starts now."""
+    decision = current_decision(config)
+    if decision.retrain:
+        triggers.claim_retrain(home_of(config))
+    return decision

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from ctloop.config import TriggerConfig
 from ctloop.home import Home
@@ -46,6 +50,8 @@ def decide_retrain(
     has_champion: bool,
     pending: PendingDrift | None,
     rules: TriggerConfig,
+    last_retrain_at: str | None = None,
+    now: datetime | None = None,
 ) -> RetrainDecision:
     """Should new labelled data start a retrain, and with which trigger and reason?
 
@@ -55,7 +61,18 @@ def decide_retrain(
         has_champion: whether a champion is registered.
         pending: drift detected by the monitor and not yet answered by a retrain.
         rules: thresholds from `triggers` in the config.
+        last_retrain_at: when the last rule-started retrain began (for the cooldown).
+        now: the current time (tests and replays pass their own clock).
     """
+    if rules.cooldown_minutes and last_retrain_at and has_champion:
+        now = now or datetime.now(UTC)
+        elapsed = (now - datetime.fromisoformat(last_retrain_at)).total_seconds() / 60
+        if elapsed < rules.cooldown_minutes:
+            return RetrainDecision(
+                False,
+                DRIFT if pending else NEW_DATA,
+                f"cooldown: last retrain {elapsed:.1f} min ago < {rules.cooldown_minutes:g} min",
+            )
     total = rows_after(manifests, None)
     if not has_champion:
         if total >= rules.bootstrap_rows:
@@ -91,24 +108,58 @@ def decide_retrain(
     )
 
 
-def _state_path(home: Home):
+def _state_path(home: Home) -> Path:
     return home.root / "triggers.json"
 
 
-def load_pending(home: Home) -> PendingDrift | None:
+@contextmanager
+def _locked_state(home: Home) -> Iterator[dict]:
+    """Read-modify-write of the trigger state under an exclusive lock (monitor and retrain
+    runs may update it from different processes)."""
     path = _state_path(home)
-    if not path.exists():
-        return None
-    data = json.loads(path.read_text()).get("pending_drift")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            state = json.loads(path.read_text()) if path.exists() else {}
+            yield state
+            state["updated_at"] = datetime.now(UTC).isoformat()
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(path)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read_state(home: Home) -> dict:
+    path = _state_path(home)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load_pending(home: Home) -> PendingDrift | None:
+    data = _read_state(home).get("pending_drift")
     return PendingDrift(**data) if data else None
 
 
 def save_pending(home: Home, pending: PendingDrift | None) -> None:
-    path = _state_path(home)
-    body = {
-        "pending_drift": asdict(pending) if pending else None,
-        "updated_at": datetime.now(UTC).isoformat(),
-    }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=2))
-    tmp.replace(path)
+    with _locked_state(home) as state:
+        state["pending_drift"] = asdict(pending) if pending else None
+
+
+def record_pending_if_none(home: Home, pending: PendingDrift) -> bool:
+    """Record drift unless some is already pending (keeps the earliest onset). True if saved."""
+    with _locked_state(home) as state:
+        if state.get("pending_drift"):
+            return False
+        state["pending_drift"] = asdict(pending)
+        return True
+
+
+def last_retrain_at(home: Home) -> str | None:
+    return _read_state(home).get("last_retrain_at")
+
+
+def claim_retrain(home: Home, at: datetime | None = None) -> None:
+    """Mark that a rule-started retrain begins now: the cooldown counts from here."""
+    with _locked_state(home) as state:
+        state["last_retrain_at"] = (at or datetime.now(UTC)).isoformat()

@@ -75,8 +75,8 @@ def monitor(
     summary = check_drift(reference, current, columns, config.drift, str(html), html_when)
     html_path = str(html) if html.exists() else None
     publish_drift(source, summary, html_path, config.project)
-    if summary.drift and triggers.load_pending(home) is None:
-        triggers.save_pending(
+    if summary.drift:
+        triggers.record_pending_if_none(
             home,
             triggers.PendingDrift(
                 since=_onset(current, config),

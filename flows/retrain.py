@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from ctloop import lake, triggers
 from ctloop.config import Config, load_config
 from ctloop.home import home_of
-from ctloop.policy import current_decision
+from ctloop.policy import claim_decision
 from ctloop.registry import git_commit, next_semver, open_registry
 from ctloop.reports import blessing_markdown
 from ctloop.training import prepare_features
@@ -68,7 +68,7 @@ def retrain(
     config = config or load_config()
     ingested = ingest(paths, config) if paths else None
     if request.check_rules:
-        decision = current_decision(config)
+        decision = claim_decision(config)
         if not decision.retrain:
             print(f"skipped: {decision.reason}")
             return {

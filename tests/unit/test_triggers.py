@@ -130,3 +130,63 @@ def test_pending_state_round_trip(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
     save_pending(home, None)
     assert load_pending(home) is None
+
+
+def test_cooldown_holds_a_retrain_back_then_lets_it_through():
+    from datetime import UTC
+
+    rules = TriggerConfig(bootstrap_rows=1000, min_new_rows=1000, cooldown_minutes=30)
+    data = manifests(600, range(6))
+    last = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
+    held = decide_retrain(
+        data,
+        None,
+        True,
+        None,
+        rules,
+        last_retrain_at=last.isoformat(),
+        now=last + timedelta(minutes=10),
+    )
+    assert held.retrain is False and held.reason.startswith("cooldown")
+    free = decide_retrain(
+        data,
+        None,
+        True,
+        None,
+        rules,
+        last_retrain_at=last.isoformat(),
+        now=last + timedelta(minutes=31),
+    )
+    assert free.retrain is True and free.trigger == NEW_DATA
+
+
+def test_cooldown_never_blocks_the_first_model():
+    from datetime import UTC
+
+    rules = TriggerConfig(bootstrap_rows=1000, cooldown_minutes=30)
+    now = datetime(2026, 2, 1, tzinfo=UTC)
+    decision = decide_retrain(
+        manifests(600, range(3)),
+        None,
+        False,
+        None,
+        rules,
+        last_retrain_at=now.isoformat(),
+        now=now,
+    )
+    assert decision.retrain is True
+
+
+def test_state_keeps_the_earliest_pending_drift_and_the_claim(tmp_path):
+    from ctloop.triggers import claim_retrain, last_retrain_at, record_pending_if_none
+
+    home = Home(tmp_path)
+    first = PendingDrift(since=day(3), detected_at=day(3), reasons=["a"])
+    later = PendingDrift(since=day(5), detected_at=day(5), reasons=["b"])
+    assert record_pending_if_none(home, first) is True
+    assert record_pending_if_none(home, later) is False
+    assert load_pending(home) == first
+    assert last_retrain_at(home) is None
+    claim_retrain(home, datetime(2026, 2, 1))
+    assert last_retrain_at(home) == "2026-02-01T00:00:00"
+    assert load_pending(home) == first  # the claim leaves the pending drift alone
