@@ -162,13 +162,60 @@ class TriggerConfig(_Strict):
 
 
 class ServingConfig(_Strict):
-    """The model server (`ctloop serve`)."""
+    """The model server (`ctloop serve`): what is live, how traffic splits, where predictions go."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     admin_token: str | None = Field(default=None, description="bearer token for admin routes")
     challenger_traffic: float = Field(default=0.0, ge=0, le=1)
     shadow: bool = Field(default=False, description="score the challenger on every request")
+    traffic: dict[str, float] = Field(
+        default_factory=dict,
+        description="weights by target: 'champion', 'challenger' or a pinned version 'v3'; "
+        "empty means champion 1 - challenger_traffic, challenger challenger_traffic",
+    )
+    shadow_target: str = Field(
+        default="challenger", description="what shadows when `shadow` is on (alias or 'v3')"
+    )
+    poll_seconds: float = Field(
+        default=2.0, gt=0, description="how often the server looks for moved aliases"
+    )
+    warmup_rows: int = Field(
+        default=32, ge=1, description="rows a new version must score before it is swapped in"
+    )
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    max_records: int = Field(default=10_000, ge=1, description="records per request")
+    max_batch: int = Field(default=256, ge=1, description="records per model call (micro-batch)")
+    prediction_log: bool = True
+    prediction_log_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the prediction log; empty: SQLite under the home "
+        "(use postgresql://... in the cluster profile)",
+    )
+    log_batch_rows: int = Field(default=1000, ge=1, description="rows per prediction-log write")
+    log_flush_seconds: float = Field(default=0.5, gt=0)
+    log_queue_rows: int = Field(
+        default=200_000, ge=1, description="pending log rows before new ones are dropped"
+    )
+
+    @field_validator("traffic")
+    @classmethod
+    def _check_traffic(cls, value: dict[str, float]) -> dict[str, float]:
+        for target, weight in value.items():
+            if weight < 0:
+                raise ValueError(f"traffic.{target}: weight {weight} is negative")
+        if value and sum(value.values()) <= 0:
+            raise ValueError("traffic: the weights sum to zero")
+        return value
+
+    def weights(self) -> dict[str, float]:
+        """Traffic weights by target, from `traffic` or from `challenger_traffic`."""
+        if self.traffic:
+            return dict(self.traffic)
+        weights = {"champion": 1.0 - self.challenger_traffic}
+        if self.challenger_traffic > 0:
+            weights["challenger"] = self.challenger_traffic
+        return weights
 
 
 class Profile(StrEnum):

@@ -1,0 +1,95 @@
+"""Batch scoring: a file or lake snapshot scored by one version; predictions written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ctloop import lake
+from ctloop.config import Config
+from ctloop.errors import InputError
+from ctloop.home import home_of
+from ctloop.registry import ModelRef
+from ctloop.training import prepare_features
+
+
+@dataclass(frozen=True)
+class BatchScores:
+    """Predictions of one batch and how long the model took on it."""
+
+    frame: pd.DataFrame
+    version: int
+    semver: str
+    model_seconds: float
+
+
+def read_scoring_input(source: str, config: Config) -> pd.DataFrame:
+    """A CSV/Parquet file by path, or a lake snapshot by id."""
+    if Path(source).is_file():
+        return lake.read_batch(source)
+    home = home_of(config)
+    if (home.snapshots / f"{source}.parquet").is_file():
+        return lake.load_snapshots(home, [source])
+    raise InputError(f"{source}: neither a file nor a snapshot in the lake ({home.snapshots})")
+
+
+def score_batch_frame(pipeline, ref: ModelRef, frame: pd.DataFrame, config: Config) -> BatchScores:
+    """Score every row with the model's own input preparation (as in training).
+
+    The output keeps the id and timestamp columns when present, then `prediction`,
+    `probability` (binary: positive class; multiclass: one column per class), `version`.
+
+    Raises:
+        InputError: naming the feature columns the frame lacks.
+    """
+    numeric = [n for n, kind in ref.signature if kind == "numeric"]
+    categorical = [n for n, kind in ref.signature if kind == "categorical"]
+    missing = [c for c in numeric + categorical if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"batch lacks feature column(s) {', '.join(missing)} of version {ref.version}"
+        )
+    if frame.empty:
+        raise InputError("batch has no rows to score")
+    X = prepare_features(frame, numeric, categorical)
+    keep = [c for c in (config.dataset.id, config.dataset.timestamp) if c and c in frame.columns]
+    out = frame[keep].reset_index(drop=True).copy()
+    start = time.perf_counter()
+    if hasattr(pipeline, "predict_proba"):
+        proba = np.asarray(pipeline.predict_proba(X))
+        classes = pipeline.classes_
+        out["prediction"] = classes[np.argmax(proba, axis=1)]
+        if proba.shape[1] == 2:
+            out["probability"] = proba[:, 1]
+        else:
+            for i, label in enumerate(classes):
+                out[f"probability_{label}"] = proba[:, i]
+    else:
+        out["prediction"] = pipeline.predict(X)
+    seconds = time.perf_counter() - start
+    out["version"] = ref.version
+    return BatchScores(out, ref.version, ref.semver, seconds)
+
+
+def write_predictions(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write Parquet (or CSV for a .csv name) via a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix.lower() == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,478 @@
+"""Model server, in process: inputs, routing, shadow, hot swap, admin, feedback, metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from ctloop.demo_data import ID, TARGET, TIMESTAMP, demo_config
+from ctloop.registry import CHALLENGER, CHAMPION, open_registry
+from ctloop.serving.app import create_app
+from ctloop.serving.inputs import (
+    FeatureSchema,
+    RequestError,
+    check_records,
+    mlflow_records,
+    parse_json,
+    to_frame,
+)
+from ctloop.serving.predlog import SERVED, SHADOW, PredictionLog, online_metrics
+from ctloop.serving.routing import Router, key_point, parse_target
+from ctloop.serving.sample import demo_frame, register_version
+from ctloop.serving.server import ModelServer
+from ctloop.training import prepare_features
+
+TOKEN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A registry with three versions: v1 champion (boosting), v2 challenger (logistic), and v3
+    whose recorded signature lacks a column its pipeline needs (it cannot serve)."""
+    root = tmp_path_factory.mktemp("serving")
+    config = demo_config(str(root / "home"))
+    frame = demo_frame(range(4), rows_per_day=250)
+    v1 = register_version(config, frame, params={"max_iter": 30}, alias=CHAMPION)
+    v2 = register_version(config, frame, family="logistic_regression", alias=CHALLENGER)
+    broken = [s for s in json.loads(v1.tags["ctloop.signature"]) if s[0] != "region"]
+    v3 = register_version(config, frame, params={"max_iter": 10}, signature=broken)
+    holdout = demo_frame([5], rows_per_day=200, seed=50)
+    return {"config": config, "versions": (v1, v2, v3), "holdout": holdout}
+
+
+def _config(home, **serving):
+    config = home["config"].model_copy(deep=True)
+    config.serving.admin_token = TOKEN
+    config.serving.poll_seconds = 3600  # tests call refresh() themselves
+    for key, value in serving.items():
+        setattr(config.serving, key, value)
+    return config
+
+
+def _records(home, n=5, start=0):
+    frame = home["holdout"].drop(columns=[TARGET, ID, TIMESTAMP]).iloc[start : start + n]
+    return frame.to_dict(orient="records")
+
+
+@pytest.fixture
+def reset_aliases(home):
+    registry = open_registry(home["config"])
+    v1, v2, _ = home["versions"]
+    registry.set_alias(CHAMPION, v1.version)
+    registry.set_alias(CHALLENGER, v2.version)
+    yield registry
+    registry.set_alias(CHAMPION, v1.version)
+    registry.set_alias(CHALLENGER, v2.version)
+
+
+# -- inputs (pure) -----------------------------------------------------------------------------
+
+SCHEMA = FeatureSchema(("age", "income"), ("region",), ("application_id",))
+GOOD = {"age": 30, "income": 50000.5, "region": "north"}
+
+
+@pytest.mark.parametrize(
+    ("records", "field", "words"),
+    [
+        ([{"age": 30, "region": "north"}], "records[0].income", "missing"),
+        ([{**GOOD, "income": "abc"}], "records[0].income", "expected a number"),
+        ([{**GOOD, "age": True}], "records[0].age", "expected a number"),
+        ([{**GOOD, "region": 3}], "records[0].region", "expected a string"),
+        ([GOOD, {**GOOD, "colour": "red"}], "records[1].colour", "unknown field"),
+        ([{**GOOD, "income": math.nan}], "records[0].income", "nan is not allowed"),
+        ([{**GOOD, "income": math.inf}], "records[0].income", "inf is not allowed"),
+        ([{**GOOD, "income": 10**400}], "records[0].income", "out of range"),
+        ([{**GOOD, "income": [1]}], "records[0].income", "expected a number"),
+        ([], "records", "empty"),
+        ("abc", "records", "expected a list"),
+        ([3], "records[0]", "expected an object"),
+    ],
+)
+def test_bad_records_name_the_field(records, field, words):
+    with pytest.raises(RequestError) as err:
+        check_records(records, SCHEMA)
+    assert err.value.field == field
+    assert err.value.status == 422
+    assert words in err.value.message.lower()
+    assert err.value.message.startswith(field)
+
+
+def test_records_allow_nulls_and_passthrough_and_match_training_frame():
+    records = [
+        GOOD,
+        {"age": None, "income": 1.0, "region": None, "application_id": "A1"},
+        {"age": 2**60, "income": 3, "region": "south"},
+    ]
+    checked = check_records(records, SCHEMA)
+    assert checked.n == 3
+    assert checked.extras == [{}, {"application_id": "A1"}, {}]
+    fast = to_frame(checked.columns, SCHEMA)
+    reference = prepare_features(pd.DataFrame(records), ["age", "income"], ["region"])
+    pd.testing.assert_frame_equal(fast, reference)
+    # a single object is one record
+    assert check_records(GOOD, SCHEMA).n == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (b"", 400, "empty body"),
+        (b"   ", 400, "empty body"),
+        (b'{"records": [', 400, "malformed json"),
+        (b"\xff\xfe", 400, ""),
+    ],
+)
+def test_parse_json_refuses_malformed(body, status, words):
+    with pytest.raises(RequestError) as err:
+        parse_json(body)
+    assert err.value.status == status
+    assert words in err.value.message.lower()
+
+
+def test_parse_json_keeps_nan_for_the_field_check():
+    payload = parse_json(b'{"records": [{"income": NaN}]}')
+    assert math.isnan(payload["records"][0]["income"])
+
+
+def test_mlflow_payload_formats_give_the_same_records():
+    rows = [GOOD, {**GOOD, "age": 41}]
+    split = {"columns": list(GOOD), "data": [list(r.values()) for r in rows]}
+    columns = {k: [r[k] for r in rows] for k in GOOD}
+    for payload in (
+        {"dataframe_records": rows},
+        {"dataframe_split": split},
+        {"instances": rows},
+        {"inputs": rows},
+        {"inputs": columns},
+        {"instances": columns},
+    ):
+        records, _ = mlflow_records(payload)
+        assert records == rows, payload
+    for bad in ({"records": rows}, {"inputs": rows, "instances": rows}, [rows], {}):
+        with pytest.raises(RequestError):
+            mlflow_records(bad)
+
+
+# -- routing (pure) ----------------------------------------------------------------------------
+
+
+def test_router_splits_by_weight_and_keys_are_sticky():
+    router = Router.from_weights({"champion": 0.9, "challenger": 0.1})
+    seen = Counter(router.choose() for _ in range(10_000))
+    assert abs(seen["challenger"] / 10_000 - 0.1) <= 0.02
+    keyed = {f"user-{i}": router.choose(f"user-{i}") for i in range(2000)}
+    assert all(router.choose(k) == t for k, t in keyed.items())
+    assert abs(Counter(keyed.values())["challenger"] / 2000 - 0.1) <= 0.03
+    assert key_point("abc") == key_point("abc") and 0 <= key_point("abc") < 1
+    assert parse_target("3") == ("v3", 3) and parse_target("v12") == ("v12", 12)
+    with pytest.raises(ValueError):
+        parse_target("latest")
+    with pytest.raises(ValueError):
+        Router.from_weights({"champion": 0.0})
+
+
+# -- the app -----------------------------------------------------------------------------------
+
+
+def test_predict_and_invocations_answer_like_the_model(home, reset_aliases):
+    v1, _, _ = home["versions"]
+    model = open_registry(home["config"]).load(v1)
+    records = _records(home, 8)
+    frame = pd.DataFrame(records)
+    numeric = [n for n, k in v1.signature if k == "numeric"]
+    categorical = [n for n, k in v1.signature if k == "categorical"]
+    X = prepare_features(frame, numeric, categorical)
+    expected = model.predict(X).tolist()
+    expected_proba = model.predict_proba(X)[:, 1]
+    with TestClient(create_app(ModelServer(_config(home)))) as client:
+        one = client.post("/predict", json={"records": records})
+        assert one.status_code == 200, one.text
+        body = one.json()
+        assert body["version"] == v1.version and body["target"] == CHAMPION
+        assert body["predictions"] == expected
+        np.testing.assert_allclose(body["probabilities"], expected_proba, rtol=1e-9)
+        assert one.headers["x-model-version"] == str(v1.version)
+        single = client.post("/predict", json={"records": records[0]})
+        assert single.json()["predictions"] == expected[:1]
+
+        split = {"columns": list(records[0]), "data": [list(r.values()) for r in records]}
+        for payload in (
+            {"dataframe_records": records},
+            {"dataframe_split": split},
+            {"instances": records},
+            {"inputs": {k: [r[k] for r in records] for k in records[0]}},
+        ):
+            answer = client.post("/invocations", json=payload)
+            assert answer.status_code == 200, (payload, answer.text)
+            assert answer.json() == {"predictions": expected}
+        csv = client.post(
+            "/invocations", content=frame.to_csv(index=False), headers={"content-type": "text/csv"}
+        )
+        assert csv.json() == {"predictions": expected}
+        bad = client.post("/invocations", json={"dataframe_records": [{"age": 1}]})
+        assert bad.status_code == 422
+        assert bad.json()["error_code"] == "BAD_REQUEST"
+        assert "dataframe_records[0]" in bad.json()["message"]
+
+
+def test_bad_requests_get_4xx_naming_the_problem(home, reset_aliases):
+    good = _records(home, 1)[0]
+    cases = [
+        ({"records": [{k: v for k, v in good.items() if k != "income"}]}, 422, "income"),
+        ({"records": [{**good, "credit_score": "high"}]}, 422, "credit_score"),
+        ({"records": [{**good, "favourite_colour": "red"}]}, 422, "favourite_colour"),
+        ({"records": []}, 422, "empty"),
+        ({"rows": [good]}, 422, "rows"),
+        ({}, 422, "records"),
+        ([good], 422, "records"),
+        ({"records": [good], "key": 5}, 422, "key"),
+        ({"records": [good] * 10_001}, 413, "at most"),
+    ]
+    with TestClient(create_app(ModelServer(_config(home)))) as client:
+        for payload, status, words in cases:
+            answer = client.post("/predict", json=payload)
+            assert answer.status_code == status, (payload, answer.text)
+            assert words in answer.json()["detail"], answer.json()
+        raw_cases = [
+            (b'{"records": [{"income": NaN', 400, "malformed JSON"),
+            (b"", 400, "empty body"),
+            (b"{records: 1}", 400, "malformed JSON"),
+            (b"x" * 10_000_000, 413, "over the limit"),
+        ]
+        nan = dict(good)
+        nan_body = json.dumps({"records": [{**nan, "income": float("nan")}]}).encode()
+        raw_cases.append((nan_body, 422, "records[0].income: nan is not allowed"))
+        for body, status, words in raw_cases:
+            answer = client.post(
+                "/predict", content=body, headers={"content-type": "application/json"}
+            )
+            assert answer.status_code == status, (body[:50], answer.text)
+            assert words in answer.json()["detail"]
+        wrong_type = client.post("/predict", content=b"a,b", headers={"content-type": "text/csv"})
+        assert wrong_type.status_code == 415
+        errors = client.get("/metrics").text
+        assert 'ctloop_errors_total{route="/predict",status="422",version="none"}' in errors
+
+
+def test_sticky_keys_and_shadow_never_returned(home, reset_aliases):
+    v1, v2, _ = home["versions"]
+    config = _config(home, challenger_traffic=0.5, shadow=False)
+    with TestClient(create_app(ModelServer(config))) as client:
+        records = _records(home, 1)
+        first = {}
+        for i in range(60):
+            answer = client.post("/predict", json={"records": records, "key": f"customer-{i}"})
+            first[f"customer-{i}"] = answer.json()["version"]
+        assert set(first.values()) == {v1.version, v2.version}
+        for _ in range(3):
+            for key, version in first.items():
+                again = client.post(
+                    "/predict", json={"records": records}, headers={"x-routing-key": key}
+                )
+                assert again.json()["version"] == version
+
+    shadow_config = _config(home, challenger_traffic=0.0, shadow=True)
+    server = ModelServer(shadow_config)
+    with TestClient(create_app(server)) as client:
+        ids = []
+        for start in range(0, 40, 2):
+            answer = client.post("/predict", json={"records": _records(home, 2, start)})
+            body = answer.json()
+            assert body["version"] == v1.version and body["target"] == CHAMPION
+            ids.append(body["request_id"])
+        described = client.get("/models").json()
+        assert described["shadow"]["version"] == v2.version
+        assert [m["version"] for m in described["models"]] == [v1.version]
+        # the shadow's answers are in the log, under the same request ids
+        server.log.flush()
+        logged = server.log.read()
+        mine = logged[logged["request_id"].isin(ids)]
+        assert Counter(mine["role"]) == {SERVED: 40, SHADOW: 40}
+        assert set(mine[mine["role"] == SHADOW]["version"]) == {v2.version}
+        assert set(mine[mine["role"] == SERVED]["version"]) == {v1.version}
+
+
+def test_hot_swap_follows_alias_and_refuses_a_version_failing_warmup(home, reset_aliases):
+    v1, v2, v3 = home["versions"]
+    registry = reset_aliases
+    server = ModelServer(_config(home))
+    with TestClient(create_app(server)) as client:
+        records = _records(home, 3)
+        assert client.post("/predict", json={"records": records}).json()["version"] == v1.version
+        registry.set_alias(CHAMPION, v2.version)
+        changes = server.refresh()
+        assert [c["version"] for c in changes] == [v2.version]
+        assert client.post("/predict", json={"records": records}).json()["version"] == v2.version
+
+        registry.set_alias(CHAMPION, v3.version)
+        assert server.refresh() == []
+        answer = client.post("/predict", json={"records": records})
+        assert answer.status_code == 200 and answer.json()["version"] == v2.version
+        failed = client.get("/models").json()["failed"]
+        assert failed[0]["version"] == v3.version
+        assert "region" in failed[0]["reason"]
+        text = client.get("/metrics").text
+        assert 'ctloop_swaps_total{result="warmup_failed"} 1.0' in text
+        assert 'ctloop_live_version{target="champion"} ' + f"{float(v2.version)}" in text
+
+
+def test_admin_routes_need_the_token_and_promote_rollback(home, reset_aliases):
+    v1, v2, v3 = home["versions"]
+    registry = reset_aliases
+    with TestClient(create_app(ModelServer(_config(home)))) as client:
+        assert client.post("/admin/promote", json={"version": v2.version}).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert client.post("/admin/rollback", headers=wrong).status_code == 401
+        assert registry.by_alias(CHAMPION).version == v1.version
+
+        promoted = client.post("/admin/promote", json={"version": v2.version}, headers=AUTH)
+        assert promoted.status_code == 200, promoted.text
+        assert promoted.json()["previous"] == v1.version
+        assert registry.by_alias(CHAMPION).version == v2.version
+        assert client.post("/predict", json={"records": _records(home)}).json()["version"] == 2
+
+        refused = client.post("/admin/promote", json={"version": v3.version}, headers=AUTH)
+        assert refused.status_code == 409 and "warm-up" in refused.json()["detail"]
+        assert registry.by_alias(CHAMPION).version == v2.version
+        missing = client.post("/admin/promote", json={"version": 99}, headers=AUTH)
+        assert missing.status_code == 404 and "99" in missing.json()["detail"]
+
+        back = client.post("/admin/rollback", headers=AUTH)
+        assert back.status_code == 200 and back.json()["champion"] == v1.version
+        assert client.post("/predict", json={"records": _records(home)}).json()["version"] == 1
+
+        traffic = client.post(
+            "/admin/traffic",
+            json={"weights": {"champion": 1, f"v{v2.version}": 1}, "shadow": None},
+            headers=AUTH,
+        )
+        assert traffic.status_code == 200, traffic.text
+        shares = {m["target"]: m["traffic"] for m in traffic.json()["models"]}
+        assert shares == {CHAMPION: 0.5, f"v{v2.version}": 0.5}
+        bad = client.post("/admin/traffic", json={"weights": {"newest": 1}}, headers=AUTH)
+        assert bad.status_code == 422 and "newest" in bad.json()["detail"]
+        bad = client.post("/admin/traffic", json={"weights": {"v77": 1}}, headers=AUTH)
+        assert bad.status_code == 404
+
+
+def test_admin_routes_are_off_without_a_token(home, reset_aliases):
+    config = _config(home, admin_token=None)
+    with TestClient(create_app(ModelServer(config))) as client:
+        answer = client.post("/admin/rollback", headers=AUTH)
+        assert answer.status_code == 403 and "admin_token" in answer.json()["detail"]
+
+
+def test_feedback_joins_labels_into_online_metrics(home, reset_aliases):
+    v1, _, _ = home["versions"]
+    holdout = home["holdout"]
+    server = ModelServer(_config(home))
+    with TestClient(create_app(server)) as client:
+        sent = []
+        for i in range(30):
+            body = client.post("/predict", json={"records": _records(home, 1, i)}).json()
+            sent.append((body["request_id"], body["predictions"][0], body["probabilities"][0]))
+        batch = client.post("/predict", json={"records": _records(home, 4, 30)}).json()
+        labels = holdout[TARGET].tolist()
+        items = [{"request_id": rid, "label": labels[i]} for i, (rid, _, _) in enumerate(sent)]
+        stored = client.post("/feedback", json=items)
+        assert stored.status_code == 200 and stored.json() == {"stored": 30}
+        one = client.post(
+            "/feedback", json={"request_id": batch["request_id"], "row": 3, "label": labels[33]}
+        )
+        assert one.status_code == 200
+
+        unknown = client.post("/feedback", json={"request_id": "nope", "label": 1})
+        assert unknown.status_code == 404 and "nope" in unknown.json()["detail"]
+        row = client.post(
+            "/feedback", json={"request_id": batch["request_id"], "row": 9, "label": 1}
+        )
+        assert row.status_code == 422 and "row" in row.json()["detail"]
+        label = client.post("/feedback", json={"request_id": sent[0][0], "label": "maybe"})
+        assert label.status_code == 422 and "not a class" in label.json()["detail"]
+        typed = client.post("/feedback", json={"request_id": sent[0][0], "label": [1]})
+        assert typed.status_code == 422 and "label" in typed.json()["detail"]
+
+        metrics = client.get("/feedback/metrics").json()
+        mine = [
+            m for m in metrics["versions"] if m["version"] == v1.version and m["role"] == SERVED
+        ]
+        joined = server.log.joined()
+        joined = joined[joined["request_id"].isin([s[0] for s in sent] + [batch["request_id"]])]
+        assert len(joined) == 31
+        expected = online_metrics(joined, "binary")[0]
+        truth = [labels[i] for i in range(30)] + [labels[33]]
+        predicted = [p for _, p, _ in sent] + [batch["predictions"][3]]
+        assert expected["accuracy"] == pytest.approx(np.mean(np.equal(truth, predicted)))
+        assert mine[0]["labelled"] >= 31
+
+
+def test_prediction_log_is_durable_after_shutdown(home, reset_aliases, tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    config = _config(home, prediction_log_url=url, log_flush_seconds=30)
+    with TestClient(create_app(ModelServer(config))) as client:
+        ids = [
+            client.post("/predict", json={"records": _records(home, 2, i)}).json()["request_id"]
+            for i in range(25)
+        ]
+    log = PredictionLog(url)
+    logged = log.read()
+    log.close()
+    assert sorted(set(logged["request_id"])) == sorted(ids)
+    assert len(logged) == 50
+    first = logged.iloc[0]
+    assert set(first["features"]) >= {"age", "income", "region"}
+    assert first["version"] == home["versions"][0].version
+
+
+def test_metrics_health_models_and_openapi(home, reset_aliases):
+    with TestClient(create_app(ModelServer(_config(home, challenger_traffic=0.1)))) as client:
+        for _ in range(5):
+            client.post("/predict", json={"records": _records(home, 1)})
+        text = client.get("/metrics").text
+        assert "ctloop_request_latency_seconds_bucket" in text
+        assert 'ctloop_predictions_total{role="served"' in text
+        assert client.get("/health").json()["status"] == "ok"
+        models = client.get("/models").json()["models"]
+        assert {m["target"]: m["traffic"] for m in models} == {CHAMPION: 0.9, CHALLENGER: 0.1}
+        spec = client.get("/openapi.json").json()
+        record = spec["components"]["schemas"]["Record"]
+        assert record["additionalProperties"] is False
+        assert set(record["required"]) == {n for n, _ in home["versions"][0].signature}
+        assert client.get("/docs").status_code == 200
+
+
+def test_no_model_yet_is_503_not_a_crash(tmp_path):
+    config = demo_config(str(tmp_path / "empty"))
+    config.serving.poll_seconds = 3600
+    with TestClient(create_app(ModelServer(config))) as client:
+        assert client.get("/health").status_code == 503
+        answer = client.post("/predict", json={"records": [GOOD]})
+        assert answer.status_code == 503 and "champion" in answer.json()["detail"]
+
+
+def test_cli_promote_and_rollback(home, reset_aliases):
+    from typer.testing import CliRunner
+
+    from ctloop.cli import _register_extensions, app
+    from ctloop.config import CONFIG_FILENAME, dump_config
+
+    v1, v2, v3 = home["versions"]
+    _register_extensions()
+    runner = CliRunner()
+    root = str(home["config"].paths.home)
+    dump_config(home["config"], home["config"].paths.home / CONFIG_FILENAME)
+    promoted = runner.invoke(app, ["promote", str(v2.version), "--home", root, "--json"])
+    assert promoted.exit_code == 0, promoted.output
+    assert json.loads(promoted.stdout.strip().splitlines()[-1])["champion"] == v2.version
+    refused = runner.invoke(app, ["promote", str(v3.version), "--home", root])
+    assert refused.exit_code != 0 and "warm-up" in refused.output
+    back = runner.invoke(app, ["rollback", "--home", root, "--json"])
+    assert back.exit_code == 0, back.output
+    assert open_registry(home["config"]).by_alias(CHAMPION).version == v1.version
