@@ -60,6 +60,19 @@ class ModelFamily(StrEnum):
     RANDOM_FOREST = "random_forest"
 
 
+class PrivacyConfig(_Strict):
+    """Differentially private training (diffprivlib), for the linear family only."""
+
+    enabled: bool = False
+    epsilon: float = Field(default=1.0, gt=0, description="privacy budget of one training run")
+    data_norm: float | None = Field(
+        default=None,
+        gt=0,
+        description="bound on the L2 norm of a scaled row; None: measured on the training "
+        "data (which leaks a little privacy; set it for a strict guarantee)",
+    )
+
+
 class TrainingConfig(_Strict):
     """Which data a model learns from and how."""
 
@@ -71,16 +84,88 @@ class TrainingConfig(_Strict):
     family: ModelFamily = ModelFamily.HIST_GRADIENT_BOOSTING
     params: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    allow_pickle: bool = Field(
+        default=False,
+        description="load models saved with pickle/cloudpickle (unsafe: runs code on load)",
+    )
+    system_metrics: bool = Field(
+        default=True, description="sample CPU and memory while training, log them to MLflow"
+    )
+
+
+class TuningConfig(_Strict):
+    """Hyperparameter search with Optuna (off by default: a fixed-parameter fit is fast)."""
+
+    enabled: bool = False
+    trials: int = Field(default=20, ge=1, description="trials of one study, all workers together")
+    timeout_seconds: float | None = Field(
+        default=300, gt=0, description="wall-clock budget of one study"
+    )
+    workers: int = Field(default=1, ge=1, le=64, description="trial processes in parallel")
+    folds: int = Field(
+        default=3, ge=2, le=10, description="time-ordered folds inside the training part"
+    )
+    pruning: bool = Field(default=True, description="stop weak trials early (folds as steps)")
+    storage: str | None = Field(
+        default=None,
+        description="Optuna storage: empty = journal file under the home; a path or "
+        "journal:///path; or an RDB URL such as postgresql://... (cluster profile)",
+    )
+    families: list[ModelFamily] = Field(
+        default_factory=list,
+        description="families the study may choose from; empty = only training.family",
+    )
+    warm_start: bool = Field(default=True, description="enqueue the champion's parameters first")
+    seed: int = 0
+
+
+class AnalysisConfig(_Strict):
+    """What the analyse stage computes beyond the holdout metrics."""
+
+    sensitive_columns: list[str] = Field(
+        default_factory=list,
+        description="columns (features or not) whose slices are compared for fairness",
+    )
+    slice_categoricals: bool = Field(
+        default=True, description="also slice by every categorical feature"
+    )
+    min_slice_rows: int = Field(default=20, ge=1, description="smaller slices are not scored")
+    max_slice_values: int = Field(default=20, ge=1, description="most frequent values per column")
+    permutation_repeats: int = Field(default=3, ge=1)
+    max_rows: int = Field(
+        default=2000, ge=50, description="rows used for permutation importance and what-if"
+    )
+    plots: bool = True
 
 
 class GateConfig(_Strict):
-    """Blessing thresholds: absolute floors and the margin over the champion."""
+    """Blessing thresholds: absolute floors and ceilings, and the margin over the champion."""
 
     primary_metric: str = "roc_auc"
     min_metrics: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.6})
     max_metrics: dict[str, float] = Field(default_factory=dict)
     min_improvement: float = Field(
         default=0.0, description="challenger must be >= champion + this on the primary metric"
+    )
+    slice_columns: list[str] = Field(
+        default_factory=list,
+        description="per slice of these columns the challenger must be >= champion + "
+        "slice_min_improvement on the primary metric",
+    )
+    slice_min_improvement: float = Field(
+        default=-0.05, description="margin per slice (negative: a tolerated loss)"
+    )
+    min_slice_rows: int = Field(default=30, ge=1, description="smaller slices are not gated")
+    max_slice_gap: float | None = Field(
+        default=None,
+        ge=0,
+        description="largest allowed gap of the primary metric between slices of a sensitive "
+        "column (fairness floor)",
+    )
+    promote: bool = Field(
+        default=True,
+        description="a blessed challenger becomes champion; false: it gets the challenger alias",
     )
 
 
@@ -238,6 +323,8 @@ class Config(_Strict):
     profile: Profile = Profile.EMBEDDED
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     gates: GateConfig = Field(default_factory=GateConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)

@@ -20,6 +20,57 @@ TRUSTED_TYPES = frozenset(
         "sklearn.tree._tree.Tree",
     }
 )
+# diffprivlib's linear models, for the optional differentially private family (extra `dp`).
+DP_TRUSTED_TYPES = frozenset(
+    {
+        "diffprivlib.models.logistic_regression.LogisticRegression",
+        "diffprivlib.models.linear_regression.LinearRegression",
+        "diffprivlib.accountant.BudgetAccountant",
+    }
+)
+
+
+def load_model_dir(path: str | Path, allow_pickle: bool = False):
+    """Load an MLflow sklearn model folder with ctloop's own trusted-type list.
+
+    The list saved inside the model (MLmodel) is ignored: a crafted model could trust anything
+    there. Pickled models run code when loaded and are refused unless `allow_pickle`.
+
+    Raises:
+        CtloopError: pickled and not allowed, or holding types outside the trusted list.
+    """
+    import yaml
+
+    from ctloop.errors import CtloopError
+
+    path = Path(path)
+    meta = yaml.safe_load((path / "MLmodel").read_text())
+    flavor = (meta.get("flavors") or {}).get("sklearn") or {}
+    fmt = flavor.get("serialization_format", "pickle")
+    data = path / flavor.get("pickled_model", "model.pkl")
+    if fmt == "skops":
+        import skops.io as sio
+
+        needed = set(sio.get_untrusted_types(file=data))
+        unknown = needed - TRUSTED_TYPES - DP_TRUSTED_TYPES
+        if unknown:
+            raise CtloopError(
+                f"{path}: model holds types outside the trusted list: {sorted(unknown)}"
+            )
+        return sio.load(data, trusted=sorted(needed))
+    if not allow_pickle:
+        raise CtloopError(
+            f"{path}: model is saved with {fmt}, which runs code when loaded; refused "
+            "(set training.allow_pickle: true only for models you trust)"
+        )
+    import pickle
+
+    with open(data, "rb") as handle:
+        if fmt == "cloudpickle":
+            import cloudpickle
+
+            return cloudpickle.load(handle)
+        return pickle.load(handle)  # noqa: S301 - explicitly allowed by config
 
 
 def trusted_types_of(pipeline) -> list[str]:
@@ -29,7 +80,7 @@ def trusted_types_of(pipeline) -> list[str]:
     from ctloop.errors import CtloopError
 
     needed = set(sio.get_untrusted_types(data=sio.dumps(pipeline)))
-    unknown = needed - TRUSTED_TYPES
+    unknown = needed - TRUSTED_TYPES - DP_TRUSTED_TYPES
     if unknown:
         raise CtloopError(f"model holds types outside the trusted list: {sorted(unknown)}")
     return sorted(needed)
@@ -100,7 +151,13 @@ def next_semver(
 class Registry:
     """One MLflow registered model per project, with `champion` and `challenger` aliases."""
 
-    def __init__(self, tracking_uri: str, name: str, artifact_root: str | None = None):
+    def __init__(
+        self,
+        tracking_uri: str,
+        name: str,
+        artifact_root: str | None = None,
+        allow_pickle: bool = False,
+    ):
         import mlflow
         from mlflow.tracking import MlflowClient
 
@@ -110,6 +167,7 @@ class Registry:
         self.tracking_uri = tracking_uri
         self.name = name
         self.artifact_root = artifact_root
+        self.allow_pickle = allow_pickle
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -154,7 +212,27 @@ class Registry:
         return versions[-1] if versions else None
 
     def load(self, ref: ModelRef):
-        return self.mlflow.sklearn.load_model(ref.uri)
+        """The fitted pipeline of a version, loaded with the trusted-type list (see
+        `load_model_dir`)."""
+        import tempfile
+
+        from mlflow.artifacts import download_artifacts
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = download_artifacts(artifact_uri=ref.uri, dst_path=tmp)
+            return load_model_dir(local, self.allow_pickle)
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        return dict(self.client.get_run(run_id).data.metrics)
+
+    def run_text(self, run_id: str, path: str) -> str | None:
+        """A text artifact of a run, or None when it is not there."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+        except (MlflowException, OSError):
+            return None
 
     def log_candidate(
         self,
@@ -166,8 +244,18 @@ class Registry:
         tags: dict[str, str],
         artifacts: dict[str, str] | None = None,
         run_name: str | None = None,
+        images: dict[str, bytes] | None = None,
+        histories: list[tuple[str, float, int, int]] | None = None,
+        trials: list[dict[str, Any]] | None = None,
     ) -> tuple[str, str]:
-        """Log one training run with its model; returns (run_id, model_uri)."""
+        """Log one training run with its model; returns (run_id, model_uri).
+
+        Args:
+            images: binary artifacts (plots) by file name, under `plots/`.
+            histories: metric samples `(key, value, timestamp_ms, step)`, e.g. the CPU and
+                memory sampled while training (`system/...`).
+            trials: tuning trials, each logged as a nested run (`TrialRecord` as a dict).
+        """
         import sklearn
         from mlflow.models import infer_signature
 
@@ -179,6 +267,9 @@ class Registry:
             mlflow.set_tags({k: str(v)[:TAG_LIMIT] for k, v in tags.items()})
             for name, text in (artifacts or {}).items():
                 mlflow.log_text(text, name)
+            self._log_images(run.info.run_id, images or {})
+            self._log_histories(run.info.run_id, histories or [])
+            self._log_trials(experiment_id, run.info.run_id, trials or [])
             signature = infer_signature(input_example, pipeline.predict(input_example))
             info = mlflow.sklearn.log_model(
                 pipeline,
@@ -190,6 +281,48 @@ class Registry:
                 skops_trusted_types=trusted_types_of(pipeline),
             )
             return run.info.run_id, info.model_uri
+
+    def _log_images(self, run_id: str, images: dict[str, bytes]) -> None:
+        import tempfile
+
+        if not images:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in images.items():
+                (Path(tmp) / name).write_bytes(data)
+            self.client.log_artifacts(run_id, tmp, artifact_path="plots")
+
+    def _log_histories(self, run_id: str, samples: list[tuple[str, float, int, int]]) -> None:
+        from mlflow.entities import Metric
+
+        metrics = [Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in samples]
+        for start in range(0, len(metrics), 900):
+            self.client.log_batch(run_id, metrics=metrics[start : start + 900])
+
+    def _log_trials(self, experiment_id: str, parent_id: str, trials: list[dict]) -> None:
+        """Each tuning trial as a nested run: its parameters, fold scores and final value."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        for t in trials:
+            start_ms = int((t.get("started") or 0) * 1000) or None
+            end_ms = int((t.get("finished") or 0) * 1000) or None
+            run = self.client.create_run(
+                experiment_id,
+                start_time=start_ms,
+                tags={"mlflow.parentRunId": parent_id, "ctloop.trial_state": t["state"]},
+                run_name=f"trial-{t['number']}",
+            )
+            params = [Param("family", str(t["family"]))]
+            params += [Param(k, str(v)[:500]) for k, v in t["params"].items()]
+            ts = end_ms or start_ms or 0
+            metrics = [Metric("fold_score", v, ts, int(k)) for k, v in t["intermediate"].items()]
+            if t.get("value") is not None:
+                metrics.append(Metric("cv_score", float(t["value"]), ts, 0))
+            self.client.log_batch(
+                run.info.run_id, metrics=metrics, params=params, tags=[RunTag("trial", "1")]
+            )
+            status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(t["state"], "FAILED")
+            self.client.set_terminated(run.info.run_id, status=status, end_time=end_ms)
 
     def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelRef:
         """Register a logged model as a new version with its tags; undone on failure."""
@@ -224,4 +357,9 @@ def open_registry(config) -> Registry:
     from ctloop.home import home_of
 
     home = home_of(config).ensure()
-    return Registry(home.tracking_uri(config), config.registry_name, home.artifact_root())
+    return Registry(
+        home.tracking_uri(config),
+        config.registry_name,
+        home.artifact_root(),
+        allow_pickle=config.training.allow_pickle,
+    )

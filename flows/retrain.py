@@ -1,8 +1,9 @@
-"""`retrain`: window → split → train → analyse → bless → register → promote."""
+"""`retrain`: window → split → tune → train → analyse → bless → register → promote."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Literal
 
 from prefect import flow
@@ -11,17 +12,33 @@ from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
 from ctloop import lake, triggers
+from ctloop.analysis import model_card
 from ctloop.config import Config, load_config
 from ctloop.home import home_of
+from ctloop.lineage import RECIPE_FILE, make_recipe
 from ctloop.policy import claim_decision
 from ctloop.registry import git_commit, next_semver, open_registry
 from ctloop.reports import blessing_markdown
 from ctloop.training import prepare_features
 from flows.ingest import ingest
+from tasks.analyse import analyse_challenger, champion_slices, publish_model_card
 from tasks.bless import bless_candidate
 from tasks.evaluate import evaluate_model
-from tasks.register import load_champion, log_candidate, promote, register_version
-from tasks.train import load_window, select_window, split_holdout, train_candidate
+from tasks.register import (
+    load_champion,
+    log_candidate,
+    mark_challenger,
+    promote,
+    register_version,
+)
+from tasks.train import (
+    load_window,
+    select_window,
+    snapshot_digests,
+    split_holdout,
+    train_candidate,
+)
+from tasks.tune import tune_hyperparameters
 
 
 class RetrainRequest(BaseModel):
@@ -86,67 +103,148 @@ def retrain(
 
     # -- data: the window, and a recent holdout that tuning never sees
     ids = select_window(config, request.since)
+    digests = snapshot_digests(ids, config)
     frame = load_window(ids, config)
     split = split_holdout(frame, config)
+    champion = load_champion(config)
+    champion_ref = champion[0] if champion is not None else None
+
+    # -- tune (optional): folds inside the training part, warm-started from the champion
+    tuned = None
+    family = params = None
+    if config.tuning.enabled:
+        tuned = tune_hyperparameters(split.train, config, champion_ref, request.trigger)
+        family, params = tuned.best_family, tuned.best_params
 
     # -- train
-    candidate = train_candidate(split.train, config)
+    candidate, system_samples = train_candidate(split.train, config, family, params)
 
-    # -- analyse: challenger and champion on the same rows
-    challenger_metrics = evaluate_model(
+    # -- analyse: challenger and champion on the same rows, overall and per slice
+    analysis = analyse_challenger(
         candidate.pipeline, candidate.numeric, candidate.categorical, split.holdout, config
     )
-    champion = load_champion(config)
-    champion_metrics = None
+    challenger_metrics = analysis.metrics
+    champion_metrics = champion_by_slice = None
     if champion is not None:
         ref, model = champion
         numeric = [n for n, kind in ref.signature if kind == "numeric"]
         categorical = [n for n, kind in ref.signature if kind == "categorical"]
         champion_metrics = evaluate_model(model, numeric, categorical, split.holdout, config)
+        if config.gates.slice_columns:
+            champion_by_slice = champion_slices(
+                model, numeric, categorical, split.holdout, config.gates.slice_columns, config
+            )
+    sensitive = set(config.analysis.sensitive_columns)
+    fairness_gaps = tuple(g for g in analysis.gaps if g.column in sensitive)
 
-    # -- bless
-    blessing = bless_candidate(challenger_metrics, champion_metrics, config.gates)
+    # -- bless: every value threshold, and beat the champion (per slice where configured)
+    blessing = bless_candidate(
+        challenger_metrics,
+        champion_metrics,
+        config.gates,
+        analysis.slices,
+        champion_by_slice,
+        fairness_gaps,
+    )
 
-    # -- register and promote (atomic), or record the refusal
+    # -- record: the run with its lineage, analysis, plots and card, blessed or not
     registry = open_registry(config)
-    signature = [[n, "numeric"] for n in candidate.numeric] + [
-        [n, "categorical"] for n in candidate.categorical
-    ]
+    signature = candidate.signature
     semver = next_semver(registry.latest(), signature) if blessing.blessed else None
     manifests = {m.snapshot: m for m in lake.list_snapshots(home_of(config))}
+    commit = git_commit()
+    trained_on = _trained_on(manifests, ids, len(frame))
+    recipe = make_recipe(
+        candidate,
+        config,
+        ids,
+        digests,
+        commit,
+        split.strategy,
+        len(frame),
+        challenger_metrics,
+        tuned.summary() if tuned else None,
+    )
+    card = model_card(
+        analysis,
+        project=config.project,
+        family=candidate.family,
+        params=candidate.params,
+        trained_on=trained_on,
+        snapshots=ids,
+        train_rows=candidate.train_rows,
+        holdout_rows=len(split.holdout),
+        split=split.strategy,
+        config=config,
+        blessing_reasons=list(blessing.reasons),
+        blessed=blessing.blessed,
+        semver=semver,
+        dp_epsilon=candidate.dp_epsilon,
+    )
+    publish_model_card(card)
     tags = {
         "ctloop.trigger": request.trigger,
         "ctloop.reason": request.reason,
         "ctloop.snapshots": ",".join(ids),
-        "ctloop.git_commit": git_commit(),
+        "ctloop.snapshot_digests": json.dumps({i: d[:16] for i, d in digests.items()}),
+        "ctloop.git_commit": commit,
         "ctloop.signature": json.dumps(signature),
-        "ctloop.trained_on": _trained_on(manifests, ids, len(frame)),
+        "ctloop.trained_on": trained_on,
         "ctloop.split": split.strategy,
+        "ctloop.family": candidate.family,
+        "ctloop.params": json.dumps(candidate.params, default=str),
+        "ctloop.recipe_params": json.dumps(candidate.recipe_params, default=str),
         "ctloop.blessed": str(blessing.blessed).lower(),
         "ctloop.blessing": "; ".join(blessing.reasons),
         "ctloop.prefect_flow_run": str(flow_run.id or ""),
     }
+    if candidate.dp_epsilon is not None:
+        tags["ctloop.dp_epsilon"] = str(candidate.dp_epsilon)
+    if tuned is not None:
+        tags["ctloop.tuning_study"] = tuned.study_name
     metrics = {f"holdout_{k}": v for k, v in challenger_metrics.items()}
     if champion_metrics:
         metrics.update({f"champion_holdout_{k}": v for k, v in champion_metrics.items()})
+    metrics.update({f"importance_{k}": v for k, v in analysis.importances.items()})
+    metrics.update({f"slice_gap_{g.column}": g.gap for g in analysis.gaps})
+    if tuned is not None:
+        metrics["tuning_best_cv_score"] = tuned.best_value
+        metrics.update({f"param_importance_{k}": v for k, v in tuned.importances.items()})
+    artifacts = {
+        "blessing.json": json.dumps(blessing.as_dict(), indent=2, default=str),
+        "blessing.md": blessing_markdown(blessing, semver),
+        "model_card.md": card,
+        "analysis.json": json.dumps(analysis.as_dict(), indent=2, default=str),
+        RECIPE_FILE: recipe.to_json(),
+        "config.json": config.model_dump_json(indent=2),
+    }
+    if tuned is not None:
+        artifacts["tuning.json"] = json.dumps(tuned.summary(), indent=2, default=str)
     run_id, model_uri = log_candidate(
         candidate.pipeline,
         prepare_features(split.holdout.head(50), candidate.numeric, candidate.categorical),
         {**candidate.params, "train_rows": candidate.train_rows, "since": request.since},
         metrics,
         tags,
-        {
-            "blessing.json": json.dumps(blessing.as_dict(), indent=2),
-            "blessing.md": blessing_markdown(blessing, None),
-        },
+        artifacts,
         config,
         f"{request.trigger}-{semver or 'refused'}",
+        analysis.plots,
+        system_samples,
+        [asdict(t) for t in tuned.trials] if tuned else None,
     )
+
+    # -- register and move the alias (atomic), or keep the refusal on the run only
     version = None
+    promoted = False
     if blessing.blessed:
         with transaction():
             ref = register_version(model_uri, run_id, {**tags, "semver": semver}, config)
-            promote(ref, config)
+            if config.gates.promote:
+                promote(ref, config)
+                promoted = True
+            else:
+                mark_challenger(ref, config)
         version = ref.version
     if request.trigger == "drift":
         triggers.save_pending(home_of(config), None)  # answered; the monitor re-raises it if needed
@@ -155,12 +253,16 @@ def retrain(
         "semver": semver,
         "blessed": blessing.blessed,
         "reasons": list(blessing.reasons),
-        "promoted": version is not None,
+        "promoted": promoted,
         "trigger": request.trigger,
         "reason": request.reason,
         "run_id": run_id,
         "snapshots": ids,
         "metrics": challenger_metrics,
         "champion_metrics": champion_metrics,
+        "family": candidate.family,
+        "params": candidate.recipe_params,
+        "tuning": tuned.summary() if tuned else None,
+        "gaps": [{"column": g.column, "gap": g.gap} for g in analysis.gaps],
         "ingested": ingested,
     }

@@ -13,9 +13,21 @@ from ctloop.reports import blessing_markdown
 
 @task(name="bless-candidate", cache_policy=NO_CACHE)
 def bless_candidate(
-    challenger: dict[str, float], champion: dict[str, float] | None, gates: GateConfig
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    gates: GateConfig,
+    challenger_slices: dict | None = None,
+    champion_slices: dict | None = None,
+    gaps: tuple = (),
 ) -> Blessing:
-    blessing = bless(challenger, champion, gates)
+    blessing = bless(
+        challenger,
+        champion,
+        gates,
+        challenger_slices=challenger_slices,
+        champion_slices=champion_slices,
+        gaps=gaps,
+    )
     create_markdown_artifact(
         markdown=blessing_markdown(blessing, None),
         key="blessing",

@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.transactions import get_transaction
 
 from ctloop.config import Config
-from ctloop.registry import CHAMPION, ModelRef, open_registry
+from ctloop.registry import CHALLENGER, CHAMPION, ModelRef, open_registry
 
 
 @task(name="load-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -31,8 +31,12 @@ def log_candidate(
     artifacts: dict[str, str],
     config: Config,
     run_name: str,
+    images: dict[str, bytes] | None = None,
+    histories: list | None = None,
+    trials: list[dict] | None = None,
 ) -> tuple[str, str]:
-    """Log the training run (params, metrics, tags, model, reports); returns (run id, model uri)."""
+    """Log the training run (params, metrics, tags, model, reports, plots, system metrics, tuning
+    trials as nested runs); returns (run id, model uri)."""
     return open_registry(config).log_candidate(
         pipeline=pipeline,
         input_example=input_example,
@@ -41,6 +45,9 @@ def log_candidate(
         tags=tags,
         artifacts=artifacts,
         run_name=run_name,
+        images=images,
+        histories=histories,
+        trials=trials,
     )
 
 
@@ -65,6 +72,18 @@ def _delete_registered_version(txn) -> None:
 @task(name="promote", cache_policy=NO_CACHE)
 def promote(ref: ModelRef, config: Config) -> ModelRef:
     """Point the `champion` alias at this version (the serving model)."""
-    open_registry(config).set_alias(CHAMPION, ref.version)
+    registry = open_registry(config)
+    registry.set_alias(CHAMPION, ref.version)
+    challenger = registry.by_alias(CHALLENGER)
+    if challenger is not None and challenger.version <= ref.version:
+        registry.delete_alias(CHALLENGER)  # superseded by the new champion
     get_run_logger().info("champion is now version %s (%s)", ref.version, ref.semver)
+    return ref
+
+
+@task(name="mark-challenger", cache_policy=NO_CACHE)
+def mark_challenger(ref: ModelRef, config: Config) -> ModelRef:
+    """Point the `challenger` alias at this version (blessed, awaiting `ctloop promote`)."""
+    open_registry(config).set_alias(CHALLENGER, ref.version)
+    get_run_logger().info("challenger is now version %s (%s)", ref.version, ref.semver)
     return ref

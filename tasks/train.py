@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -29,11 +31,28 @@ def load_window(ids: list[str], config: Config) -> pd.DataFrame:
     return lake.load_snapshots(home_of(config), ids)
 
 
+@task(name="snapshot-digests", cache_policy=NO_CACHE)
+def snapshot_digests(ids: list[str], config: Config) -> dict[str, str]:
+    """The sha256 of each snapshot of the window, from the lake's manifests."""
+    by_id = {m.snapshot: m.sha256 for m in lake.list_snapshots(home_of(config))}
+    return {i: by_id[i] for i in ids if i in by_id}
+
+
 @task(name="split-holdout", cache_policy=NO_CACHE)
 def split_holdout(frame: pd.DataFrame, config: Config) -> training.Split:
     return training.split_holdout(frame, config)
 
 
 @task(name="train-candidate", cache_policy=NO_CACHE)
-def train_candidate(train: pd.DataFrame, config: Config) -> training.Candidate:
-    return training.train_candidate(train, config)
+def train_candidate(
+    train: pd.DataFrame,
+    config: Config,
+    family: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> tuple[training.Candidate, list[tuple[str, float, int, int]]]:
+    """Fit the candidate; returns it with the CPU and memory samples taken while fitting."""
+    if not config.training.system_metrics:
+        return training.train_candidate(train, config, family, params), []
+    with training.ResourceSampler() as sampler:
+        candidate = training.train_candidate(train, config, family, params)
+    return candidate, sampler.samples
