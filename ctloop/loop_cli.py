@@ -1,6 +1,12 @@
-"""Continuous-training commands (`ctloop up`, `ctloop replay`): registered on the main CLI by `ctloop.cli`."""
+"""Continuous-training commands: `ctloop replay` (and `ctloop up`)."""
 
-from __future__ import annotations
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 
 def register(app, make_config, handles_errors) -> None:
@@ -12,3 +18,66 @@ def register(app, make_config, handles_errors) -> None:
             Home)`; also points Prefect at the home, so call it before importing flows.
         handles_errors: decorator turning ctloop errors into one line and a non-zero exit.
     """
+
+    @app.command()
+    @handles_errors
+    def replay(
+        data: Annotated[Path, typer.Argument(help="labelled history, CSV or Parquet")],
+        target: Annotated[str | None, typer.Option("--target", help="label column")] = None,
+        timestamp: Annotated[str | None, typer.Option("--timestamp", help="time column")] = None,
+        freq: Annotated[str, typer.Option(help="batch length, a pandas frequency")] = "1D",
+        task: Annotated[str | None, typer.Option("--task")] = None,
+        id_col: Annotated[str | None, typer.Option("--id")] = None,
+        exclude: Annotated[str | None, typer.Option("--exclude")] = None,
+        schedule_every: Annotated[int, typer.Option(help="batches between scheduled retrains")] = 7,
+        policies: Annotated[
+            str, typer.Option(help="comma list")
+        ] = "never,every_batch,schedule,ctloop",
+        min_new_rows: Annotated[
+            int | None,
+            typer.Option(help="new-data rule for ctloop (off unless set here or in config)"),
+        ] = None,
+        out: Annotated[
+            Path | None, typer.Option(help="folder for replay.png and replay.html")
+        ] = None,
+        config_path: Annotated[Path | None, typer.Option("--config", "-c")] = None,
+        home: Annotated[Path | None, typer.Option("--home")] = None,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Replay a labelled history as batches and compare retraining policies (prequential)."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from ctloop.errors import InputError
+        from ctloop.lake import read_batch
+        from ctloop.replay import plot_replay, report_html
+        from ctloop.replay import replay as run_replay
+
+        if not data.exists():
+            raise InputError(f"{data}: file not found")
+        config, root = make_config(config_path, home, target, task, timestamp, id_col, exclude)
+        config.require_target()
+        if min_new_rows is not None:
+            config.triggers.min_new_rows = min_new_rows
+        elif "min_new_rows" not in config.triggers.model_fields_set:
+            config.triggers.min_new_rows = None  # a volume rule is a schedule by rows: off here
+        frame = read_batch(data)
+        chosen = tuple(p.strip() for p in policies.split(",") if p.strip())
+        result = run_replay(frame, config, freq, schedule_every, chosen)
+        folder = out or root.reports / f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        png = plot_replay(result, folder / "replay.png")
+        page = report_html(result, png, folder / "replay.html")
+        answer = result.as_json()
+        answer.update({"plot": str(png), "report": str(page)})
+        if as_json:
+            sys.stdout.write(json.dumps(answer, default=str) + "\n")
+            return
+        console = Console()
+        table = Table(title=f"replay of {data.name}: {result.batches} batches of {freq}")
+        for col in ("policy", f"mean {result.metric_name}", "retrains", "compute s"):
+            table.add_column(col)
+        for name, p in result.policies.items():
+            metric = "n/a" if p.mean_metric is None else f"{p.mean_metric:.4f}"
+            table.add_row(name, metric, str(p.retrains), f"{p.seconds:.1f}")
+        console.print(table)
+        console.print(f"plot: {png}\nreport: {page}")

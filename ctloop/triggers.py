@@ -24,11 +24,13 @@ TRIGGERS = (MANUAL, SCHEDULE, NEW_DATA, DRIFT, PERFORMANCE)
 
 @dataclass(frozen=True)
 class PendingDrift:
-    """Drift seen on unlabelled features; a retrain waits for labelled rows from `since` on."""
+    """A change seen by the monitor (drift on features, or decay of the served metric); a
+    retrain waits for labelled rows from `since` on and then trains on them."""
 
     since: str
     detected_at: str
     reasons: list[str]
+    trigger: str = DRIFT
 
 
 @dataclass(frozen=True)
@@ -87,24 +89,58 @@ def decide_retrain(
         if after >= rules.drift_min_rows:
             return RetrainDecision(
                 True,
-                DRIFT,
-                f"drift since {pending.since[:10]} ({'; '.join(pending.reasons)}); "
+                pending.trigger,
+                f"{pending.trigger} since {pending.since[:10]} ({'; '.join(pending.reasons)}); "
                 f"{after} labelled rows since then >= {rules.drift_min_rows}",
                 since=pending.since,
             )
         return RetrainDecision(
             False,
-            DRIFT,
-            f"drift pending since {pending.since[:10]}: {after} of {rules.drift_min_rows} "
+            pending.trigger,
+            f"{pending.trigger} pending since {pending.since[:10]}: {after} of {rules.drift_min_rows} "
             "labelled rows arrived",
         )
     new = rows_after(manifests, champion_data_end)
+    if rules.min_new_rows is None:
+        return RetrainDecision(
+            False, NEW_DATA, f"{new} new labelled rows; the new-data rule is off"
+        )
     if new >= rules.min_new_rows:
         return RetrainDecision(
             True, NEW_DATA, f"{new} new labelled rows since the champion >= {rules.min_new_rows}"
         )
     return RetrainDecision(
         False, NEW_DATA, f"{new} new labelled rows since the champion < {rules.min_new_rows}"
+    )
+
+
+def decide_performance(
+    online: float | None,
+    baseline: float | None,
+    rows: int,
+    rules: TriggerConfig,
+    higher_is_better: bool = True,
+) -> RetrainDecision:
+    """Has the served model decayed? Compares its metric on labelled served rows with the
+    value it had on its holdout when it was blessed."""
+    if online is None or baseline is None:
+        return RetrainDecision(False, PERFORMANCE, "no online metric yet")
+    if rows < rules.performance_min_rows:
+        return RetrainDecision(
+            False, PERFORMANCE, f"{rows} labelled served rows < {rules.performance_min_rows}"
+        )
+    drop = (baseline - online) if higher_is_better else (online - baseline)
+    if drop > rules.performance_drop:
+        return RetrainDecision(
+            True,
+            PERFORMANCE,
+            f"online metric {online:.4f} vs {baseline:.4f} at blessing: "
+            f"decayed by {drop:.4f} > {rules.performance_drop:g} over {rows} rows",
+        )
+    return RetrainDecision(
+        False,
+        PERFORMANCE,
+        f"online metric {online:.4f} within {rules.performance_drop:g} of {baseline:.4f}",
     )
 
 
