@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -179,6 +179,18 @@ class ValidationConfig(_Strict):
     max_label_shift: float = Field(default=0.15, ge=0, le=1)
     max_duplicate_share: float = Field(default=0.2, ge=0, le=1)
     min_rows: int = Field(default=1, ge=1)
+    max_label_parity_gap: float = Field(
+        default=0.1, ge=0, le=1, description="largest class-share gap between train and validation"
+    )
+    max_categories: int = Field(
+        default=1000, ge=1, description="distinct values kept per categorical column in the schema"
+    )
+    reference_rows: int = Field(
+        default=50_000, ge=100, description="rows of the reference window sampled for drift checks"
+    )
+    evidently_report: Literal["on_block", "always", "never"] = Field(
+        default="on_block", description="when to write Evidently's data-quality and drift HTML"
+    )
     severity: dict[str, Severity] = Field(default_factory=dict)
 
     @field_validator("severity")
@@ -206,6 +218,9 @@ DEFAULT_SEVERITY: dict[str, Severity] = {
     "unknown_label": Severity.BLOCK,
     "label_shift": Severity.WARN,
     "duplicates": Severity.WARN,
+    "data_drift": Severity.WARN,
+    "label_parity": Severity.WARN,
+    "personal_data": Severity.WARN,
 }
 
 
@@ -232,6 +247,54 @@ class DriftConfig(_Strict):
     columns: list[str] = Field(
         default_factory=list, description="drift also when any of these drifted"
     )
+    sample_rows: int = Field(
+        default=100_000,
+        ge=1000,
+        description="current rows sampled per column by the fast check (0 error bound: see README)",
+    )
+    workers: int = Field(default=2, ge=1, description="columns checked in parallel")
+
+
+class IngestConfig(_Strict):
+    """How files are read into the lake, and the watched landing folder."""
+
+    chunk_bytes: int = Field(
+        default=16 << 20, ge=1 << 10, description="CSV bytes parsed per chunk (bounds memory)"
+    )
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    landing: Path | None = Field(
+        default=None, description="watched landing folder; empty: <home>/landing"
+    )
+    patterns: list[str] = Field(default_factory=lambda: ["*.csv", "*.parquet", "*.pq"])
+    done: Literal["move", "mark"] = Field(
+        default="move",
+        description="after ingestion, move a landing file to landing/.done (or .quarantined), "
+        "or leave it and record it in landing/.ctloop-ingested.jsonl",
+    )
+
+
+class PersonalDataConfig(_Strict):
+    """Columns that look like personal data: detected at schema inference, then handled."""
+
+    detect: bool = True
+    action: Literal["drop", "hash", "keep"] = Field(
+        default="hash", description="what happens to a detected column before any snapshot"
+    )
+    columns: dict[str, Literal["drop", "hash", "keep"]] = Field(
+        default_factory=dict, description="per column decisions; they win over detection"
+    )
+    salt: str | None = Field(
+        default=None,
+        description="salt of the hashes; empty: a random salt kept in <home>/lake/privacy.salt",
+    )
+
+
+class AlertConfig(_Strict):
+    """Where a quarantined (or warned) batch is announced besides the Prefect artifact."""
+
+    webhook_url: str | None = Field(default=None, description="POSTed a JSON body")
+    on_warnings: bool = Field(default=False, description="also alert on accepted with warnings")
+    timeout_seconds: float = Field(default=5.0, gt=0)
 
 
 class TriggerConfig(_Strict):
@@ -239,11 +302,25 @@ class TriggerConfig(_Strict):
 
     schedule_cron: str | None = "0 3 * * *"
     bootstrap_rows: int = Field(default=1000, ge=1, description="labelled rows for a first model")
-    min_new_rows: int = Field(default=5000, ge=1, description="new labelled rows that retrain")
+    min_new_rows: int | None = Field(
+        default=5000, ge=1, description="new labelled rows that retrain (null: rule off)"
+    )
     drift_min_rows: int = Field(
         default=1000, ge=1, description="post-drift labelled rows a drift retrain waits for"
     )
     cooldown_minutes: float = Field(default=0, ge=0)
+    monitor_every_minutes: float | None = Field(
+        default=60, gt=0, description="scheduled monitor runs (besides one per accepted batch)"
+    )
+    performance_drop: float = Field(
+        default=0.05,
+        ge=0,
+        description="retrain when the online primary metric falls this far below the champion's "
+        "holdout value",
+    )
+    performance_min_rows: int = Field(
+        default=200, ge=1, description="labelled served rows needed before judging performance"
+    )
 
 
 class ServingConfig(_Strict):
@@ -303,6 +380,26 @@ class ServingConfig(_Strict):
         return weights
 
 
+class NotificationConfig(_Strict):
+    """A webhook that receives ctloop's alerts as JSON."""
+
+    webhook_url: str | None = None
+    token: str | None = Field(default=None, description="sent as a bearer token")
+    events: list[str] = Field(
+        default_factory=lambda: [
+            "ctloop.batch.quarantined",
+            "ctloop.drift.detected",
+            "ctloop.performance.degraded",
+            "ctloop.model.refused",
+            "ctloop.model.promoted",
+            "ctloop.model.rolled_back",
+        ],
+        description="which events are sent (empty: all)",
+    )
+    retries: int = Field(default=2, ge=0, le=10)
+    timeout_seconds: float = Field(default=5, gt=0)
+
+
 class Profile(StrEnum):
     EMBEDDED = "embedded"
     CLUSTER = "cluster"
@@ -329,7 +426,11 @@ class Config(_Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     triggers: TriggerConfig = Field(default_factory=TriggerConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    personal_data: PersonalDataConfig = Field(default_factory=PersonalDataConfig)
+    alerts: AlertConfig = Field(default_factory=AlertConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    notifications: NotificationConfig = Field(default_factory=NotificationConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
 
     @property

@@ -74,7 +74,7 @@ def monitor(
     columns = [name for name, _kind in champion.signature]
     summary = check_drift(reference, current, columns, config.drift, str(html), html_when)
     html_path = str(html) if html.exists() else None
-    publish_drift(source, summary, html_path, config.project)
+    publish_drift(source, summary, html_path, config)
     if summary.drift:
         triggers.record_pending_if_none(
             home,

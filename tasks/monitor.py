@@ -8,10 +8,10 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 
-from ctloop.config import DriftConfig
+from ctloop.config import Config, DriftConfig
 from ctloop.drift import DriftSummary, detect_drift
+from ctloop.events import DRIFT_DETECTED, publish
 from ctloop.reports import drift_markdown
 
 
@@ -29,7 +29,9 @@ def check_drift(
 
 
 @task(name="publish-drift", cache_policy=NO_CACHE)
-def publish_drift(source: str, summary: DriftSummary, html_path: str | None, project: str) -> None:
+def publish_drift(
+    source: str, summary: DriftSummary, html_path: str | None, config: Config
+) -> None:
     """A Prefect artifact always; the `ctloop.drift.detected` event when the rule holds."""
     create_markdown_artifact(
         markdown=drift_markdown(source, summary, html_path),
@@ -37,13 +39,11 @@ def publish_drift(source: str, summary: DriftSummary, html_path: str | None, pro
         description=f"Drift check of {Path(source).name}",
     )
     if summary.drift:
-        emit_event(
-            event="ctloop.drift.detected",
-            resource={
-                "prefect.resource.id": f"ctloop.project.{project}",
-                "ctloop.project": project,
-            },
-            payload={
+        publish(
+            config,
+            DRIFT_DETECTED,
+            f"ctloop.project.{config.project}",
+            {
                 "source": source,
                 "drifted_columns": summary.drifted_columns,
                 "share": summary.share,
