@@ -233,6 +233,7 @@ def test_bad_requests_get_4xx_naming_the_problem(home, reset_aliases):
         ({}, 422, "records"),
         ([good], 422, "records"),
         ({"records": [good], "key": 5}, 422, "key"),
+        ({"records": [good], "request_id": "\u0100"}, 422, "request_id"),
         ({"records": [good] * 10_001}, 413, "at most"),
     ]
     with TestClient(create_app(ModelServer(_config(home)))) as client:
@@ -476,3 +477,50 @@ def test_cli_promote_and_rollback(home, reset_aliases):
     back = runner.invoke(app, ["rollback", "--home", root, "--json"])
     assert back.exit_code == 0, back.output
     assert open_registry(home["config"]).by_alias(CHAMPION).version == v1.version
+
+
+# -- schemathesis: every operation of the OpenAPI document, generated inputs, never a 5xx ------
+
+
+def test_openapi_operations_never_answer_5xx(home, reset_aliases):
+    """Schemathesis-generated valid and invalid inputs for every operation (admin: no token)."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis.generation import GenerationMode
+
+    server = ModelServer(_config(home, challenger_traffic=0.2, shadow=True)).start(watch=False)
+    try:
+        schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(server, manage=False))
+        operations = [result.ok() for result in schema.get_all_operations()]
+        assert {op.path for op in operations} >= {"/predict", "/invocations", "/feedback"}
+        statuses: Counter = Counter()
+        for operation in operations:
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+                @given(case=operation.as_strategy(generation_mode=mode))
+                @settings(
+                    max_examples=20,
+                    deadline=None,
+                    database=None,
+                    suppress_health_check=list(HealthCheck),
+                )
+                def call(case):
+                    response = case.call()
+                    statuses[(case.path, response.status_code // 100)] += 1
+                    assert response.status_code < 500, (
+                        case.method,
+                        case.path,
+                        case.body,
+                        response.text[:300],
+                    )
+
+                try:
+                    call()
+                except Unsatisfiable:  # no invalid input exists for a route without inputs
+                    assert mode == GenerationMode.NEGATIVE
+        # generated valid records are scored, generated invalid ones refused
+        assert statuses[("/predict", 2)] > 0 and statuses[("/predict", 4)] > 0
+        assert statuses[("/invocations", 2)] > 0 and statuses[("/invocations", 4)] > 0
+    finally:
+        server.stop()

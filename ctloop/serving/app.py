@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import time
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +29,7 @@ from ctloop.serving.predlog import SERVED, online_metrics
 from ctloop.serving.server import ModelServer
 
 JSON = "application/json"
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 ROUTES = {
     "/predict",
     "/invocations",
@@ -124,7 +126,7 @@ def _predict_schema(record: dict[str, Any]) -> dict[str, Any]:
                 ]
             },
             "key": {"type": "string", "maxLength": 256, "description": "sticky routing key"},
-            "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "request_id": {"type": "string", "pattern": REQUEST_ID.pattern},
         },
         "required": ["records"],
         "additionalProperties": False,
@@ -336,10 +338,12 @@ def create_app(server: ModelServer, manage: bool = True) -> FastAPI:
             raise RequestError("key: expected a string of at most 256 characters", 422, "key")
         request_id = payload.get("request_id")
         if request_id is not None and (
-            not isinstance(request_id, str) or not 1 <= len(request_id) <= 128
+            not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id)
         ):
             raise RequestError(
-                "request_id: expected a string of 1 to 128 characters", 422, "request_id"
+                "request_id: expected 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+                422,
+                "request_id",
             )
         request_id, target, model, scores, _ = await server.score(
             payload["records"], where="records", key=key, request_id=request_id
