@@ -180,3 +180,45 @@ def describe(
         "config": {"dataset": recipe.dataset, "training": recipe.training} if recipe else None,
         "holdout_metrics": recipe.metrics if recipe else {},
     }
+
+
+# --- the edge: read a version's record from MLflow and its data from the lake --------------
+
+
+def _recorded(config: Config, version: int):
+    from ctloop import lake
+    from ctloop.home import home_of
+    from ctloop.registry import open_registry
+
+    registry = open_registry(config)
+    ref = registry.version(version)
+    if ref is None:
+        known = [r.version for r in registry.versions()]
+        raise InputError(f"version {version}: not registered (versions: {known or 'none'})")
+    text = registry.run_text(ref.run_id, RECIPE_FILE)
+    recipe = Recipe.from_json(text) if text else None
+    manifests = {m.snapshot: m for m in lake.list_snapshots(home_of(config))}
+    return ref, recipe, manifests
+
+
+def lineage_of(config: Config, version: int) -> dict[str, Any]:
+    """`ctloop lineage VERSION`: the data (snapshots and digests), code and parameters."""
+    ref, recipe, manifests = _recorded(config, version)
+    return describe({**ref.summary(), "tags": ref.tags}, recipe, manifests)
+
+
+def rebuild_version(config: Config, version: int) -> Rebuild:
+    """Fit a registered version again from its lineage record (`ctloop lineage --rebuild`).
+
+    Raises:
+        InputError: no lineage record, or its snapshots are missing or changed.
+    """
+    from ctloop import lake
+    from ctloop.home import home_of
+
+    _ref, recipe, manifests = _recorded(config, version)
+    if recipe is None:
+        raise InputError(f"version {version}: its run has no {RECIPE_FILE}, cannot rebuild")
+    check_digests(recipe, {k: m.sha256 for k, m in manifests.items()})
+    frame = lake.load_snapshots(home_of(config), recipe.snapshots)
+    return rebuild(frame, recipe, config)

@@ -313,10 +313,14 @@ def _records(study, families: list[ModelFamily]) -> tuple[TrialRecord, ...]:
 
 
 def _importances(study) -> dict[str, float]:
+    import warnings
+
     import optuna
 
     try:
-        found = optuna.importance.get_param_importances(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "few trials per regime": expected on tiny studies
+            found = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError, ZeroDivisionError):
         return {}  # too few completed trials, or no shared parameters
     return {k: float(v) for k, v in found.items()}

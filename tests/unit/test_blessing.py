@@ -115,3 +115,67 @@ def test_margin_comparison_is_not_fooled_by_binary_floats():
     decision = bless({"roc_auc": 0.3}, {"roc_auc": 0.1}, gates)
     assert decision.blessed, decision.reasons
     assert not bless({"roc_auc": 0.29}, {"roc_auc": 0.1}, gates).blessed
+
+
+# --- per slice and fairness ----------------------------------------------------------------
+
+
+def _slices(**values):
+    return {"region": {v: {"rows": rows, "roc_auc": auc} for v, (auc, rows) in values.items()}}
+
+
+def test_every_slice_must_stay_within_the_slice_margin():
+    gates = GateConfig(slice_columns=["region"], slice_min_improvement=-0.02, min_slice_rows=30)
+    champion = _slices(north=(0.80, 100), south=(0.75, 100), tiny=(0.90, 10))
+    ok = _slices(north=(0.81, 100), south=(0.74, 100), tiny=(0.40, 10))
+    result = bless(
+        {"roc_auc": 0.8}, {"roc_auc": 0.79}, gates, challenger_slices=ok, champion_slices=champion
+    )
+    assert result.blessed, result.reasons
+    assert any("all 2 slices" in r for r in result.reasons)  # the 10-row slice is not gated
+    assert result.slices["region"]["south"]["gain"] == pytest.approx(-0.01)
+
+    worse = _slices(north=(0.85, 100), south=(0.70, 100))
+    refused = bless(
+        {"roc_auc": 0.8},
+        {"roc_auc": 0.79},
+        gates,
+        challenger_slices=worse,
+        champion_slices=champion,
+    )
+    assert not refused.blessed
+    assert len(refused.reasons) == 1
+    assert "slice region=south (100 rows)" in refused.reasons[0]
+    assert "gain -0.0500" in refused.reasons[0] and "short by 0.0300" in refused.reasons[0]
+
+
+def test_slices_are_not_compared_for_a_first_model():
+    gates = GateConfig(slice_columns=["region"])
+    result = bless({"roc_auc": 0.8}, None, gates, challenger_slices=_slices(a=(0.1, 500)))
+    assert result.blessed
+    assert any("no champion yet, nothing to compare per slice" in r for r in result.reasons)
+
+
+def test_a_gated_slice_column_missing_from_the_holdout_refuses():
+    gates = GateConfig(slice_columns=["segment"])
+    result = bless({"roc_auc": 0.8}, {"roc_auc": 0.7}, gates, challenger_slices={})
+    assert (
+        not result.blessed and "slices of segment: column not in the holdout" in result.reasons[0]
+    )
+
+
+def test_fairness_gap_over_the_maximum_refuses_with_the_excess():
+    from ctloop.analysis import SliceGap
+
+    gates = GateConfig(max_slice_gap=0.1)
+    gap = SliceGap("region", "roc_auc", "north", 0.85, "east", 0.70)
+    refused = bless({"roc_auc": 0.8}, None, gates, gaps=[gap])
+    assert not refused.blessed
+    assert refused.reasons == (
+        "fairness: roc_auc gap 0.1500 between region=north and region=east > max 0.1 "
+        "(over by 0.0500)",
+    )
+    small = SliceGap("region", "roc_auc", "north", 0.80, "east", 0.75)
+    assert bless({"roc_auc": 0.8}, None, gates, gaps=[small]).blessed
+    # without a configured maximum, a gap is reported elsewhere but never gates
+    assert bless({"roc_auc": 0.8}, None, GateConfig(), gaps=[gap]).blessed

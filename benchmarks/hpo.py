@@ -1,0 +1,147 @@
+"""HPO benchmark: parallel trial throughput, and time to a target score with and without pruning.
+
+Both measurements run ctloop's own `ctloop.tuning.tune` on the demo loan stream (the training part
+of the window only), with trials in processes sharing one Optuna journal file:
+
+- parallel: the same study settings run for a fixed wall-clock budget with 1 worker, then with
+  2 worker processes; trials per minute of each (worker start-up included). Target >= 1.7x.
+- pruning: the same study, one worker, with the median pruner (folds as steps) and without;
+  seconds until the first completed trial reaches the target score (the 90th percentile of all
+  completed trial scores of both runs, the same number for both). Median over seeds. Target 2x.
+
+Usage: python benchmarks/hpo.py [--seconds 40] [--seeds 2] [--rows-per-day 400]
+The last line printed is one JSON object with the measured values, the ratios and the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _data(rows_per_day: int, days: int):
+    import numpy as np
+    import pandas as pd
+
+    from ctloop.demo_data import DemoScript, demo_config, generate_day
+    from ctloop.training import split_holdout
+
+    rng = np.random.default_rng(0)
+    script = DemoScript(rows_per_day=rows_per_day)
+    frame = pd.concat([generate_day(script, d, rng) for d in range(days)], ignore_index=True)
+    base = demo_config(str(Path(tempfile.gettempdir()) / "ctloop-hpo-unused"), rows_per_day)
+    return split_holdout(frame, base).train, base
+
+
+def _config(base, **tuning):
+    config = base.model_copy(deep=True)
+    data = config.model_dump(mode="json")
+    data["tuning"].update({"enabled": True, "families": ["hist_gradient_boosting"], **tuning})
+    return type(base).model_validate(data)
+
+
+def measure_parallel(train, base, root: Path, seconds: float, workers: int) -> dict:
+    from ctloop.tuning import tune
+
+    config = _config(base, trials=100_000, timeout_seconds=seconds, workers=workers, folds=3)
+    config.tuning.pruning = False  # throughput of whole trials
+    url = f"journal://{root / f'parallel-{workers}.log'}"
+    started = time.perf_counter()
+    result = tune(train, config, url, f"parallel-{workers}")
+    elapsed = time.perf_counter() - started
+    finished = result.completed + result.pruned
+    return {"trials": finished, "seconds": elapsed, "trials_per_minute": 60 * finished / elapsed}
+
+
+def measure_pruning(train, base, root: Path, pruning: bool, seed: int, trials: int) -> dict:
+    from ctloop.tuning import tune
+
+    config = _config(
+        base, trials=trials, timeout_seconds=600, workers=1, folds=5, pruning=pruning, seed=seed
+    )
+    url = f"journal://{root / f'pruning-{pruning}-{seed}.log'}"
+    started = time.time()
+    result = tune(train, config, url, f"pruning-{pruning}-{seed}")
+    done = sorted(
+        (t.finished - started, t.value)
+        for t in result.trials
+        if t.state == "COMPLETE" and t.finished is not None
+    )
+    return {"done": done, "seconds": time.time() - started, "pruned": result.pruned}
+
+
+def time_to(done: list[tuple[float, float]], target: float) -> float | None:
+    for at, value in done:
+        if value >= target - 1e-12:
+            return at
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=40, help="budget of each parallel run")
+    parser.add_argument("--seeds", type=int, default=2, help="pruning runs per mode")
+    parser.add_argument("--trials", type=int, default=30, help="trials of each pruning run")
+    parser.add_argument("--rows-per-day", type=int, default=400)
+    parser.add_argument("--days", type=int, default=6)
+    args = parser.parse_args(argv)
+
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    train, base = _data(args.rows_per_day, args.days)
+    root = Path(tempfile.mkdtemp(prefix="ctloop-hpo-"))
+    try:
+        one = measure_parallel(train, base, root, args.seconds, 1)
+        print(f"1 worker : {one['trials']} trials in {one['seconds']:.1f}s", file=sys.stderr)
+        two = measure_parallel(train, base, root, args.seconds, 2)
+        print(f"2 workers: {two['trials']} trials in {two['seconds']:.1f}s", file=sys.stderr)
+
+        runs = {True: [], False: []}
+        for seed in range(args.seeds):
+            for pruning in (False, True):
+                run = measure_pruning(train, base, root, pruning, seed, args.trials)
+                runs[pruning].append(run)
+                print(
+                    f"seed {seed} pruning={pruning}: {len(run['done'])} complete, "
+                    f"{run['pruned']} pruned, {run['seconds']:.1f}s",
+                    file=sys.stderr,
+                )
+        scores = [v for mode in runs.values() for run in mode for _, v in run["done"]]
+        target = statistics.quantiles(scores, n=10)[-1]
+        times = {
+            p: [time_to(run["done"], target) or run["seconds"] for run in runs[p]] for p in runs
+        }
+        with_pruning = statistics.median(times[True])
+        without = statistics.median(times[False])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    result = {
+        "bench": "hpo",
+        "cores": os.cpu_count(),
+        "rows": len(train),
+        "trials_per_minute_1_worker": round(one["trials_per_minute"], 2),
+        "trials_per_minute_2_workers": round(two["trials_per_minute"], 2),
+        "parallel_ratio": round(two["trials_per_minute"] / one["trials_per_minute"], 3),
+        "target_parallel_ratio": 1.7,
+        "target_score": round(target, 5),
+        "seconds_to_target_with_pruning": round(with_pruning, 2),
+        "seconds_to_target_without_pruning": round(without, 2),
+        "seconds_to_target_runs": {str(k): [round(t, 2) for t in v] for k, v in times.items()},
+        "pruning_ratio": round(without / with_pruning, 3),
+        "target_pruning_ratio": 2.0,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
