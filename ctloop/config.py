@@ -289,14 +289,6 @@ class PersonalDataConfig(_Strict):
     )
 
 
-class AlertConfig(_Strict):
-    """Where a quarantined (or warned) batch is announced besides the Prefect artifact."""
-
-    webhook_url: str | None = Field(default=None, description="POSTed a JSON body")
-    on_warnings: bool = Field(default=False, description="also alert on accepted with warnings")
-    timeout_seconds: float = Field(default=5.0, gt=0)
-
-
 class TriggerConfig(_Strict):
     """The retraining rules shared by the live deployments and the demo."""
 
@@ -428,7 +420,6 @@ class Config(_Strict):
     triggers: TriggerConfig = Field(default_factory=TriggerConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     personal_data: PersonalDataConfig = Field(default_factory=PersonalDataConfig)
-    alerts: AlertConfig = Field(default_factory=AlertConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     notifications: NotificationConfig = Field(default_factory=NotificationConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)

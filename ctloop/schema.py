@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,8 @@ class ColumnSchema:
     min: float | None = None
     max: float | None = None
     categories: list[str] = field(default_factory=list)
+    personal: str | None = None  # what personal data it looks like (email, phone, ...)
+    handling: str | None = None  # drop, hash or keep: applied before any snapshot is written
 
 
 @dataclass(frozen=True)
@@ -39,14 +43,23 @@ class Schema:
 
     @property
     def feature_columns(self) -> list[str]:
-        return [c.name for c in self.columns.values() if c.kind in (NUMERIC, CATEGORICAL)]
+        return [
+            c.name
+            for c in self.columns.values()
+            if c.kind in (NUMERIC, CATEGORICAL) and c.handling != "drop"
+        ]
+
+    @property
+    def stored_columns(self) -> list[str]:
+        """Columns a snapshot keeps (personal data marked `drop` never reaches the lake)."""
+        return [c.name for c in self.columns.values() if c.handling != "drop"]
 
     def signature(self, exclude: set[str]) -> list[tuple[str, str]]:
         """Model inputs as (name, kind): a change of it is a new major model version."""
         return [
             (c.name, c.kind)
             for c in self.columns.values()
-            if c.name not in exclude and c.kind in (NUMERIC, CATEGORICAL)
+            if c.name not in exclude and c.kind in (NUMERIC, CATEGORICAL) and c.handling != "drop"
         ]
 
     def to_json(self) -> str:
@@ -61,8 +74,16 @@ class Schema:
         return cls(columns=columns, **data)
 
 
+_WHOLE = re.compile(r"^-?\d+\.0+$")
+
+
 def _label_key(value: object) -> str:
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    """Category and class keys as text: 1.0 and "1.0" are "1", like a CSV export would mean."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str) and _WHOLE.match(value):
+        return value.split(".")[0]
+    return str(value)
 
 
 def class_shares(labels: pd.Series) -> dict[str, float]:
@@ -110,6 +131,25 @@ def save_schema(schema: Schema, folder: Path) -> Path:
     tmp.write_text(schema.to_json())
     tmp.replace(path)
     return path
+
+
+def save_schema_if_absent(schema: Schema, folder: Path) -> Schema:
+    """Publish a schema version unless another writer did first; returns the one that won.
+
+    Concurrent first batches (several processes) each infer a schema; a hard link makes the
+    creation exclusive, so every process ends up on the same version 1.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = schema_path(folder, schema.version)
+    tmp = folder / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    tmp.write_text(schema.to_json())
+    try:
+        os.link(tmp, path)
+        return schema
+    except FileExistsError:
+        return Schema.from_json(path.read_text())
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_latest_schema(folder: Path) -> Schema | None:

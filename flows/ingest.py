@@ -2,48 +2,55 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from prefect import flow
 
+from ctloop import landing
 from ctloop.config import Config, load_config
-from ctloop.validation import Issue
-from tasks.ingest import quarantine_batch, read_batch, write_snapshot
-from tasks.validate import current_schema, ensure_schema, gate_batch, validate_batch
+from ctloop.home import home_of
+from ctloop.ingestion import Outcome, SchemaRace, unreadable
+from tasks.ingest import commit_snapshot, quarantine_batch, stage_batch
+from tasks.validate import compare_to_reference, gate_batch, log_findings
 
 
 def ingest_one(path: str, config: Config) -> dict:
-    """Read, validate, gate, then snapshot or quarantine one file. Returns its outcome."""
-    # -- read: an unreadable file is quarantined, not raised
-    read = read_batch(path, return_state=True)
-    if read.is_failed():
-        error = read.result(raise_on_failure=False)
-        reasons = [Issue("unreadable", "block", str(error)).as_dict()]
-        record = quarantine_batch(path, reasons, config)
-        return {"status": "quarantined", "path": path, "reasons": record.reasons}
-    frame = read.result()
+    """Stage, validate, gate, then commit or quarantine one file. Returns its outcome."""
+    for _attempt in range(3):
+        # -- read, type, profile and stage in one streamed pass; unreadable is quarantined
+        staged_state = stage_batch(path, config, return_state=True)
+        if staged_state.is_failed():
+            error = staged_state.result(raise_on_failure=False)
+            record = quarantine_batch(path, unreadable(config, error), config)
+            return Outcome(path, False, None, quarantine=record).as_dict()
+        staged = staged_state.result()
 
-    # -- validate and gate
-    schema = current_schema(config)
-    report = validate_batch(frame, schema, config, path)
-    gate = gate_batch(report, return_state=True)
-    if gate.is_failed():
-        record = quarantine_batch(path, report.reasons(), config)
-        return {"status": "quarantined", "path": path, "reasons": record.reasons}
+        # -- validate: the batch's own checks, then against the reference window
+        compared = compare_to_reference(staged, config)
+        staged.report = log_findings(staged.report.with_issues(compared.issues))
 
-    # -- version: an immutable snapshot named by its content
-    schema = ensure_schema(frame, schema, config)
-    written = write_snapshot(frame, schema, config, path, len(report.warnings))
-    m = written.manifest
-    return {
-        "status": "accepted",
-        "path": path,
-        "snapshot": m.snapshot,
-        "rows": m.rows,
-        "new": written.new,
-        "warnings": [i.as_dict() for i in report.warnings],
-        "manifest": asdict(m),
-    }
+        # -- gate
+        gate = gate_batch(staged.report, return_state=True)
+        if gate.is_failed():
+            record = quarantine_batch(path, staged.report.reasons(), config, staged, compared.html)
+            return Outcome(path, False, staged.report, quarantine=record).as_dict()
+
+        # -- version: an immutable snapshot named by its content
+        state = commit_snapshot(staged, config, return_state=True)
+        if state.is_failed() and isinstance(state.result(raise_on_failure=False), SchemaRace):
+            continue  # another process published the first schema: stage again against it
+        return Outcome(path, True, staged.report, state.result()).as_dict()
+    raise RuntimeError(f"{path}: the schema kept changing while ingesting")
+
+
+def _summary(outcomes: list[dict]) -> dict:
+    accepted, quarantined = [], []
+    for outcome in outcomes:
+        if outcome["status"] == "accepted":
+            accepted.append(
+                {k: outcome[k] for k in ("path", "snapshot", "rows", "new", "warnings")}
+            )
+        else:
+            quarantined.append({"path": outcome["path"], "reasons": outcome["reasons"]})
+    return {"accepted": accepted, "quarantined": quarantined}
 
 
 @flow(name="ingest", log_prints=True)
@@ -55,13 +62,19 @@ def ingest(paths: list[str], config: Config | None = None) -> dict:
         config: the project config (defaults to `ctloop.yaml` and the environment).
     """
     config = config or load_config()
-    accepted, quarantined = [], []
-    for path in paths:
-        outcome = ingest_one(str(path), config)
-        if outcome["status"] == "accepted":
-            accepted.append(
-                {k: outcome[k] for k in ("path", "snapshot", "rows", "new", "warnings")}
-            )
-        else:
-            quarantined.append({"path": outcome["path"], "reasons": outcome["reasons"]})
-    return {"accepted": accepted, "quarantined": quarantined}
+    return _summary([ingest_one(str(path), config) for path in paths])
+
+
+@flow(name="ingest-landing", log_prints=True)
+def ingest_landing(folder: str | None = None, config: Config | None = None) -> dict:
+    """Ingest every new file of the landing folder exactly once (then move or mark it).
+
+    Args:
+        folder: the landing folder (default `ingest.landing`, else `<home>/landing`).
+        config: the project config (defaults to `ctloop.yaml` and the environment).
+    """
+    config = config or load_config()
+    home = home_of(config).ensure()
+    return landing.process_landing(
+        landing.landing_folder(config, home, folder), config, lambda p: ingest_one(str(p), config)
+    )

@@ -1,4 +1,4 @@
-"""Ingest stage: read a landing file, write an accepted snapshot, quarantine a rejected one."""
+"""Ingest stage: stream a file into a staged snapshot, then commit it or quarantine the file."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 
-from ctloop import lake
+from ctloop import events, ingestion, lake
 from ctloop.config import Config
 from ctloop.home import home_of
 from ctloop.reports import issues_markdown
-from ctloop.schema import Schema
-from ctloop.validation import coerce_to_schema
 
 
 @task(name="read-batch", cache_policy=NO_CACHE, retries=0)
@@ -24,44 +21,68 @@ def read_batch(path: str) -> pd.DataFrame:
     return lake.read_batch(path)
 
 
-@task(name="write-snapshot", cache_policy=NO_CACHE)
-def write_snapshot(
-    frame: pd.DataFrame, schema: Schema, config: Config, source: str, warnings: int
-) -> lake.SnapshotWrite:
-    """Coerce to the schema and store an immutable snapshot (never cached: a side effect)."""
+@task(name="stage-batch", cache_policy=NO_CACHE, retries=0)
+def stage_batch(path: str, config: Config) -> ingestion.StagedBatch:
+    """Read in chunks, type to the schema, profile, hash and write a temporary snapshot.
+
+    Raises InputError naming the file when it cannot be read (the flow quarantines it).
+    """
+    return ingestion.stage_file(path, config, home_of(config).ensure())
+
+
+@task(name="commit-snapshot", cache_policy=NO_CACHE)
+def commit_snapshot(staged: ingestion.StagedBatch, config: Config) -> lake.SnapshotWrite:
+    """Make the staged batch an immutable snapshot (never cached: a side effect) and announce it.
+
+    Raises SchemaRace when another process published the first schema meanwhile.
+    """
     home = home_of(config).ensure()
-    coerced = coerce_to_schema(frame, schema)
-    written = lake.write_snapshot(
-        coerced, home, source, schema.version, config.dataset.timestamp, warnings
-    )
+    written, _schema = ingestion.commit(staged, config, home)
     m = written.manifest
-    emit_event(
-        event="ctloop.batch.accepted",
-        resource={
-            "prefect.resource.id": f"ctloop.snapshot.{m.snapshot}",
-            "ctloop.project": config.project,
-        },
-        payload={"snapshot": m.snapshot, "rows": m.rows, "new": written.new, "source": source},
+    events.publish(
+        config,
+        events.BATCH_ACCEPTED,
+        f"ctloop.snapshot.{m.snapshot}",
+        {"snapshot": m.snapshot, "rows": m.rows, "new": written.new, "source": staged.source},
     )
+    if staged.report.warnings:
+        create_markdown_artifact(
+            markdown=issues_markdown(
+                staged.source, "Accepted with warnings", staged.report.reasons()
+            ),
+            key="batch-warnings",
+            description=f"Warnings on {Path(staged.source).name}",
+        )
     return written
 
 
 @task(name="quarantine-batch", cache_policy=NO_CACHE)
-def quarantine_batch(path: str, reasons: list[dict], config: Config) -> lake.QuarantineRecord:
-    """Keep the rejected file with its reasons, publish them, and alert."""
+def quarantine_batch(
+    path: str,
+    reasons: list[dict],
+    config: Config,
+    staged: ingestion.StagedBatch | None = None,
+    html: str | None = None,
+) -> lake.QuarantineRecord:
+    """Drop the staged data, keep the rejected file with its reasons, publish them, and alert."""
+    if staged is not None:
+        ingestion.discard(staged)
     home = home_of(config).ensure()
-    record = lake.quarantine_batch(home, Path(path), reasons)
+    record = lake.quarantine_batch(home, Path(path), reasons, html)
+    report = f"{record.folder}/README.md"
+    markdown = issues_markdown(path, "Quarantined", reasons)
+    markdown += f"\n\nQuarantine folder: `{record.folder}` (summary: [README.md]({report})"
+    if html:
+        markdown += f", Evidently report: [report.html]({record.folder}/report.html)"
     create_markdown_artifact(
-        markdown=issues_markdown(path, "Quarantined", reasons),
+        markdown=markdown + ")",
         key="quarantined-batch",
         description=f"Why {Path(path).name} was quarantined",
     )
-    emit_event(
-        event="ctloop.batch.quarantined",
-        resource={
-            "prefect.resource.id": f"ctloop.file.{Path(path).name}",
-            "ctloop.project": config.project,
-        },
-        payload={"path": path, "folder": record.folder, "reasons": reasons},
+    events.publish(
+        config,
+        events.BATCH_QUARANTINED,
+        f"ctloop.file.{Path(path).name}",
+        {"path": path, "folder": record.folder, "reasons": reasons},
     )
     return record

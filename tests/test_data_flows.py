@@ -1,0 +1,69 @@
+"""The ingest flows under a Prefect test harness: gate, quarantine with Evidently's report,
+warnings shown, and the landing folder flow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctloop import lake
+from ctloop.demo_data import DemoScript, corrupt, demo_config, generate_day
+from ctloop.home import home_of
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = DemoScript(rows_per_day=300)
+
+
+def write_day(folder: Path, d: int, broken: bool = False) -> str:
+    frame = generate_day(SCRIPT, d, np.random.default_rng(d))
+    if broken:
+        frame = corrupt(frame, np.random.default_rng(5))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"day{d:02d}{'_bad' if broken else ''}.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def test_ingest_flow_gates_and_quarantines_with_evidently_report(prefect_harness, tmp_path):
+    from flows.ingest import ingest
+
+    config = demo_config(str(tmp_path / "home"), rows_per_day=SCRIPT.rows_per_day)
+    home = home_of(config)
+    good = ingest([write_day(tmp_path / "in", d) for d in range(3)], config)
+    assert [a["rows"] for a in good["accepted"]] == [300] * 3 and good["quarantined"] == []
+    before = {p.name: p.read_bytes() for p in home.manifests.glob("*.json")}
+
+    # a shifted, concept-drift day is accepted with a data-drift warning (shown, not silent)
+    drifted = ingest([write_day(tmp_path / "in", 20)], config)
+    warnings = drifted["accepted"][0]["warnings"]
+    assert any(w["check"] == "data_drift" and "region" in w["column"] for w in warnings)
+
+    bad = ingest([write_day(tmp_path / "in", 4, broken=True)], config)
+    assert bad["accepted"] == []
+    reasons = bad["quarantined"][0]["reasons"]
+    assert {(r["check"], r["column"]) for r in reasons if r["severity"] == "block"} >= {
+        ("type_error", "credit_score"),
+        ("missing_values", "income"),
+    }
+    record = lake.list_quarantined(home)[-1]
+    folder = Path(record.folder)
+    assert (folder / "report.html").stat().st_size > 10_000  # Evidently's HTML
+    assert "report.html" in (folder / "README.md").read_text()
+    after = {p.name: p.read_bytes() for p in home.manifests.glob("*.json")}
+    assert {k: after[k] for k in before} == before and len(after) == len(before) + 1
+
+
+def test_ingest_landing_flow(prefect_harness, tmp_path):
+    from flows.ingest import ingest_landing
+
+    config = demo_config(str(tmp_path / "home"), rows_per_day=SCRIPT.rows_per_day)
+    landing = tmp_path / "landing"
+    write_day(landing, 0)
+    write_day(landing, 1, broken=True)
+    first = ingest_landing(str(landing), config)
+    assert len(first["accepted"]) == 1 and len(first["quarantined"]) == 1
+    assert ingest_landing(str(landing), config) == {"accepted": [], "quarantined": []}
+    assert sorted(p.name for p in (landing / ".done").iterdir()) == ["day00.csv"]
