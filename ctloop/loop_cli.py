@@ -81,3 +81,45 @@ def register(app, make_config, handles_errors) -> None:
             table.add_row(name, metric, str(p.retrains), f"{p.seconds:.1f}")
         console.print(table)
         console.print(f"plot: {png}\nreport: {page}")
+
+    @app.command()
+    @handles_errors
+    def up(
+        config_path: Annotated[Path | None, typer.Option("--config", "-c")] = None,
+        home: Annotated[Path | None, typer.Option("--home")] = None,
+        prefect_port: Annotated[int, typer.Option(help="Prefect server port")] = 4200,
+        mlflow_port: Annotated[int, typer.Option(help="MLflow UI port (0: none)")] = 5000,
+        server_port: Annotated[int, typer.Option(help="model server port (0: none)")] = 8000,
+        poll_seconds: Annotated[float, typer.Option(help="landing folder poll interval")] = 1.0,
+        target: Annotated[str | None, typer.Option("--target", help="label column")] = None,
+        task: Annotated[str | None, typer.Option("--task")] = None,
+        timestamp: Annotated[str | None, typer.Option("--timestamp")] = None,
+        id_col: Annotated[str | None, typer.Option("--id")] = None,
+        exclude: Annotated[str | None, typer.Option("--exclude")] = None,
+    ) -> None:
+        """Run the whole loop: Prefect server, deployments, model server, landing watcher."""
+        from rich.console import Console
+
+        from ctloop.config import dump_config
+
+        config, root = make_config(config_path, home, target, task, timestamp, id_col, exclude)
+        config.require_target()
+        resolved = root.root / "up-config.yaml"
+        dump_config(config, resolved)
+        from deployments.stack import StackOptions, run_stack
+
+        options = StackOptions(
+            prefect_port=prefect_port,
+            mlflow_port=mlflow_port or None,
+            server_port=server_port or None,
+            poll_seconds=poll_seconds,
+        )
+        console = Console()
+
+        def announce(urls: dict[str, str]) -> None:
+            for name, url in urls.items():
+                console.print(f"{name:>15}: {url}")
+            console.print("ctloop is up; drop files into the landing folder. Ctrl-C stops all.")
+            sys.stdout.flush()
+
+        run_stack(config, resolved, root, options, announce)

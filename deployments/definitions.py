@@ -8,14 +8,18 @@ process (`prefect serve` style), so a schedule, a `ctloop.batch.accepted` event 
 from __future__ import annotations
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
-from prefect.schedules import Cron
+from prefect.schedules import Cron, Interval
 
 from ctloop.config import Config
-from flows.ingest import ingest
+from flows.ingest import ingest, ingest_landing
 from flows.monitor import monitor
 from flows.retrain import retrain
+from flows.score_batch import score_batch
 
+# module paths, so a runner in any working directory finds the flows of the installed package
+MODULE = EntrypointType.MODULE_PATH
 BATCH_ACCEPTED = "ctloop.batch.accepted"
 DRIFT_DETECTED = "ctloop.drift.detected"
 PERFORMANCE_DEGRADED = "ctloop.performance.degraded"
@@ -26,7 +30,8 @@ def _project_match(config: Config) -> dict[str, str]:
 
 
 def build_deployments(config: Config) -> list:
-    """The retrain, monitor and ingest deployments of one project."""
+    """Every flow of one project as a deployment: retrain, monitor, ingest, ingest-landing,
+    score-batch."""
     params = {"config": config.model_dump(mode="json")}
     match = _project_match(config)
     one_at_a_time = ConcurrencyLimitConfig(
@@ -65,28 +70,56 @@ def build_deployments(config: Config) -> list:
             # new data: the rule (min new rows, bootstrap) is checked inside the run
             on(BATCH_ACCEPTED, "new_data", "new data accepted", check_rules=True),
             on(DRIFT_DETECTED, "drift", "{{ event.payload.reasons }}", check_rules=True),
-            on(PERFORMANCE_DEGRADED, "performance", "{{ event.payload.reason }}", False),
+            on(PERFORMANCE_DEGRADED, "performance", "{{ event.payload.reason }}", check_rules=True),
         ],
         tags=["ctloop", config.project],
+        entrypoint_type=MODULE,
     )
     monitor_deployment = monitor.to_deployment(
         name="monitor",
         description="Drift of the newest snapshot against the champion's training window.",
         parameters=params,
+        schedules=[Interval(config.triggers.monitor_every_minutes * 60, parameters=params)]
+        if config.triggers.monitor_every_minutes
+        else [],
+        concurrency_limit=one_at_a_time,
         triggers=[
             DeploymentEventTrigger(
                 name="monitor-on-batch", expect={BATCH_ACCEPTED}, match=match, parameters=params
             )
         ],
         tags=["ctloop", config.project],
+        entrypoint_type=MODULE,
     )
     ingest_deployment = ingest.to_deployment(
         name="ingest",
-        description="Ingest files given as a parameter into the lake.",
+        description="Ingest the files given as a parameter into the lake.",
         parameters={**params, "paths": []},
         tags=["ctloop", config.project],
+        entrypoint_type=MODULE,
     )
-    return [retrain_deployment, monitor_deployment, ingest_deployment]
+    landing_deployment = ingest_landing.to_deployment(
+        name="ingest-landing",
+        description="Ingest every new file of the watched landing folder, each exactly once.",
+        parameters=params,
+        concurrency_limit=one_at_a_time,
+        tags=["ctloop", config.project],
+        entrypoint_type=MODULE,
+    )
+    score_deployment = score_batch.to_deployment(
+        name="score-batch",
+        description="Score a file or snapshot with the champion and write the predictions.",
+        parameters=params,
+        tags=["ctloop", config.project],
+        entrypoint_type=MODULE,
+    )
+    return [
+        retrain_deployment,
+        monitor_deployment,
+        ingest_deployment,
+        landing_deployment,
+        score_deployment,
+    ]
 
 
 def serve_deployments(config: Config) -> None:

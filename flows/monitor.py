@@ -15,7 +15,7 @@ from ctloop.registry import CHAMPION, open_registry
 from ctloop.schema import load_latest_schema
 from ctloop.validation import coerce_to_schema
 from tasks.ingest import read_batch
-from tasks.monitor import check_drift, publish_drift
+from tasks.monitor import check_drift, check_performance, publish_drift
 from tasks.train import load_window
 
 
@@ -84,6 +84,19 @@ def monitor(
                 reasons=summary.reasons,
             ),
         )
+
+    # -- online performance of the champion on labelled live traffic
+    performance = check_performance(config)
+    if performance.decision.retrain:
+        triggers.record_pending_if_none(
+            home,
+            triggers.PendingDrift(
+                since=performance.first_served or datetime.now(UTC).isoformat(),
+                detected_at=datetime.now(UTC).isoformat(),
+                reasons=[performance.decision.reason],
+                trigger=triggers.PERFORMANCE,
+            ),
+        )
     return {
         "drift": summary.drift,
         "drifted_columns": summary.drifted_columns,
@@ -92,4 +105,5 @@ def monitor(
         "source": source,
         "champion": champion.version,
         "report": html_path,
+        "performance": performance.as_dict(),
     }

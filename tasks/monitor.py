@@ -11,7 +11,8 @@ from prefect.cache_policies import NO_CACHE
 
 from ctloop.config import Config, DriftConfig
 from ctloop.drift import DriftSummary, detect_drift
-from ctloop.events import DRIFT_DETECTED, publish
+from ctloop.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED, publish
+from ctloop.performance import OnlinePerformance, check_online_performance
 from ctloop.reports import drift_markdown
 
 
@@ -50,3 +51,20 @@ def publish_drift(
                 "reasons": summary.reasons,
             },
         )
+
+
+@task(name="check-online-performance", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def check_performance(config: Config) -> OnlinePerformance:
+    """The champion's metric on labelled live traffic against its holdout metric; on decay,
+    publishes `ctloop.performance.degraded`."""
+    from ctloop.registry import open_registry
+
+    result = check_online_performance(config, open_registry(config))
+    if result.decision.retrain:
+        publish(
+            config,
+            PERFORMANCE_DEGRADED,
+            f"ctloop.project.{config.project}",
+            {"reason": result.decision.reason, **result.as_dict()},
+        )
+    return result

@@ -152,9 +152,11 @@ def test_register_is_undone_when_promotion_fails(prefect_harness, config, tmp_pa
 def test_deployments_declare_schedule_triggers_and_concurrency(config):
     from deployments.definitions import build_deployments
 
-    retrain, monitor, ingest = build_deployments(config)
-    assert retrain.name == "retrain"
+    deployments = {d.name: d for d in build_deployments(config)}
+    assert set(deployments) == {"retrain", "monitor", "ingest", "ingest-landing", "score-batch"}
+    retrain = deployments["retrain"]
     assert [s.schedule.cron for s in retrain.schedules] == [config.triggers.schedule_cron]
+    assert retrain.schedules[0].parameters["request"]["trigger"] == "schedule"
     events = {next(iter(t.expect)): t for t in retrain.triggers}
     assert set(events) == {
         "ctloop.batch.accepted",
@@ -163,6 +165,15 @@ def test_deployments_declare_schedule_triggers_and_concurrency(config):
     }
     assert events["ctloop.drift.detected"].parameters["request"]["trigger"] == "drift"
     assert events["ctloop.batch.accepted"].parameters["request"]["check_rules"] is True
-    assert retrain.concurrency_limit == 1 or retrain.concurrency_limit.limit == 1
+    assert all(t.match.root["ctloop.project"] == config.project for t in retrain.triggers)
+    assert retrain.concurrency_limit == 1
+    assert retrain.concurrency_options.collision_strategy == "ENQUEUE"
+    monitor = deployments["monitor"]
     assert next(iter(monitor.triggers[0].expect)) == "ctloop.batch.accepted"
-    assert ingest.name == "ingest"
+    assert monitor.schedules[0].schedule.interval.total_seconds() == (
+        config.triggers.monitor_every_minutes * 60
+    )
+    assert deployments["ingest-landing"].concurrency_limit == 1
+    for deployment in deployments.values():
+        assert deployment.entrypoint.startswith(("flows.", "flows/")), deployment.entrypoint
+        assert deployment.parameters["config"]["project"] == config.project

@@ -148,6 +148,8 @@ def load_version(registry, ref, passthrough: list[str] | tuple[str, ...] = ()) -
     import mlflow
     from mlflow.models import Model
 
+    from ctloop.registry import load_model_dir
+
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     if not ref.signature:
@@ -157,7 +159,8 @@ def load_version(registry, ref, passthrough: list[str] | tuple[str, ...] = ()) -
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=ref.uri, dst_path=tmp, tracking_uri=registry.tracking_uri
         )
-        pipeline = mlflow.sklearn.load_model(local)
+        # ctloop's own trusted-type list, not the one stored in the model; pickles refused
+        pipeline = load_model_dir(local, getattr(registry, "allow_pickle", False))
         example: list[dict[str, Any]] = []
         try:
             frame = Model.load(local).load_input_example(local)

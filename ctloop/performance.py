@@ -1,0 +1,80 @@
+"""Online performance of the champion: served predictions joined to true labels, compared with
+what the champion scored on its holdout when it was blessed (the performance-decay trigger)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from ctloop import triggers
+from ctloop.config import Config
+from ctloop.evaluation import higher_is_better
+from ctloop.home import home_of
+from ctloop.registry import CHAMPION, Registry
+
+
+@dataclass(frozen=True)
+class OnlinePerformance:
+    version: int | None
+    metric_name: str | None
+    online: float | None
+    baseline: float | None
+    labelled: int
+    first_served: str | None
+    decision: triggers.RetrainDecision
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+ONLINE_METRICS = ("roc_auc", "accuracy", "rmse", "mae")
+
+
+def _log_url(config: Config) -> str:
+    from ctloop.serving.predlog import default_log_url
+
+    return config.serving.prediction_log_url or default_log_url(home_of(config).root)
+
+
+def check_online_performance(config: Config, registry: Registry) -> OnlinePerformance:
+    """Has the champion decayed on labelled live traffic? Reads the prediction log."""
+    from ctloop.serving.predlog import SERVED, PredictionLog, online_metrics
+
+    rules = config.triggers
+    champion = registry.by_alias(CHAMPION)
+    nothing = triggers.RetrainDecision(False, triggers.PERFORMANCE, "no champion or no feedback")
+    url = _log_url(config)
+    if champion is None or (
+        url.startswith("sqlite:///") and not _exists(url.removeprefix("sqlite:///"))
+    ):
+        return OnlinePerformance(None, None, None, None, 0, None, nothing)
+    log = PredictionLog(url)
+    try:
+        joined = log.joined()
+    finally:
+        log.close()
+    if not joined.empty:
+        joined = joined[(joined["version"] == champion.version) & (joined["role"] == SERVED)]
+    rows = online_metrics(joined, str(config.dataset.task)) if not joined.empty else []
+    row = rows[0] if rows else {}
+    primary = config.gates.primary_metric
+    name = primary if primary in row else next((m for m in ONLINE_METRICS if m in row), None)
+    baseline = None
+    if name is not None:
+        run = registry.client.get_run(champion.run_id)
+        baseline = run.data.metrics.get(f"holdout_{name}")
+    online = row.get(name) if name else None
+    labelled = int(row.get("labelled", 0))
+    first = None
+    if not joined.empty:
+        first = datetime.fromtimestamp(float(joined["ts"].min()), UTC).isoformat()
+    decision = triggers.decide_performance(
+        online, baseline, labelled, rules, higher_is_better(name) if name else True
+    )
+    return OnlinePerformance(champion.version, name, online, baseline, labelled, first, decision)
+
+
+def _exists(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).exists()

@@ -1,0 +1,111 @@
+"""A flow test per trigger: each run records its trigger and reason on the MLflow version."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ctloop import triggers
+from ctloop.demo_data import DemoScript, demo_config, generate_day
+from ctloop.home import home_of
+from ctloop.registry import CHAMPION, open_registry
+
+pytestmark = pytest.mark.slow
+SCRIPT = DemoScript(rows_per_day=250)
+
+
+@pytest.fixture
+def trained(prefect_harness, tmp_path):
+    """A home with four labelled days and a first champion."""
+    from flows.ingest import ingest
+    from flows.retrain import RetrainRequest, retrain
+
+    config = demo_config(str(tmp_path / "home"), rows_per_day=SCRIPT.rows_per_day)
+    paths = []
+    for day in range(4):
+        path = tmp_path / f"day{day}.csv"
+        generate_day(SCRIPT, day, np.random.default_rng(day)).to_csv(path, index=False)
+        paths.append(str(path))
+    ingest(paths, config)
+    first = retrain(RetrainRequest(trigger="new_data", reason="bootstrap"), config)
+    assert first["promoted"]
+    return config
+
+
+@pytest.mark.parametrize(
+    "trigger, reason",
+    [("manual", "operator asked"), ("schedule", "scheduled retrain")],
+)
+def test_manual_and_schedule_are_recorded(trained, trigger, reason):
+    from flows.retrain import RetrainRequest, retrain
+
+    config = trained.model_copy(deep=True)
+    config.gates.min_improvement = -1.0  # accept a same-data retrain: this test is about tags
+    result = retrain(RetrainRequest(trigger=trigger, reason=reason), config)
+    assert result["promoted"] and result["trigger"] == trigger
+    registry = open_registry(config)
+    version = registry.version(result["version"])
+    assert version.tags["ctloop.trigger"] == trigger
+    assert version.tags["ctloop.reason"] == reason
+    run = registry.client.get_run(result["run_id"])
+    assert run.data.tags["ctloop.trigger"] == trigger
+
+
+def test_performance_decay_is_detected_from_joined_feedback(trained, tmp_path):
+    """Labels that contradict the champion's served answers: the monitor raises the trigger."""
+    from ctloop.serving.predlog import SERVED, LoggedPrediction, PredictionLog, default_log_url
+    from ctloop.training import prepare_features
+    from flows.monitor import monitor
+
+    config = trained
+    registry = open_registry(config)
+    champion = registry.by_alias(CHAMPION)
+    model = registry.load(champion)
+    frame = generate_day(SCRIPT, 5, np.random.default_rng(5))
+    numeric = [n for n, kind in champion.signature if kind == "numeric"]
+    categorical = [n for n, kind in champion.signature if kind == "categorical"]
+    proba = model.predict_proba(prepare_features(frame, numeric, categorical))[:, 1]
+    log = PredictionLog(default_log_url(home_of(config).root))
+    rows = [
+        LoggedPrediction(
+            f"r{i}",
+            0,
+            1_795_000_000.0 + i,
+            champion.version,
+            "champion",
+            SERVED,
+            {},
+            int(p > 0.5),
+            float(p),
+        )  # fmt: skip
+        for i, p in enumerate(proba)
+    ]
+    log.append(rows)
+    log.flush()
+    # the truth is the opposite of what the champion believes: its online AUC collapses
+    log.add_feedback((f"r{i}", 0, int(p <= 0.5)) for i, p in enumerate(proba))
+    log.close()
+
+    features = tmp_path / "features.csv"
+    frame.drop(columns=["default"]).to_csv(features, index=False)
+    result = monitor(str(features), config, html_when="never")
+    performance = result["performance"]
+    assert performance["version"] == champion.version
+    assert performance["labelled"] == len(frame)
+    assert performance["online"] < performance["baseline"] - config.triggers.performance_drop
+    assert performance["decision"]["retrain"] is True
+    pending = triggers.load_pending(home_of(config))
+    assert pending is not None and pending.trigger == "performance"
+    assert "decayed by" in pending.reasons[0]
+
+
+def test_no_feedback_means_no_performance_trigger(trained, tmp_path):
+    from flows.monitor import monitor
+
+    features = tmp_path / "features.csv"
+    generate_day(SCRIPT, 5, np.random.default_rng(5)).drop(columns=["default"]).to_csv(
+        features, index=False
+    )
+    result = monitor(str(features), trained, html_when="never")
+    assert result["performance"]["decision"]["retrain"] is False
+    assert triggers.load_pending(home_of(trained)) is None
