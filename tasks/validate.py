@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 
 from ctloop import quality
 from ctloop.config import Config
@@ -29,8 +30,14 @@ def log_findings(report: ValidationReport) -> ValidationReport:
 
 
 @task(name="gate-batch", cache_policy=NO_CACHE)
-def gate_batch(report: ValidationReport) -> ValidationReport:
-    """The validation gate: raises BatchRejected naming every blocking check."""
+def gate_batch(report: ValidationReport):
+    """The validation gate: the task fails, naming every blocking check, when any blocks.
+
+    The failure is a `Failed` state carrying `BatchRejected` (its message names the file, the
+    first blocking check and how many more), not a raised exception: a rejected batch is an
+    expected outcome, so it is logged as one line, without a traceback.
+    """
     if report.blocking:
-        raise BatchRejected(report.source, [i.as_dict() for i in report.blocking])
+        rejected = BatchRejected(report.source, [i.as_dict() for i in report.blocking])
+        return Failed(message=str(rejected), data=rejected)
     return report

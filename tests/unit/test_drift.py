@@ -175,3 +175,63 @@ def test_html_report(tmp_path, rng, reference, html_when, shifted, written):
     assert path.exists() is written
     if written:
         assert "<html" in path.read_text()[:2000].lower()
+
+
+# --- the fast check ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shifted", [(), ("income",), ("age", "region"), ("score", "region")])
+def test_fast_drift_agrees_with_evidently(rng, reference, shifted):
+    from ctloop.drift import fast_drift, profile_reference
+
+    current = loans(rng, shifted)
+    cfg = DriftConfig(sample_rows=1000)
+    exact = detect_drift(reference, current, COLUMNS, cfg)
+    fast = fast_drift(profile_reference(reference, COLUMNS), current, cfg)
+    assert [c.column for c in fast.columns] == [c.column for c in exact.columns]
+    assert {c.column: c.drifted for c in fast.columns} == {
+        c.column: c.drifted for c in exact.columns
+    }
+    assert set(fast.drifted_columns) == set(shifted)
+    for mine, theirs in zip(fast.columns, exact.columns, strict=True):
+        assert mine.method == theirs.method
+        assert mine.score == pytest.approx(theirs.score, abs=0.03)
+
+
+def test_fast_drift_on_all_rows_matches_evidently_scores(rng, reference):
+    from ctloop.drift import fast_drift, profile_reference
+
+    current = loans(rng, ("income",))
+    cfg = DriftConfig(sample_rows=len(current))  # no sampling: only the quantile grid differs
+    exact = {c.column: c.score for c in detect_drift(reference, current, COLUMNS, cfg).columns}
+    fast = {
+        c.column: c.score
+        for c in fast_drift(profile_reference(reference, COLUMNS), current, cfg).columns
+    }
+    assert fast == pytest.approx(exact, abs=2e-3)
+
+
+def test_borderline_columns_are_rescored_on_all_rows(rng, reference, monkeypatch):
+    from ctloop import drift
+    from ctloop.drift import fast_drift, profile_reference
+
+    calls = []
+    real = drift._wasserstein_normed
+
+    def spy(profile, values):
+        calls.append(len(values))
+        return real(profile, values)
+
+    monkeypatch.setattr(drift, "_wasserstein_normed", spy)
+    current = loans(rng)
+    # a threshold right at the sampled score of no drift forces the re-score
+    cfg = DriftConfig(sample_rows=1000, threshold=0.03)
+    fast_drift(profile_reference(reference, ["age"]), current, cfg)
+    assert calls[0] == 1000 and calls[-1] == ROWS
+
+
+def test_fast_drift_refuses_methods_without_a_fast_path(reference):
+    from ctloop.drift import fast_drift, profile_reference
+
+    with pytest.raises(ValueError, match="detect_drift"):
+        fast_drift(profile_reference(reference, COLUMNS), reference, DriftConfig(num_method="ks"))

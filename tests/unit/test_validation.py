@@ -330,3 +330,21 @@ def test_coerce_delivered_demo_batch(clean, schema):
     assert out["region"].map(type).eq(str).all()
     assert out["application_id"].map(type).eq(str).all()
     assert set(out["region"]) <= set(schema.columns["region"].categories)
+
+
+# --- label parity between train and validation splits --------------------------------------
+
+
+def test_label_parity_between_splits(config, make_config):
+    from ctloop.validation import label_parity
+
+    even = pd.Series([0, 1] * 50)
+    skewed = pd.Series([0] * 80 + [1] * 20)
+    assert label_parity(even, even.sample(frac=1, random_state=0), config) is None
+    issue = label_parity(even, skewed, config)
+    assert issue.check == "label_parity" and issue.severity == Severity.WARN
+    assert issue.column == TARGET and issue.value == pytest.approx(0.3)
+    strict = make_config(validation={"severity": {"label_parity": "block"}})
+    assert label_parity(even, skewed, strict).severity == Severity.BLOCK
+    regression = make_config(dataset={"task": "regression"})
+    assert label_parity(even, skewed, regression) is None
