@@ -18,6 +18,7 @@ The last line printed is one JSON object: {"bench": "overhead", "ratio": ..., ..
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -81,21 +82,30 @@ def build_lake(home, config, rows_per_day: int, days: int) -> int:
 # -- the plain path ----------------------------------------------------------------------------
 
 
-def retrain_plain(request, config, stages: dict[str, float] | None = None) -> dict:
+def retrain_plain(
+    request, config, stages: dict[str, float] | None = None, ran: list[str] | None = None
+) -> dict:
     """`flows/retrain.py` without Prefect: each task replaced by the body it wraps, same order.
 
-    `stages` (if given) receives the seconds of each stage, for the breakdown.
+    `stages` (if given) receives the seconds of each stage, for the breakdown; `ran` receives
+    the name of each task whose body ran, to check that this still mirrors the flow.
     """
+    from dataclasses import asdict
+
+    from ctloop import analysis as analysis_mod
     from ctloop import lake, training, triggers
     from ctloop.blessing import bless
     from ctloop.errors import NotEnoughData
     from ctloop.evaluation import evaluate_predictions
     from ctloop.home import home_of
-    from ctloop.registry import CHAMPION, git_commit, next_semver, open_registry
+    from ctloop.lineage import RECIPE_FILE, make_recipe
+    from ctloop.registry import CHALLENGER, CHAMPION, git_commit, next_semver, open_registry
     from ctloop.reports import blessing_markdown
-    from flows.retrain import _trained_on  # the flow's own tag formatter, so tags are equal
+    from ctloop.training import prepare_features
+    from flows.retrain import _trained_on  # the flow's own formatter, so the tags are equal
 
     stages = {} if stages is None else stages
+    ran = [] if ran is None else ran
     clock = [time.perf_counter()]
 
     def lap(name: str) -> None:
@@ -103,83 +113,180 @@ def retrain_plain(request, config, stages: dict[str, float] | None = None) -> di
         stages[name] = stages.get(name, 0.0) + now - clock[0]
         clock[0] = now
 
-    def evaluate(model, numeric, categorical, holdout):  # tasks/evaluate.py:evaluate_model
-        X = training.prepare_features(holdout, numeric, categorical)
-        return evaluate_predictions(model, X, holdout[config.require_target()], config)
+    if request.check_rules or config.tuning.enabled:
+        raise SystemExit("the benchmark runs a manual retrain without tuning")
 
-    # -- data (tasks/train.py: select_window, load_window, split_holdout)
+    # -- data (tasks/train.py, tasks/register.py:load_champion)
     manifests_list = lake.list_snapshots(home_of(config))
     ids = lake.select_window(
         manifests_list, config.training.window_days, request.since, config.training.max_rows
     )
     if not ids:
         raise NotEnoughData("the lake has no accepted snapshots in the training window")
+    ran.append("select-window")
+    by_id = {m.snapshot: m.sha256 for m in lake.list_snapshots(home_of(config))}
+    digests = {i: by_id[i] for i in ids if i in by_id}
+    ran.append("snapshot-digests")
     frame = lake.load_snapshots(home_of(config), ids)
+    ran.append("load-window")
     split = training.split_holdout(frame, config)
-    lap("data")
-
-    # -- train (tasks/train.py: train_candidate)
-    candidate = training.train_candidate(split.train, config)
-    lap("train")
-
-    # -- analyse (tasks/evaluate.py, tasks/register.py: load_champion)
-    challenger_metrics = evaluate(
-        candidate.pipeline, candidate.numeric, candidate.categorical, split.holdout
-    )
+    ran.append("split-holdout")
     registry = open_registry(config)
     champion_ref = registry.by_alias(CHAMPION)
     champion = None if champion_ref is None else (champion_ref, registry.load(champion_ref))
-    champion_metrics = None
+    ran.append("load-champion")
+    tuned = None  # tuning is off in this benchmark
+    family = params = None
+    lap("data")
+
+    # -- train (tasks/train.py:train_candidate)
+    if config.training.system_metrics:
+        with training.ResourceSampler() as sampler:
+            candidate = training.train_candidate(split.train, config, family, params)
+        system_samples = sampler.samples
+    else:
+        candidate = training.train_candidate(split.train, config, family, params)
+        system_samples = []
+    ran.append("train-candidate")
+    lap("train")
+
+    # -- analyse (tasks/analyse.py, tasks/evaluate.py)
+    analysis = analysis_mod.analyse_model(
+        candidate.pipeline, split.holdout, candidate.numeric, candidate.categorical, config
+    )
+    ran.append("analyse-challenger")
+    challenger_metrics = analysis.metrics
+    champion_metrics = champion_by_slice = None
     if champion is not None:
         ref, model = champion
         numeric = [n for n, kind in ref.signature if kind == "numeric"]
         categorical = [n for n, kind in ref.signature if kind == "categorical"]
-        champion_metrics = evaluate(model, numeric, categorical, split.holdout)
-    lap("evaluate")
+        X = prepare_features(split.holdout, numeric, categorical)
+        champion_metrics = evaluate_predictions(
+            model, X, split.holdout[config.require_target()], config
+        )
+        ran.append("evaluate-model")
+        if config.gates.slice_columns:
+            champion_by_slice = analysis_mod.slice_metrics(
+                model, split.holdout, numeric, categorical, config.gates.slice_columns, config
+            )
+            ran.append("champion-slices")
+    sensitive = set(config.analysis.sensitive_columns)
+    fairness_gaps = tuple(g for g in analysis.gaps if g.column in sensitive)
+    lap("analyse")
 
     # -- bless (tasks/bless.py; its Prefect artifact has no plain counterpart)
-    blessing = bless(challenger_metrics, champion_metrics, config.gates)
+    blessing = bless(
+        challenger_metrics,
+        champion_metrics,
+        config.gates,
+        challenger_slices=analysis.slices,
+        champion_slices=champion_by_slice,
+        gaps=fairness_gaps,
+    )
+    ran.append("bless-candidate")
 
-    # -- register and promote
+    # -- record
     registry = open_registry(config)
-    signature = [[n, "numeric"] for n in candidate.numeric] + [
-        [n, "categorical"] for n in candidate.categorical
-    ]
+    signature = candidate.signature
     semver = next_semver(registry.latest(), signature) if blessing.blessed else None
     manifests = {m.snapshot: m for m in lake.list_snapshots(home_of(config))}
+    commit = git_commit()
+    trained_on = _trained_on(manifests, ids, len(frame))
+    recipe = make_recipe(
+        candidate,
+        config,
+        ids,
+        digests,
+        commit,
+        split.strategy,
+        len(frame),
+        challenger_metrics,
+        None,
+    )
+    card = analysis_mod.model_card(
+        analysis,
+        project=config.project,
+        family=candidate.family,
+        params=candidate.params,
+        trained_on=trained_on,
+        snapshots=ids,
+        train_rows=candidate.train_rows,
+        holdout_rows=len(split.holdout),
+        split=split.strategy,
+        config=config,
+        blessing_reasons=list(blessing.reasons),
+        blessed=blessing.blessed,
+        semver=semver,
+        dp_epsilon=candidate.dp_epsilon,
+    )
+    ran.append("publish-model-card")  # a Prefect artifact only: nothing to do here
     tags = {
         "ctloop.trigger": request.trigger,
         "ctloop.reason": request.reason,
         "ctloop.snapshots": ",".join(ids),
-        "ctloop.git_commit": git_commit(),
+        "ctloop.snapshot_digests": json.dumps({i: d[:16] for i, d in digests.items()}),
+        "ctloop.git_commit": commit,
         "ctloop.signature": json.dumps(signature),
-        "ctloop.trained_on": _trained_on(manifests, ids, len(frame)),
+        "ctloop.trained_on": trained_on,
         "ctloop.split": split.strategy,
+        "ctloop.family": candidate.family,
+        "ctloop.params": json.dumps(candidate.params, default=str),
+        "ctloop.recipe_params": json.dumps(candidate.recipe_params, default=str),
         "ctloop.blessed": str(blessing.blessed).lower(),
         "ctloop.blessing": "; ".join(blessing.reasons),
         "ctloop.prefect_flow_run": "",
     }
+    if candidate.dp_epsilon is not None:
+        tags["ctloop.dp_epsilon"] = str(candidate.dp_epsilon)
     metrics = {f"holdout_{k}": v for k, v in challenger_metrics.items()}
     if champion_metrics:
         metrics.update({f"champion_holdout_{k}": v for k, v in champion_metrics.items()})
+    metrics.update({f"importance_{k}": v for k, v in analysis.importances.items()})
+    metrics.update({f"slice_gap_{g.column}": g.gap for g in analysis.gaps})
+    artifacts = {
+        "blessing.json": json.dumps(blessing.as_dict(), indent=2, default=str),
+        "blessing.md": blessing_markdown(blessing, semver),
+        "model_card.md": card,
+        "analysis.json": json.dumps(analysis.as_dict(), indent=2, default=str),
+        RECIPE_FILE: recipe.to_json(),
+        "config.json": config.model_dump_json(indent=2),
+    }
     lap("bless")
     run_id, model_uri = open_registry(config).log_candidate(
         pipeline=candidate.pipeline,
-        input_example=split.holdout[candidate.features].head(50),
+        input_example=prepare_features(
+            split.holdout.head(50), candidate.numeric, candidate.categorical
+        ),
         params={**candidate.params, "train_rows": candidate.train_rows, "since": request.since},
         metrics=metrics,
         tags=tags,
-        artifacts={
-            "blessing.json": json.dumps(blessing.as_dict(), indent=2),
-            "blessing.md": blessing_markdown(blessing, None),
-        },
+        artifacts=artifacts,
         run_name=f"{request.trigger}-{semver or 'refused'}",
+        images=analysis.plots,
+        histories=system_samples,
+        trials=[asdict(t) for t in tuned.trials] if tuned else None,
     )
+    ran.append("log-candidate")
     lap("log")
+
+    # -- register and move the alias (tasks/register.py)
     version = None
+    promoted = False
     if blessing.blessed:
         ref = open_registry(config).register(model_uri, run_id, {**tags, "semver": semver})
-        open_registry(config).set_alias(CHAMPION, ref.version)
+        ran.append("register-version")
+        if config.gates.promote:
+            registry = open_registry(config)
+            registry.set_alias(CHAMPION, ref.version)
+            challenger = registry.by_alias(CHALLENGER)
+            if challenger is not None and challenger.version <= ref.version:
+                registry.delete_alias(CHALLENGER)
+            ran.append("promote")
+            promoted = True
+        else:
+            open_registry(config).set_alias(CHALLENGER, ref.version)
+            ran.append("mark-challenger")
         version = ref.version
     if request.trigger == "drift":
         triggers.save_pending(home_of(config), None)
@@ -189,7 +296,7 @@ def retrain_plain(request, config, stages: dict[str, float] | None = None) -> di
         "semver": semver,
         "blessed": blessing.blessed,
         "reasons": list(blessing.reasons),
-        "promoted": version is not None,
+        "promoted": promoted,
         "run_id": run_id,
         "snapshots": ids,
         "metrics": challenger_metrics,
@@ -240,13 +347,13 @@ class Measured:
             self.server_cpu = server - self._server
 
 
-def task_run_breakdown(flow_run_ids: list[Any]) -> dict[str, float] | None:
-    """Median seconds spent inside tasks (Running state) per flow run, and task runs per run."""
+def task_run_breakdown(flow_run_ids: list[Any]) -> dict[str, Any] | None:
+    """Per flow run: seconds inside its task runs (Running state) and the tasks it ran."""
     try:
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-        inside, counts = [], []
+        inside, counts, names = [], [], []
         with get_client(sync_client=True) as client:
             for _ in range(20):  # task runs are recorded from events, asynchronously
                 runs = client.read_task_runs(
@@ -260,10 +367,38 @@ def task_run_breakdown(flow_run_ids: list[Any]) -> dict[str, float] | None:
                 mine = [r for r in runs if r.flow_run_id == flow_run_id]
                 inside.append(sum(r.total_run_time.total_seconds() for r in mine))
                 counts.append(len(mine))
-        return {"inside_tasks": statistics.median(inside), "task_runs": statistics.median(counts)}
+                names.append(sorted(r.name.rsplit("-", 1)[0] for r in mine))
+        return {"inside_tasks": inside, "task_runs": statistics.median(counts), "names": names}
     except Exception as exc:  # a diagnostic only; never fail the benchmark on it
         print(f"(task run breakdown unavailable: {type(exc).__name__}: {exc})", file=sys.stderr)
         return None
+
+
+class QuietMlflow:
+    """stderr without MLflow's registry chatter ("Created version '3' of model ...")."""
+
+    DROP = ("Successfully registered model ", "Registered model ", "Created version ")
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if not line.startswith(self.DROP):
+                self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.stream.write(self.pending)
+            self.pending = ""
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -284,7 +419,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each path")
     parser.add_argument("--keep", action="store_true", help="keep the temporary home")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="OpenMP threads for training (default: the library's, all cores); 1 is far less "
+        "sensitive to other load on the machine",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before scikit-learn is imported
 
     from ctloop.home import Home, activate
 
@@ -294,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in QUIET.items():
         os.environ.setdefault(key, value)
     try:
-        return run(home, args)
+        with contextlib.redirect_stderr(QuietMlflow(sys.stderr)):
+            return run(home, args)
     finally:
         if args.keep:
             print(f"home kept at {root}", file=sys.stderr)
@@ -305,13 +450,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(home, args) -> int:
     import warnings
 
-    from mlflow.utils.logging_utils import disable_logging
-
     from ctloop.demo_data import demo_config
 
-    # MLflow's "Created version ..." lines and warnings: same for both paths, not the output
-    warnings.filterwarnings("ignore")
-    disable_logging()
+    warnings.filterwarnings("ignore")  # MLflow's schema hints: the same for both paths
 
     home.ensure()
     base = demo_config(str(home.root))
@@ -320,6 +461,7 @@ def run(home, args) -> int:
     )
     config = type(config).model_validate(config.model_dump())
 
+    load_at_start = os.getloadavg()[0]
     started = time.perf_counter()
     rows = build_lake(home, config, args.rows_per_day, args.days)
     setup_seconds = time.perf_counter() - started
@@ -345,7 +487,9 @@ def run(home, args) -> int:
     retrain_plain(request, config)
     warm_plain_seconds = time.perf_counter() - started
     empty_flow_runs = []
-    for _ in range(3):  # the fixed cost of one flow run, with no work in it
+    # the fixed cost of one flow run with no work in it (in Prefect 3.9 most of it is the join
+    # of the flow-run heartbeat thread, which sleeps in 1 s steps)
+    for _ in range(3):
         started = time.perf_counter()
         ping()
         empty_flow_runs.append(time.perf_counter() - started)
@@ -354,13 +498,15 @@ def run(home, args) -> int:
         f"setup: {rows} rows in {args.days} snapshots ({setup_seconds:.1f}s); "
         f"ephemeral Prefect server started before timing ({server_seconds:.1f}s, not counted); "
         f"warm-up flow {warm_flow_seconds:.1f}s (first model v{first['version']}), "
-        f"plain {warm_plain_seconds:.1f}s"
+        f"plain {warm_plain_seconds:.1f}s; load average {load_at_start:.1f} on "
+        f"{os.cpu_count()} cores"
     )
 
     # -- timed runs, interleaved: P F, F P, P F, ...
     plain: list[Measured] = []
     prefect_runs: list[Measured] = []
     stages: list[dict[str, float]] = []
+    mirrored: list[list[str]] = []
     flow_run_ids = []
     outcomes = []
     for i in range(args.repeats):
@@ -368,10 +514,12 @@ def run(home, args) -> int:
         for which in order:
             if which == "plain":
                 stage: dict[str, float] = {}
+                ran: list[str] = []
                 with Measured() as m:
-                    result = retrain_plain(request, config, stage)
+                    result = retrain_plain(request, config, stage, ran)
                 plain.append(m)
                 stages.append(stage)
+                mirrored.append(sorted(ran))
             else:
                 with Measured() as m:
                     state = retrain(request, config, return_state=True)
@@ -405,14 +553,32 @@ def run(home, args) -> int:
         f"{'server process CPU seconds':34s} {_fmt(_median([m.server_cpu for m in plain]))} "
         f"{_fmt(_median([m.server_cpu for m in prefect_runs]))}"
     )
-    for name in ("data", "train", "evaluate", "bless", "log", "register"):
+    for name in ("data", "train", "analyse", "bless", "log", "register"):
         print(f"{'  plain stage: ' + name:34s} {_fmt(_median([s.get(name) for s in stages]))}")
     if breakdown:
-        outside = prefect_s - breakdown["inside_tasks"]
-        print(f"{'  flow: inside its task runs':34s} {'':7s} {_fmt(breakdown['inside_tasks'])}")
-        print(f"{'  flow: outside task runs':34s} {'':7s} {_fmt(outside)}")
+        inside = breakdown["inside_tasks"]
+        outside = [m.wall - s for m, s in zip(prefect_runs, inside, strict=True)]
+        print(f"{'  flow: inside its task runs':34s} {'':7s} {_fmt(statistics.median(inside))}")
+        print(f"{'  flow: outside task runs':34s} {'':7s} {_fmt(statistics.median(outside))}")
         print(f"{'  flow: task runs per flow run':34s} {'':7s} {breakdown['task_runs']:7.0f}")
     print(f"{'empty flow run (no tasks)':34s} {'':7s} {_fmt(empty_flow_seconds)}")
+    parity = None
+    if breakdown:
+        parity = all(names == mirrored[-1] for names in breakdown["names"]) and all(
+            ran == mirrored[-1] for ran in mirrored
+        )
+        if not parity:
+            print(
+                "WARNING: the plain path no longer mirrors the flow: the flow ran "
+                f"{breakdown['names'][-1]}, the plain path {mirrored[-1]}; update retrain_plain"
+            )
+    spread = max(m.wall for m in plain) / min(m.wall for m in plain)
+    if spread > 1.5:
+        print(
+            f"WARNING: noisy machine: plain runs vary {spread:.1f}x (load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores); the ratio is unreliable, "
+            "rerun when the machine is idle (or with --threads 1, --repeats 9)"
+        )
     verdict = "within" if ratio <= TARGET_RATIO else "OVER"
     print(
         f"ratio prefect/plain = {ratio:.3f} ({verdict} target {TARGET_RATIO}); "
@@ -434,6 +600,10 @@ def run(home, args) -> int:
                 "plain_runs_seconds": [round(m.wall, 3) for m in plain],
                 "ratio_best": round(ratio_min, 4),
                 "empty_flow_seconds": round(empty_flow_seconds, 3),
+                "plain_spread": round(spread, 3),
+                "same_tasks": parity,
+                "omp_threads": args.threads,
+                "load_average_start": round(load_at_start, 2),
                 "server_startup_seconds": round(server_seconds, 3),
                 "server_startup_counted": False,
                 "all_blessed": all(b for _, b, _ in outcomes),

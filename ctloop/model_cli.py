@@ -9,8 +9,6 @@ from typing import Annotated
 
 import typer  # module level: typer resolves the string annotations in these globals
 
-import typer
-
 
 def register(app, make_config, handles_errors) -> None:
     """Add this area's commands to the typer app.

@@ -97,8 +97,8 @@ def decide_retrain(
         return RetrainDecision(
             False,
             pending.trigger,
-            f"{pending.trigger} pending since {pending.since[:10]}: {after} of {rules.drift_min_rows} "
-            "labelled rows arrived",
+            f"{pending.trigger} pending since {pending.since[:10]}: "
+            f"{after} of {rules.drift_min_rows} labelled rows arrived",
         )
     new = rows_after(manifests, champion_data_end)
     if rules.min_new_rows is None:

@@ -69,7 +69,7 @@ def build_deployments(config: Config) -> list:
         triggers=[
             # new data: the rule (min new rows, bootstrap) is checked inside the run
             on(BATCH_ACCEPTED, "new_data", "new data accepted", check_rules=True),
-            on(DRIFT_DETECTED, "drift", "{{ event.payload.reasons }}", check_rules=True),
+            on(DRIFT_DETECTED, "drift", "{{ event.payload.reason }}", check_rules=True),
             on(PERFORMANCE_DEGRADED, "performance", "{{ event.payload.reason }}", check_rules=True),
         ],
         tags=["ctloop", config.project],

@@ -24,7 +24,6 @@ from ctloop.config import Config
 from ctloop.errors import CtloopError
 from ctloop.home import Home
 
-
 LOCAL_TUNING = {
     "PREFECT_RUNNER_POLL_FREQUENCY": "2",
     "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "3",

@@ -45,6 +45,7 @@ def publish_drift(
             DRIFT_DETECTED,
             f"ctloop.project.{config.project}",
             {
+                "reason": "; ".join(summary.reasons),
                 "source": source,
                 "drifted_columns": summary.drifted_columns,
                 "share": summary.share,

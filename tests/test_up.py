@@ -1,0 +1,171 @@
+"""System test: `ctloop up` against a real Prefect server; a landed file ends as a champion."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ctloop.demo_data import DemoScript, demo_config, generate_day
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(port: int, path: str, body: dict | None = None):
+    data = json.dumps(body or {}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api{path}",
+        data=data,
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def flow_runs(port: int, flow_name: str) -> list[dict]:
+    flows = {f["id"]: f["name"] for f in api(port, "/flows/filter", {})}
+    runs = api(port, "/flow_runs/filter", {"limit": 200})
+    return [r for r in runs if flows.get(r["flow_id"]) == flow_name]
+
+
+def wait_for(check, timeout: float, what: str, proc: subprocess.Popen, log: list[str]):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        assert proc.poll() is None, f"ctloop up died while waiting for {what}:\n" + "".join(log)
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}:\n" + "".join(log[-50:]))
+
+
+@pytest.fixture
+def stack(tmp_path):
+    home = tmp_path / "home"
+    config = demo_config(str(home), rows_per_day=300)
+    config.triggers.bootstrap_rows = 500
+    config.triggers.schedule_cron = None
+    config.triggers.monitor_every_minutes = None
+    path = tmp_path / "ctloop.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    prefect_port, server_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CTLOOP_"))}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    proc = subprocess.Popen(
+        [str(BIN / "ctloop"), "up", "-c", str(path), "--prefect-port", str(prefect_port),
+         "--mlflow-port", "0", "--server-port", str(server_port), "--poll-seconds", "0.5"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    log: list[str] = []
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            log.append(line)
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        wait_for(lambda: any("ctloop is up" in x for x in log), 240, "start-up", proc, log)
+        yield {
+            "proc": proc, "log": log, "home": home, "config": config,
+            "prefect_port": prefect_port, "server_port": server_port, "env": env,
+        }  # fmt: skip
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_landed_file_becomes_a_champion_and_a_burst_runs_one_at_a_time(stack, tmp_path):
+    from ctloop.registry import CHAMPION, open_registry
+
+    port, proc, log = stack["prefect_port"], stack["proc"], stack["log"]
+    landing = stack["home"] / "landing"
+    assert f"http://127.0.0.1:{port}" in "".join(log)
+
+    # a labelled file lands: ingest-landing → accepted → monitor + retrain → champion
+    frame = generate_day(DemoScript(rows_per_day=600), 0, np.random.default_rng(1))
+    staging = tmp_path / "day00.csv"
+    frame.to_csv(staging, index=False)
+    staging.rename(landing / "day00.csv")  # atomic arrival, as a producer should deliver
+
+    registry = open_registry(stack["config"])
+    champion = wait_for(lambda: registry.by_alias(CHAMPION), 300, "a champion", proc, log)
+    assert champion.tags["ctloop.trigger"] == "new_data"
+    assert champion.semver == "1.0.0"
+
+    def completed(name):
+        return [r for r in flow_runs(port, name) if r["state_type"] == "COMPLETED"]
+
+    assert wait_for(lambda: completed("ingest-landing"), 60, "an ingest-landing run", proc, log)
+    assert wait_for(lambda: completed("monitor"), 120, "a monitor run", proc, log)
+    retrains = completed("retrain")
+    assert any(r["parameters"]["request"]["trigger"] == "new_data" for r in retrains)
+
+    # a burst of 10 drift events: 10 retrain runs, never two at once, none lost
+    before = len(flow_runs(port, "retrain"))
+    burst = (
+        "from prefect.events import emit_event\n"
+        "for i in range(10):\n"
+        "    emit_event(event='ctloop.drift.detected',\n"
+        "               resource={'prefect.resource.id': 'ctloop.project.loans',\n"
+        "                         'ctloop.project': 'loans'},\n"
+        "               payload={'reason': f'burst {i}', 'reasons': [f'burst {i}']})\n"
+    )
+    env = {**stack["env"], "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    subprocess.run([sys.executable, "-c", burst], env=env, check=True, timeout=120)
+
+    def burst_done():
+        runs = flow_runs(port, "retrain")
+        drift = [r for r in runs if r["parameters"]["request"]["trigger"] == "drift"]
+        final = [r for r in drift if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
+        return drift if len(runs) - before >= 10 and len(final) == len(drift) == 10 else None
+
+    def burst_state():
+        runs = flow_runs(port, "retrain")
+        return sorted((r["parameters"]["request"]["trigger"], r["state_type"]) for r in runs)
+
+    try:
+        drift_runs = wait_for(burst_done, 600, "10 drift retrains", proc, log)
+    except AssertionError as exc:
+        raise AssertionError(f"{burst_state()}\n{exc}") from None
+    assert all(r["state_type"] == "COMPLETED" for r in drift_runs)
+    spans = sorted(
+        (datetime.fromisoformat(r["start_time"]), datetime.fromisoformat(r["end_time"]))
+        for r in flow_runs(port, "retrain")
+        if r["start_time"] and r["end_time"]
+    )
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end, "two retrains overlapped"
+
+    # SIGTERM stops everything that `up` started
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)
