@@ -247,6 +247,7 @@ class Registry:
         images: dict[str, bytes] | None = None,
         histories: list[tuple[str, float, int, int]] | None = None,
         trials: list[dict[str, Any]] | None = None,
+        inputs: list[tuple[Any, str]] | None = None,
     ) -> tuple[str, str]:
         """Log one training run with its model; returns (run_id, model_uri).
 
@@ -255,6 +256,7 @@ class Registry:
             histories: metric samples `(key, value, timestamp_ms, step)`, e.g. the CPU and
                 memory sampled while training (`system/...`).
             trials: tuning trials, each logged as a nested run (`TrialRecord` as a dict).
+            inputs: MLflow datasets with their context (`mlflow.log_input`), e.g. the window.
         """
         import sklearn
         from mlflow.models import infer_signature
@@ -265,6 +267,8 @@ class Registry:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
             mlflow.set_tags({k: str(v)[:TAG_LIMIT] for k, v in tags.items()})
+            for dataset, context in inputs or []:
+                mlflow.log_input(dataset, context=context)
             for name, text in (artifacts or {}).items():
                 mlflow.log_text(text, name)
             self._log_images(run.info.run_id, images or {})

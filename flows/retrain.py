@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict
 from typing import Literal
@@ -39,6 +40,7 @@ from tasks.train import (
     train_candidate,
 )
 from tasks.tune import tune_hyperparameters
+from tasks.validate import check_split_parity
 
 
 class RetrainRequest(BaseModel):
@@ -106,6 +108,7 @@ def retrain(
     digests = snapshot_digests(ids, config)
     frame = load_window(ids, config)
     split = split_holdout(frame, config)
+    parity = check_split_parity(split.train, split.holdout, config)
     champion = load_champion(config)
     champion_ref = champion[0] if champion is not None else None
 
@@ -146,6 +149,10 @@ def retrain(
         champion_by_slice,
         fairness_gaps,
     )
+
+    if parity is not None and parity.severity == "block":
+        failed = () if blessing.blessed else blessing.reasons  # drop the passed checks
+        blessing = dataclasses.replace(blessing, blessed=False, reasons=(parity.message, *failed))
 
     # -- record: the run with its lineage, analysis, plots and card, blessed or not
     registry = open_registry(config)
@@ -198,6 +205,8 @@ def retrain(
         "ctloop.blessing": "; ".join(blessing.reasons),
         "ctloop.prefect_flow_run": str(flow_run.id or ""),
     }
+    if parity is not None:
+        tags["ctloop.split_warning"] = parity.message
     if candidate.dp_epsilon is not None:
         tags["ctloop.dp_epsilon"] = str(candidate.dp_epsilon)
     if tuned is not None:
@@ -232,6 +241,7 @@ def retrain(
         analysis.plots,
         system_samples,
         [asdict(t) for t in tuned.trials] if tuned else None,
+        ids,
     )
 
     # -- register and move the alias (atomic), or keep the refusal on the run only

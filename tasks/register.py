@@ -34,9 +34,17 @@ def log_candidate(
     images: dict[str, bytes] | None = None,
     histories: list | None = None,
     trials: list[dict] | None = None,
+    window: list[str] | None = None,
 ) -> tuple[str, str]:
     """Log the training run (params, metrics, tags, model, reports, plots, system metrics, tuning
     trials as nested runs); returns (run id, model uri)."""
+    inputs = []
+    if window:
+        from ctloop import lake
+        from ctloop.home import home_of
+
+        dataset, _profile = lake.mlflow_dataset(home_of(config), window)
+        inputs.append((dataset, "training"))
     return open_registry(config).log_candidate(
         pipeline=pipeline,
         input_example=input_example,
@@ -48,6 +56,7 @@ def log_candidate(
         images=images,
         histories=histories,
         trials=trials,
+        inputs=inputs,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
@@ -41,3 +42,15 @@ def gate_batch(report: ValidationReport):
         rejected = BatchRejected(report.source, [i.as_dict() for i in report.blocking])
         return Failed(message=str(rejected), data=rejected)
     return report
+
+
+@task(name="check-split-parity", cache_policy=NO_CACHE)
+def check_split_parity(train: pd.DataFrame, holdout: pd.DataFrame, config: Config):
+    """Label-distribution parity between the train and validation split (an Issue or None)."""
+    from ctloop.validation import label_parity
+
+    target = config.require_target()
+    issue = label_parity(train[target], holdout[target], config)
+    if issue is not None:
+        get_run_logger().warning("%s [%s] %s", issue.check, issue.severity, issue.message)
+    return issue

@@ -62,6 +62,11 @@ def test_loop_ingest_retrain_monitor(prefect_harness, config, tmp_path):
     assert champion.tags["ctloop.trigger"] == "new_data"
     assert set(champion.snapshots) <= {m.snapshot for m in lake.list_snapshots(home)}
     assert first["metrics"]["roc_auc"] > 0.65
+    # the data window is an MLflow input of the run, named by the lake's digest
+    inputs = registry.client.get_run(first["run_id"]).inputs.dataset_inputs
+    assert [i.dataset.digest for i in inputs] == [
+        lake.describe_window(home, first["snapshots"])["digest"]
+    ]
 
     # a corrupt batch is quarantined; the lake is unchanged
     before = {m.snapshot for m in lake.list_snapshots(home)}
