@@ -14,6 +14,7 @@ DRIFT_DETECTED = "ctloop.drift.detected"
 PERFORMANCE_DEGRADED = "ctloop.performance.degraded"
 MODEL_REFUSED = "ctloop.model.refused"
 MODEL_PROMOTED = "ctloop.model.promoted"
+MODEL_CHALLENGER = "ctloop.model.challenger"
 MODEL_ROLLED_BACK = "ctloop.model.rolled_back"
 
 

@@ -46,3 +46,15 @@ def notify(cfg: NotificationConfig, event: str, payload: dict, project: str = "c
             log.warning("webhook %s failed (attempt %d): %s", cfg.webhook_url, attempt + 1, exc)
         time.sleep(min(0.5 * 2**attempt, 5))
     return False
+
+
+def notify_in_background(
+    cfg: NotificationConfig, event: str, payload: dict, project: str = "ctloop"
+) -> None:
+    """`notify` on a daemon thread: a request path never waits for the webhook."""
+    import threading
+
+    if cfg.webhook_url:
+        threading.Thread(
+            target=notify, args=(cfg, event, payload, project), daemon=True, name="ctloop-notify"
+        ).start()

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from ctloop import lake, triggers
 from ctloop.analysis import model_card
 from ctloop.config import Config, load_config
+from ctloop.events import MODEL_CHALLENGER, MODEL_PROMOTED, MODEL_REFUSED, publish
 from ctloop.home import home_of
 from ctloop.lineage import RECIPE_FILE, make_recipe
 from ctloop.policy import claim_decision
@@ -256,7 +257,20 @@ def retrain(
             else:
                 mark_challenger(ref, config)
         version = ref.version
-    if request.trigger == "drift":
+    publish(
+        config,
+        MODEL_PROMOTED if promoted else MODEL_CHALLENGER if blessing.blessed else MODEL_REFUSED,
+        f"ctloop.model.{config.registry_name}",
+        {
+            "reason": "; ".join(blessing.reasons),
+            "version": version,
+            "semver": semver,
+            "blessed": blessing.blessed,
+            "trigger": request.trigger,
+            "run_id": run_id,
+        },
+    )
+    if request.trigger in ("drift", "performance"):
         triggers.save_pending(home_of(config), None)  # answered; the monitor re-raises it if needed
     return {
         "version": version,

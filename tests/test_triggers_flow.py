@@ -109,3 +109,43 @@ def test_no_feedback_means_no_performance_trigger(trained, tmp_path):
     result = monitor(str(features), trained, html_when="never")
     assert result["performance"]["decision"]["retrain"] is False
     assert triggers.load_pending(home_of(trained)) is None
+
+
+def test_refusal_and_promotion_reach_the_webhook(trained):
+    """Notifications: a refused blessing and a promotion are posted to the configured webhook."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from flows.retrain import RetrainRequest, retrain
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = trained.model_copy(deep=True)
+        config.notifications.webhook_url = f"http://127.0.0.1:{server.server_port}/hook"
+        strict = config.model_copy(deep=True)
+        strict.gates.min_metrics = {"roc_auc": 0.999}
+        refused = retrain(RetrainRequest(reason="strict"), strict)
+        assert refused["blessed"] is False
+        lenient = config.model_copy(deep=True)
+        lenient.gates.min_improvement = -1.0
+        promoted = retrain(RetrainRequest(reason="lenient"), lenient)
+        assert promoted["promoted"] is True
+    finally:
+        server.shutdown()
+    events = [r["event"] for r in received]
+    assert events == ["ctloop.model.refused", "ctloop.model.promoted"]
+    assert "< floor 0.999" in received[0]["payload"]["reason"]
+    assert received[1]["payload"]["version"] == promoted["version"]

@@ -82,12 +82,15 @@ def register(app, make_config, handles_errors) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Make VERSION the champion once it loads and warms up; a running server follows."""
+        from ctloop.notify import notify
         from ctloop.registry import open_registry
         from ctloop.serving import admin
 
         config, _ = make_config(config_path, home)
         registry = open_registry(config)
         result = admin.promote(registry, version, validate=_validator(config, registry))
+        if result.get("changed", True):
+            notify(config.notifications, "ctloop.model.promoted", result, config.project)
         _report(result, as_json)
 
     @app.command()
@@ -96,12 +99,14 @@ def register(app, make_config, handles_errors) -> None:
         config_path: ConfigOpt = None, home: HomeOpt = None, as_json: JsonOpt = False
     ) -> None:
         """Return the champion to the previous one (validated first); a running server follows."""
+        from ctloop.notify import notify
         from ctloop.registry import open_registry
         from ctloop.serving import admin
 
         config, _ = make_config(config_path, home)
         registry = open_registry(config)
         result = admin.rollback(registry, validate=_validator(config, registry))
+        notify(config.notifications, "ctloop.model.rolled_back", result, config.project)
         _report(result, as_json)
 
     @app.command()

@@ -367,13 +367,22 @@ class ModelServer:
         with self._refresh_lock:
             result = admin.promote(self.registry, version, validate=self._validate)
             self.refresh()
+        self._notify("ctloop.model.promoted", result)
         return {**result, "live": self.describe()}
 
     def rollback(self) -> dict[str, Any]:
         with self._refresh_lock:
             result = admin.rollback(self.registry, validate=self._validate)
             self.refresh()
+        self._notify("ctloop.model.rolled_back", result)
         return {**result, "live": self.describe()}
+
+    def _notify(self, event: str, result: dict[str, Any]) -> None:
+        from ctloop.notify import notify_in_background
+
+        if result.get("changed", True):
+            payload = {**result, "by": "model server"}
+            notify_in_background(self.config.notifications, event, payload, self.config.project)
 
     # -- scoring --------------------------------------------------------------------------------
 
