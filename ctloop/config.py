@@ -310,6 +310,12 @@ class TriggerConfig(_Strict):
         description="retrain when the online primary metric falls this far below the champion's "
         "holdout value",
     )
+    rollout_min_rows: int = Field(
+        default=200, ge=1, description="labelled served rows per version before a canary decision"
+    )
+    rollout_margin: float = Field(
+        default=0.0, description="online: challenger >= champion + margin promotes, else rolls back"
+    )
     performance_min_rows: int = Field(
         default=200, ge=1, description="labelled served rows needed before judging performance"
     )

@@ -15,7 +15,7 @@ from ctloop.registry import CHAMPION, open_registry
 from ctloop.schema import load_latest_schema
 from ctloop.validation import coerce_to_schema
 from tasks.ingest import read_batch
-from tasks.monitor import check_drift, check_performance, publish_drift
+from tasks.monitor import check_drift, check_performance, decide_canary, publish_drift
 from tasks.train import load_window
 
 
@@ -85,7 +85,8 @@ def monitor(
             ),
         )
 
-    # -- online performance of the champion on labelled live traffic
+    # -- online: the canary decision, then the champion's performance on labelled traffic
+    rollout = decide_canary(config)
     performance = check_performance(config)
     if performance.decision.retrain:
         triggers.record_pending_if_none(
@@ -106,4 +107,5 @@ def monitor(
         "champion": champion.version,
         "report": html_path,
         "performance": performance.as_dict(),
+        "rollout": rollout.as_dict(),
     }

@@ -69,3 +69,21 @@ def check_performance(config: Config) -> OnlinePerformance:
             {"reason": result.decision.reason, **result.as_dict()},
         )
     return result
+
+
+@task(name="decide-rollout", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def decide_canary(config: Config):
+    """Promote a canary challenger that beats the champion online, or roll it back."""
+    from ctloop.events import MODEL_PROMOTED, MODEL_ROLLED_BACK
+    from ctloop.registry import open_registry
+    from ctloop.rollout import PROMOTE, ROLLBACK, apply_rollout
+
+    decision = apply_rollout(config, open_registry(config))
+    if decision.action in (PROMOTE, ROLLBACK):
+        publish(
+            config,
+            MODEL_PROMOTED if decision.action == PROMOTE else MODEL_ROLLED_BACK,
+            f"ctloop.model.{config.registry_name}",
+            {**decision.as_dict(), "by": "canary rollout"},
+        )
+    return decision

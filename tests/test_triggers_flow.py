@@ -149,3 +149,62 @@ def test_refusal_and_promotion_reach_the_webhook(trained):
     assert events == ["ctloop.model.refused", "ctloop.model.promoted"]
     assert "< floor 0.999" in received[0]["payload"]["reason"]
     assert received[1]["payload"]["version"] == promoted["version"]
+
+
+def _log_served(config, version: int, labels_agree: bool, start: int) -> None:
+    """Serve one day through `version` (as the server's log would hold it), then its labels."""
+    from ctloop.serving.predlog import SERVED, LoggedPrediction, PredictionLog, default_log_url
+    from ctloop.training import prepare_features
+
+    registry = open_registry(config)
+    ref = registry.version(version)
+    model = registry.load(ref)
+    frame = generate_day(SCRIPT, 6, np.random.default_rng(6))
+    numeric = [n for n, kind in ref.signature if kind == "numeric"]
+    categorical = [n for n, kind in ref.signature if kind == "categorical"]
+    proba = model.predict_proba(prepare_features(frame, numeric, categorical))[:, 1]
+    log = PredictionLog(default_log_url(home_of(config).root))
+    ids = [f"v{version}-{start + i}" for i in range(len(proba))]
+    log.append(
+        [
+            LoggedPrediction(
+                rid, 0, 1_795_000_000.0, version, "x", SERVED, {}, int(p > 0.5), float(p)
+            )
+            for rid, p in zip(ids, proba, strict=True)
+        ]
+    )
+    log.flush()
+    log.add_feedback(
+        (rid, 0, int(p > 0.5) if labels_agree else int(p <= 0.5))
+        for rid, p in zip(ids, proba, strict=True)
+    )
+    log.close()
+
+
+@pytest.mark.parametrize("challenger_wins", [True, False])
+def test_canary_is_promoted_or_rolled_back_online(trained, tmp_path, challenger_wins):
+    from ctloop.registry import CHALLENGER
+    from flows.monitor import monitor
+    from flows.retrain import RetrainRequest, retrain
+
+    config = trained.model_copy(deep=True)
+    config.gates.promote = False  # a blessed model becomes the canary, not the champion
+    config.gates.min_improvement = -1.0
+    config.serving.challenger_traffic = 0.1
+    canary = retrain(RetrainRequest(reason="canary"), config)
+    registry = open_registry(config)
+    champion = registry.by_alias(CHAMPION).version
+    assert registry.by_alias(CHALLENGER).version == canary["version"] != champion
+
+    _log_served(config, champion, labels_agree=not challenger_wins, start=0)
+    _log_served(config, canary["version"], labels_agree=challenger_wins, start=10_000)
+    features = tmp_path / "features.csv"
+    generate_day(SCRIPT, 6, np.random.default_rng(6)).drop(columns=["default"]).to_csv(
+        features, index=False
+    )
+    result = monitor(str(features), config, html_when="never")
+    rollout = result["rollout"]
+    assert rollout["action"] == ("promote" if challenger_wins else "rollback"), rollout
+    assert registry.by_alias(CHALLENGER) is None
+    expected = canary["version"] if challenger_wins else champion
+    assert registry.by_alias(CHAMPION).version == expected
