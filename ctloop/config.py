@@ -163,6 +163,13 @@ class GateConfig(_Strict):
         description="largest allowed gap of the primary metric between slices of a sensitive "
         "column (fairness floor)",
     )
+    review_required: bool = Field(
+        default=False,
+        description="pause `retrain` before promotion until a person approves in the Prefect UI",
+    )
+    review_timeout_seconds: int = Field(
+        default=3600, ge=1, description="no answer by then: the champion stays"
+    )
     promote: bool = Field(
         default=True,
         description="a blessed challenger becomes champion; false: it gets the challenger alias",

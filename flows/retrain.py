@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Literal
 
 from prefect import flow
+from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
 from pydantic import BaseModel, Field
@@ -69,6 +70,49 @@ def _trained_on(manifests: dict, ids: list[str], rows: int) -> str:
     ends = [manifests[i].time_max for i in ids if manifests[i].time_max]
     span = f"{min(starts)[:10]}..{max(ends)[:10]} " if starts and ends else ""
     return f"{span}({len(ids)} snapshots, {rows} rows)"
+
+
+class Review(RunInput):
+    """The reviewer's answer (a form in the Prefect UI)."""
+
+    approve: bool = Field(default=False, description="promote this challenger")
+    reason: str = Field(default="", description="why (recorded on the model run)")
+
+
+def trained_on_text(frame, ids: list[str]) -> str:
+    return f"{len(ids)} snapshots, {len(frame)} rows"
+
+
+def await_review(blessing, trained_on: str, config: Config) -> dict:
+    """Pause this run until a person approves or rejects it; a timeout leaves the champion."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+
+    description = (
+        "## Review the challenger before promotion\n\n"
+        + blessing_markdown(blessing, None)
+        + f"\n\nTrained on {trained_on}. The model card is in this run's artifacts."
+    )
+    timeout = config.gates.review_timeout_seconds
+    try:
+        answer = pause_flow_run(
+            wait_for_input=Review.with_initial_data(description=description),
+            timeout=timeout,
+            poll_interval=min(5, timeout),
+        )
+    except FlowPauseTimeout:
+        return {
+            "approved": False,
+            "verdict": "timeout",
+            "reason": f"review timed out after {timeout} s: the champion stays",
+        }
+    if answer.approve:
+        return {"approved": True, "verdict": "approved", "reason": answer.reason or "approved"}
+    return {
+        "approved": False,
+        "verdict": "rejected",
+        "reason": f"rejected in review: {answer.reason or 'no reason given'}",
+    }
 
 
 @flow(name="retrain", flow_run_name=_run_name, log_prints=True)
@@ -151,6 +195,13 @@ def retrain(
         fairness_gaps,
     )
 
+    # -- human review (optional): pause until approved in the Prefect UI, before anything is made
+    review = None
+    if blessing.blessed and config.gates.review_required:
+        review = await_review(blessing, trained_on_text(frame, ids), config)
+        if not review["approved"]:
+            blessing = dataclasses.replace(blessing, blessed=False, reasons=(review["reason"],))
+
     if parity is not None and parity.severity == "block":
         failed = () if blessing.blessed else blessing.reasons  # drop the passed checks
         blessing = dataclasses.replace(blessing, blessed=False, reasons=(parity.message, *failed))
@@ -206,6 +257,9 @@ def retrain(
         "ctloop.blessing": "; ".join(blessing.reasons),
         "ctloop.prefect_flow_run": str(flow_run.id or ""),
     }
+    if review is not None:
+        tags["ctloop.review"] = review["verdict"]
+        tags["ctloop.review_reason"] = review["reason"]
     if parity is not None:
         tags["ctloop.split_warning"] = parity.message
     if candidate.dp_epsilon is not None:

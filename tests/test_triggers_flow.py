@@ -208,3 +208,71 @@ def test_canary_is_promoted_or_rolled_back_online(trained, tmp_path, challenger_
     assert registry.by_alias(CHALLENGER) is None
     expected = canary["version"] if challenger_wins else champion
     assert registry.by_alias(CHAMPION).version == expected
+
+
+def _paused_run_id(timeout: float = 120.0):
+    """The id of the retrain run waiting for review, once it is paused."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStateName
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=dict(name=FlowRunFilterStateName(any_=["Paused"]))
+                )
+            )
+            if runs:
+                return runs[0].id
+            time.sleep(0.5)
+    raise AssertionError("no paused run appeared")
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_review_pauses_before_promotion(trained, approve):
+    import threading
+
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.retrain import RetrainRequest, retrain
+
+    config = trained.model_copy(deep=True)
+    config.gates.review_required = True
+    config.gates.min_improvement = -1.0
+    before = open_registry(config).by_alias(CHAMPION).version
+    result: dict = {}
+    worker = threading.Thread(
+        target=lambda: result.update(retrain(RetrainRequest(reason="reviewed"), config))
+    )
+    worker.start()
+    run_id = _paused_run_id()
+    resume_flow_run(run_id, run_input={"approve": approve, "reason": "looked at the card"})
+    worker.join(timeout=300)
+    assert result, "the reviewed run did not finish"
+    registry = open_registry(config)
+    if approve:
+        assert result["promoted"] is True
+        version = registry.version(result["version"])
+        assert version.tags["ctloop.review"] == "approved"
+        assert registry.by_alias(CHAMPION).version == result["version"] != before
+    else:
+        assert result["promoted"] is False and result["blessed"] is False
+        assert result["reasons"] == ["rejected in review: looked at the card"]
+        assert registry.by_alias(CHAMPION).version == before
+
+
+def test_review_timeout_keeps_the_champion(trained):
+    from flows.retrain import RetrainRequest, retrain
+
+    config = trained.model_copy(deep=True)
+    config.gates.review_required = True
+    config.gates.review_timeout_seconds = 2
+    config.gates.min_improvement = -1.0
+    before = open_registry(config).by_alias(CHAMPION).version
+    result = retrain(RetrainRequest(reason="nobody answers"), config)
+    assert result["promoted"] is False
+    assert "timed out after 2 s" in result["reasons"][0]
+    assert open_registry(config).by_alias(CHAMPION).version == before
