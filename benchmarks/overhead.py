@@ -102,6 +102,7 @@ def retrain_plain(
     from ctloop.registry import CHALLENGER, CHAMPION, git_commit, next_semver, open_registry
     from ctloop.reports import blessing_markdown
     from ctloop.training import prepare_features
+    from ctloop.validation import label_parity
     from flows.retrain import _trained_on  # the flow's own formatter, so the tags are equal
 
     stages = {} if stages is None else stages
@@ -131,6 +132,9 @@ def retrain_plain(
     ran.append("load-window")
     split = training.split_holdout(frame, config)
     ran.append("split-holdout")
+    target = config.require_target()
+    label_parity(split.train[target], split.holdout[target], config)
+    ran.append("check-split-parity")
     registry = open_registry(config)
     champion_ref = registry.by_alias(CHAMPION)
     champion = None if champion_ref is None else (champion_ref, registry.load(champion_ref))
@@ -266,6 +270,7 @@ def retrain_plain(
         images=analysis.plots,
         histories=system_samples,
         trials=[asdict(t) for t in tuned.trials] if tuned else None,
+        inputs=[(lake.mlflow_dataset(home_of(config), ids)[0], "training")],
     )
     ran.append("log-candidate")
     lap("log")
