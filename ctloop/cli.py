@@ -285,6 +285,10 @@ def demo(
     config = demo_config(str(root_path), rows_per_day)
     root = home_of(config).ensure()
     dump_config(config, root.root / CONFIG_FILENAME)
+    # the table at the end reports every warning and rejection; Prefect's console lines would
+    # only interleave with the progress bar (they still reach the Prefect UI)
+    for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
+        os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "CRITICAL")
     _prepare_environment(root)
     script = DemoScript(days=days, rows_per_day=rows_per_day)
 
