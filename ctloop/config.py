@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ctloop.errors import ConfigError
 
@@ -418,6 +425,60 @@ class PathsConfig(_Strict):
     registry_name: str | None = None
 
 
+class ClusterConfig(_Strict):
+    """The cluster profile: PostgreSQL, a Prefect server with workers, an MLflow server, Dask.
+
+    `ctloop up --profile cluster` starts every component bound to `host`; on real hosts, point
+    the URLs at them (`prefect_api_url`, `mlflow_url`, `dask_address`) and `up` starts none of
+    those.
+    """
+
+    postgres_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432",
+        description="server URL without a database; one database per component is created",
+    )
+    database_prefix: str = Field(
+        default="ctloop",
+        pattern=r"^[a-z_][a-z0-9_]{0,40}$",
+        description="databases are <prefix>_prefect, _mlflow, _optuna, _predictions",
+    )
+    host: str = "127.0.0.1"
+    prefect_port: int = Field(default=4200, ge=1, le=65535)
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    dask_port: int = Field(default=8786, ge=1, le=65535)
+    prefect_workers: int = Field(default=2, ge=0, le=64, description="process workers started")
+    dask_workers: int = Field(default=2, ge=0, le=64, description="Dask workers started")
+    work_pool: str = Field(default="ctloop", min_length=1)
+    artifact_root: str | None = Field(
+        default=None,
+        description="shared artifact store of the MLflow server (a path or URI every host "
+        "reaches); empty: <home>/mlflow/artifacts",
+    )
+    prefect_api_url: str | None = Field(default=None, description="an existing Prefect API")
+    mlflow_url: str | None = Field(default=None, description="an existing MLflow server")
+    dask_address: str | None = Field(default=None, description="an existing Dask scheduler")
+
+    def database(self, component: str) -> str:
+        return f"{self.database_prefix}_{component}"
+
+    def database_url(self, component: str, driver: str = "") -> str:
+        """`postgresql[+driver]://.../<prefix>_<component>`."""
+        base = self.postgres_url.rstrip("/")
+        if driver:
+            scheme, rest = base.split("://", 1)
+            base = f"{scheme.split('+')[0]}+{driver}://{rest}"
+        return f"{base}/{self.database(component)}"
+
+    def prefect_api(self) -> str:
+        return self.prefect_api_url or f"http://{self.host}:{self.prefect_port}/api"
+
+    def mlflow_tracking_url(self) -> str:
+        return self.mlflow_url or f"http://{self.host}:{self.mlflow_port}"
+
+    def dask_scheduler(self) -> str:
+        return self.dask_address or f"tcp://{self.host}:{self.dask_port}"
+
+
 class Config(_Strict):
     """The whole of `ctloop.yaml`."""
 
@@ -436,6 +497,21 @@ class Config(_Strict):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     notifications: NotificationConfig = Field(default_factory=NotificationConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @model_validator(mode="after")
+    def _resolve_profile(self) -> Config:
+        """The cluster profile points every empty store at its server (explicit values win)."""
+        if self.profile == Profile.CLUSTER:
+            if not self.paths.tracking_uri:
+                self.paths.tracking_uri = self.cluster.mlflow_tracking_url()
+            if not self.tuning.storage:
+                self.tuning.storage = self.cluster.database_url("optuna", "psycopg")
+            if not self.serving.prediction_log_url:
+                self.serving.prediction_log_url = self.cluster.database_url(
+                    "predictions", "psycopg"
+                )
+        return self
 
     @property
     def registry_name(self) -> str:

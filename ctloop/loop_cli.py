@@ -87,7 +87,13 @@ def register(app, make_config, handles_errors) -> None:
     def up(
         config_path: Annotated[Path | None, typer.Option("--config", "-c")] = None,
         home: Annotated[Path | None, typer.Option("--home")] = None,
-        prefect_port: Annotated[int, typer.Option(help="Prefect server port")] = 4200,
+        profile: Annotated[
+            str | None,
+            typer.Option(help="embedded or cluster (default: the config's profile)"),
+        ] = None,
+        prefect_port: Annotated[
+            int, typer.Option(help="Prefect server port (cluster: cluster.prefect_port)")
+        ] = 4200,
         mlflow_port: Annotated[int, typer.Option(help="MLflow UI port (0: none)")] = 5000,
         server_port: Annotated[int, typer.Option(help="model server port (0: none)")] = 8000,
         poll_seconds: Annotated[float, typer.Option(help="landing folder poll interval")] = 1.0,
@@ -97,13 +103,25 @@ def register(app, make_config, handles_errors) -> None:
         id_col: Annotated[str | None, typer.Option("--id")] = None,
         exclude: Annotated[str | None, typer.Option("--exclude")] = None,
     ) -> None:
-        """Run the whole loop: Prefect server, deployments, model server, landing watcher."""
+        """Run the whole loop: Prefect server, deployments, model server, landing watcher.
+
+        `--profile cluster`: PostgreSQL-backed Prefect server with process workers, MLflow
+        server, Dask scheduler and workers (see the `cluster` section of the config).
+        """
         from rich.console import Console
 
         from ctloop.config import dump_config
 
         config, root = make_config(config_path, home, target, task, timestamp, id_col, exclude)
         config.require_target()
+        if profile:
+            from ctloop.config import Profile
+            from ctloop.errors import ConfigError
+
+            try:
+                config.profile = Profile(profile)
+            except ValueError:
+                raise ConfigError(f"--profile: {profile!r} is not embedded or cluster") from None
         resolved = root.root / "up-config.yaml"
         dump_config(config, resolved)
         from deployments.stack import StackOptions, run_stack

@@ -364,6 +364,6 @@ def open_registry(config) -> Registry:
     return Registry(
         home.tracking_uri(config),
         config.registry_name,
-        home.artifact_root(),
+        config.cluster.artifact_root or home.artifact_root(),
         allow_pickle=config.training.allow_pickle,
     )

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctloop.config import Config
+from ctloop.config import Config, Profile
 from ctloop.errors import CtloopError
 from ctloop.home import Home
 
@@ -122,6 +122,8 @@ class LandingWatcher:
 
 def start_stack(config: Config, config_path: Path, home: Home, options: StackOptions) -> Stack:
     """Start every component; returns when they answer. Sets `PREFECT_API_URL` here."""
+    if config.profile == Profile.CLUSTER:
+        return start_cluster_stack(config, config_path, home, options)
     stack = Stack()
     # one machine: poll and retry often, so a landed file reaches the champion in seconds
     for key, value in LOCAL_TUNING.items():
@@ -168,6 +170,63 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
         )  # fmt: skip
         if options.mlflow_port:
             _wait_until(lambda: _healthy(stack.urls["MLflow UI"]), "the MLflow UI", 60, stack)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def start_cluster_stack(
+    config: Config, config_path: Path, home: Home, options: StackOptions
+) -> Stack:
+    """The cluster profile on this machine: each component its own process on `cluster.host`.
+
+    Databases are created when missing; a component whose URL is configured
+    (`cluster.prefect_api_url`, `mlflow_url`, `dask_address`) is used, not started.
+    """
+    from deployments import cluster as cl
+
+    c = config.cluster
+    stack = Stack()
+    for key, value in LOCAL_TUNING.items():
+        os.environ.setdefault(key, value)
+    env = dict(os.environ)
+    bindir = Path(sys.executable).parent
+    api_url = c.prefect_api()
+    try:
+        cl.ensure_databases(c)
+        if not c.prefect_api_url:
+            stack.processes["prefect server"] = cl.start_prefect_server(config, env)
+        _wait_until(lambda: _healthy(f"{api_url}/health"), "the Prefect server",
+                    options.startup_timeout, stack)  # fmt: skip
+        os.environ["PREFECT_API_URL"] = env["PREFECT_API_URL"] = api_url
+        stack.urls["Prefect UI"] = api_url.removesuffix("/api")
+        mlflow_url = c.mlflow_tracking_url()
+        if not c.mlflow_url:
+            stack.processes["mlflow server"] = cl.start_mlflow_server(config, home, env)
+        stack.urls["MLflow"] = mlflow_url
+        if not c.dask_address:
+            for name, proc in cl.start_dask(config, env):
+                stack.processes[name] = proc
+        stack.urls["Dask scheduler"] = c.dask_scheduler()
+        _wait_until(lambda: _healthy(f"{mlflow_url}/health"), "the MLflow server",
+                    options.startup_timeout, stack)  # fmt: skip
+        cl.deploy_to_pool(config)
+        stack.urls["work pool"] = c.work_pool
+        for i in range(c.prefect_workers):
+            stack.processes[f"prefect worker {i + 1}"] = cl.start_prefect_worker(config, env, i + 1)
+        if options.server_port:
+            stack.processes["model server"] = subprocess.Popen(
+                [str(bindir / "ctloop"), "serve", "--config", str(config_path),
+                 "--port", str(options.server_port)],
+                env=env,
+            )  # fmt: skip
+            stack.urls["model server"] = f"http://127.0.0.1:{options.server_port}"
+        _wait_until(lambda: cl.dask_workers_ready(config, c.dask_workers if not c.dask_address
+                                                  else 1),
+                    "the Dask workers", options.startup_timeout, stack)  # fmt: skip
+        _wait_until(lambda: cl.prefect_workers_online(config, c.prefect_workers),
+                    "the Prefect workers", options.startup_timeout, stack)  # fmt: skip
     except BaseException:
         stack.stop()
         raise

@@ -1,0 +1,191 @@
+"""The cluster profile: databases on PostgreSQL, and the processes `ctloop up --profile cluster`
+starts (Prefect server + process workers, MLflow server, Dask scheduler + workers).
+
+Everything here is idempotent: a database that exists is kept (the servers run their own
+migrations on start), a work pool that exists is updated, deployments are upserted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from ctloop.config import ClusterConfig, Config
+from ctloop.errors import CtloopError
+from ctloop.home import Home
+
+COMPONENTS = ("prefect", "mlflow", "optuna", "predictions")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _admin_url(cluster: ClusterConfig) -> str:
+    """psycopg connection string of the maintenance database `postgres`."""
+    scheme, rest = cluster.postgres_url.rstrip("/").split("://", 1)
+    return f"{scheme.split('+')[0]}://{rest}/postgres"
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def ensure_database(cluster: ClusterConfig, component: str) -> bool:
+    """Create `<prefix>_<component>` unless it exists; True when it was created now."""
+    import psycopg
+    from psycopg import errors
+
+    name = cluster.database(component)
+    try:
+        with psycopg.connect(_admin_url(cluster), autocommit=True, connect_timeout=10) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                return False
+            try:
+                conn.execute(f"CREATE DATABASE {_quote_ident(name)}")
+            except errors.DuplicateDatabase:  # created by a concurrent `up`
+                return False
+            return True
+    except psycopg.OperationalError as exc:
+        raise CtloopError(f"cluster.postgres_url: cannot connect ({exc})".strip()) from None
+
+
+def ensure_databases(cluster: ClusterConfig) -> list[str]:
+    """Create every component's database that is missing; returns the ones created."""
+    return [cluster.database(c) for c in COMPONENTS if ensure_database(cluster, c)]
+
+
+def existing_databases(cluster: ClusterConfig) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(_admin_url(cluster), autocommit=True, connect_timeout=10) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname = ANY(%s) ORDER BY datname",
+            ([cluster.database(c) for c in COMPONENTS],),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def drop_databases(cluster: ClusterConfig) -> None:
+    """Drop every component database (tests; closes other sessions first)."""
+    import psycopg
+
+    with psycopg.connect(_admin_url(cluster), autocommit=True, connect_timeout=10) as conn:
+        for component in COMPONENTS:
+            conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(cluster.database(component))} "
+                         "WITH (FORCE)")  # fmt: skip
+
+
+def server_environment(config: Config) -> dict[str, str]:
+    """Environment of the Prefect server: its database on PostgreSQL."""
+    return {
+        "PREFECT_API_DATABASE_CONNECTION_URL": config.cluster.database_url("prefect", "asyncpg"),
+        "PREFECT_API_DATABASE_MIGRATE_ON_START": "true",
+    }
+
+
+def _spawn(cmd: list[str], env: dict[str, str], quiet: bool = True) -> subprocess.Popen:
+    out = subprocess.DEVNULL if quiet else None
+    return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=out, stderr=out)
+
+
+def start_prefect_server(config: Config, env: dict[str, str]) -> subprocess.Popen:
+    bindir = Path(sys.executable).parent
+    c = config.cluster
+    return _spawn(
+        [str(bindir / "prefect"), "server", "start", "--host", c.host, "--port",
+         str(c.prefect_port)],
+        {**env, **server_environment(config)},
+    )  # fmt: skip
+
+
+def start_mlflow_server(config: Config, home: Home, env: dict[str, str]) -> subprocess.Popen:
+    bindir = Path(sys.executable).parent
+    c = config.cluster
+    artifacts = c.artifact_root or home.artifact_root()
+    return _spawn(
+        [str(bindir / "mlflow"), "server", "--host", c.host, "--port", str(c.mlflow_port),
+         "--backend-store-uri", c.database_url("mlflow", "psycopg2"),
+         "--default-artifact-root", artifacts, "--workers", "1"],
+        env,
+    )  # fmt: skip
+
+
+def start_dask(config: Config, env: dict[str, str]) -> list[tuple[str, subprocess.Popen]]:
+    bindir = Path(sys.executable).parent
+    c = config.cluster
+    procs = [
+        (
+            "dask scheduler",
+            _spawn(
+                [str(bindir / "dask"), "scheduler", "--host", c.host, "--port", str(c.dask_port),
+                 "--dashboard-address", ":0"],
+                env,
+            ),
+        )
+    ]  # fmt: skip
+    for i in range(c.dask_workers):
+        procs.append(
+            (
+                f"dask worker {i + 1}",
+                _spawn(
+                    [str(bindir / "dask"), "worker", c.dask_scheduler(), "--nworkers", "1",
+                     "--nthreads", "1", "--host", c.host, "--dashboard-address", ":0",
+                     "--name", f"ctloop-{i + 1}"],
+                    env,
+                ),
+            )
+        )  # fmt: skip
+    return procs
+
+
+def dask_workers_ready(config: Config, count: int) -> bool:
+    try:
+        from distributed import Client
+
+        with Client(config.cluster.dask_scheduler(), timeout=3) as client:
+            return len(client.scheduler_info(n_workers=-1)["workers"]) >= count
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+def start_prefect_worker(config: Config, env: dict[str, str], index: int) -> subprocess.Popen:
+    bindir = Path(sys.executable).parent
+    return _spawn(
+        [str(bindir / "prefect"), "worker", "start", "--pool", config.cluster.work_pool,
+         "--type", "process", "--name", f"ctloop-worker-{index}", "--limit", "4"],
+        {**env, "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "5"},
+    )  # fmt: skip
+
+
+def deploy_to_pool(config: Config) -> list[str]:
+    """Create the process work pool (or keep it) and upsert every deployment into it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from deployments.definitions import build_deployments
+
+    pool = config.cluster.work_pool
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except ObjectAlreadyExists:
+            pass
+    names = []
+    for deployment in build_deployments(config):
+        deployment.work_pool_name = pool
+        deployment.job_variables = {"working_dir": str(REPO_ROOT)}
+        deployment.apply(work_pool_name=pool)
+        names.append(f"{deployment.flow_name}/{deployment.name}")
+    return names
+
+
+def prefect_workers_online(config: Config, count: int) -> bool:
+    """Have `count` workers of the pool sent a heartbeat?"""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            workers = client.read_workers_for_work_pool(config.cluster.work_pool)
+        return sum(getattr(w.status, "value", w.status) == "ONLINE" for w in workers) >= count
+    except Exception:  # noqa: BLE001 - the API or the pool is not there yet
+        return False

@@ -1,0 +1,104 @@
+"""Cluster profile: store resolution and idempotent database creation on the local PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+from ctloop.config import ClusterConfig, Config, Profile, load_config
+from ctloop.errors import CtloopError
+from deployments import cluster as cl
+
+
+def test_embedded_profile_leaves_stores_empty():
+    config = Config()
+    assert config.paths.tracking_uri is None
+    assert config.tuning.storage is None
+    assert config.serving.prediction_log_url is None
+
+
+def test_cluster_profile_points_stores_at_postgres_and_the_mlflow_server():
+    config = Config(
+        profile="cluster",
+        cluster={"postgres_url": "postgresql://u@db.example:5433", "database_prefix": "prod",
+                 "mlflow_port": 5055},
+    )  # fmt: skip
+    assert config.paths.tracking_uri == "http://127.0.0.1:5055"
+    assert config.tuning.storage == "postgresql+psycopg://u@db.example:5433/prod_optuna"
+    assert config.serving.prediction_log_url == (
+        "postgresql+psycopg://u@db.example:5433/prod_predictions"
+    )
+    assert config.cluster.database_url("prefect", "asyncpg") == (
+        "postgresql+asyncpg://u@db.example:5433/prod_prefect"
+    )
+    assert config.cluster.prefect_api() == "http://127.0.0.1:4200/api"
+    assert config.cluster.dask_scheduler() == "tcp://127.0.0.1:8786"
+
+
+def test_explicit_urls_win_and_switching_profile_resolves(tmp_path):
+    path = tmp_path / "ctloop.yaml"
+    path.write_text(
+        "profile: cluster\n"
+        "paths: {tracking_uri: 'http://mlflow.internal:80'}\n"
+        "cluster: {dask_address: 'tcp://dask.internal:8786', mlflow_url: 'http://x:1'}\n"
+    )
+    config = load_config(path)
+    assert config.paths.tracking_uri == "http://mlflow.internal:80"
+    assert config.cluster.dask_scheduler() == "tcp://dask.internal:8786"
+    embedded = Config()
+    embedded.profile = Profile.CLUSTER
+    assert embedded.paths.tracking_uri == "http://127.0.0.1:5000"
+    assert load_config(path, environ={"CTLOOP_PROFILE": "embedded"}).tuning.storage is None
+
+
+def test_bad_database_prefix_is_refused():
+    with pytest.raises(ValueError):
+        ClusterConfig(database_prefix="drop table; --")
+
+
+def test_prefect_server_environment_uses_asyncpg():
+    env = cl.server_environment(Config(profile="cluster"))
+    assert env["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
+    assert env["PREFECT_API_DATABASE_CONNECTION_URL"].endswith("/ctloop_prefect")
+
+
+@pytest.fixture
+def cluster():
+    c = ClusterConfig(database_prefix=f"t_{uuid.uuid4().hex[:10]}")
+    yield c
+    cl.drop_databases(c)
+
+
+def test_databases_are_created_once_and_usable(cluster):
+    assert cl.existing_databases(cluster) == []
+    created = cl.ensure_databases(cluster)
+    assert sorted(created) == sorted(cluster.database(c) for c in cl.COMPONENTS)
+    assert cl.ensure_databases(cluster) == []  # idempotent: a second start creates nothing
+    assert len(cl.existing_databases(cluster)) == len(cl.COMPONENTS)
+    url = cluster.database_url("optuna")
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT current_database()").fetchone()[0] == cluster.database("optuna")
+    cl.drop_databases(cluster)
+    assert cl.existing_databases(cluster) == []
+
+
+def test_optuna_study_lives_in_the_cluster_database(cluster):
+    import optuna
+
+    from ctloop.tuning import open_storage
+
+    cl.ensure_databases(cluster)
+    config = Config(profile="cluster", cluster=cluster.model_dump())
+    storage = open_storage(config.tuning.storage)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    again = optuna.load_study(study_name="s", storage=open_storage(config.tuning.storage))
+    assert len(again.trials) == 3
+
+
+def test_unreachable_postgres_is_one_clear_error():
+    bad = ClusterConfig(postgres_url="postgresql://postgres@127.0.0.1:1", database_prefix="x")
+    with pytest.raises(CtloopError, match="cluster.postgres_url"):
+        cl.ensure_databases(bad)
