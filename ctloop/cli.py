@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -14,6 +13,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ctloop.cli_options import (
+    ConfigOpt,
+    ExcludeOpt,
+    HomeOpt,
+    IdOpt,
+    JsonOpt,
+    TargetOpt,
+    TaskOpt,
+    TimeOpt,
+    print_json,
+)
 from ctloop.config import CONFIG_FILENAME, Config, dump_config, load_config
 from ctloop.errors import CtloopError, InputError
 from ctloop.home import Home, activate, home_of
@@ -25,15 +35,6 @@ app = typer.Typer(
 )
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="path to ctloop.yaml")]
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="state folder (CTLOOP_HOME)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
-TargetOpt = Annotated[str | None, typer.Option("--target", help="label column")]
-TaskOpt = Annotated[str | None, typer.Option("--task", help="binary|multiclass|regression")]
-TimeOpt = Annotated[str | None, typer.Option("--timestamp", help="event time column")]
-IdOpt = Annotated[str | None, typer.Option("--id", help="row id column")]
-ExcludeOpt = Annotated[str | None, typer.Option("--exclude", help="columns to ignore, COL,COL")]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -99,10 +100,6 @@ def _prepare_environment(root: Home) -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "WARNING")
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
-
-
 @app.command()
 @_handles_errors
 def ingest(
@@ -126,7 +123,7 @@ def ingest(
 
     result = ingest_flow([str(p) for p in paths], config)
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         for a in result["accepted"]:
             note = "new snapshot" if a["new"] else "already in the lake"
@@ -171,7 +168,7 @@ def train(
     with tags("trigger:manual"):
         result = retrain(RetrainRequest(trigger="manual", reason=reason), config)
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     verdict = (
         "[green]blessed and promoted[/green]" if result["promoted"] else "[red]not blessed[/red]"
@@ -202,7 +199,7 @@ def monitor(
 
     result = monitor_flow(str(path) if path else None, config)
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     head = "[red]drift detected[/red]" if result["drift"] else "[green]no drift[/green]"
     out.print(f"{head} in {result['source']}")
@@ -245,7 +242,7 @@ def status(config_path: ConfigOpt = None, home: HomeOpt = None, as_json: JsonOpt
     config, root = _config(config_path, home)
     data = collect_status(config, root)
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     champ = data["champion"]
     if champ:
@@ -314,7 +311,7 @@ def demo(
         rows = run_demo(config, script, progress)
     data = collect_status(config, root)
     if as_json:
-        _print_json({**data, "events": [r.__dict__ for r in rows]})
+        print_json({**data, "events": [r.__dict__ for r in rows]})
         return
     table = Table(title="What happened, batch by batch", show_lines=False)
     for col in ("day", "file", "episode", "outcome", "why"):

@@ -4,20 +4,13 @@ the main CLI by `ctloop.cli`."""
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer  # module level: typer resolves the string annotations in these globals
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="path to ctloop.yaml")]
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="state folder (CTLOOP_HOME)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
-
-
-def _print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
+from ctloop.cli_options import ConfigOpt, HomeOpt, JsonOpt, print_json
 
 
 def register(app, make_config, handles_errors) -> None:
@@ -41,7 +34,7 @@ def register(app, make_config, handles_errors) -> None:
         _config, root = make_config(config_path, home)
         manifests = lake.list_snapshots(root)
         if as_json:
-            _print_json({"snapshots": [asdict(m) for m in manifests]})
+            print_json({"snapshots": [asdict(m) for m in manifests]})
             return
         for m in manifests:
             span = f"{(m.time_min or '')[:19]}..{(m.time_max or '')[:19]}"
@@ -63,7 +56,7 @@ def register(app, make_config, handles_errors) -> None:
             raise NotEnoughData("no schema yet: the first accepted batch defines it")
         path = schema_path(root.schema_dir, current.version)
         if as_json:
-            _print_json({"path": str(path), "schema": json.loads(current.to_json())})
+            print_json({"path": str(path), "schema": json.loads(current.to_json())})
             return
         typer.echo(f"schema v{current.version}: {path}")
         for c in current.columns.values():
@@ -94,7 +87,7 @@ def register(app, make_config, handles_errors) -> None:
 
         result = ingest_landing(str(folder) if folder else None, config)
         if as_json:
-            _print_json(result)
+            print_json(result)
         else:
             for a in result["accepted"]:
                 typer.echo(f"accepted {a['path']}: {a['rows']} rows -> {a['snapshot']}")

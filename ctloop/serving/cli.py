@@ -9,9 +9,7 @@ from typing import Annotated
 
 import typer
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="path to ctloop.yaml")]
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="state folder (CTLOOP_HOME)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+from ctloop.cli_options import ConfigOpt, HomeOpt, JsonOpt
 
 
 def _print_json(data) -> None:

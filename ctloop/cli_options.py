@@ -1,0 +1,24 @@
+"""The options every `ctloop` command shares, declared once for all command modules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="path to ctloop.yaml")]
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="state folder (CTLOOP_HOME)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+TargetOpt = Annotated[str | None, typer.Option("--target", help="label column")]
+TaskOpt = Annotated[str | None, typer.Option("--task", help="binary|multiclass|regression")]
+TimeOpt = Annotated[str | None, typer.Option("--timestamp", help="event time column")]
+IdOpt = Annotated[str | None, typer.Option("--id", help="row id column")]
+ExcludeOpt = Annotated[str | None, typer.Option("--exclude", help="columns to ignore, COL,COL")]
+
+
+def print_json(data: Any) -> None:
+    """One JSON object on one line of stdout (the `--json` answer)."""
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
