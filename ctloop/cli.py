@@ -363,7 +363,8 @@ def ui(
                 "--port",
                 str(prefect_port),
             ],
-            env=env,
+            # the UI must call this server's API, not the one on the default port
+            env={**env, "PREFECT_UI_API_URL": f"http://127.0.0.1:{prefect_port}/api"},
         ),
         subprocess.Popen(
             [

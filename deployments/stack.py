@@ -136,7 +136,8 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
             stack.processes["prefect server"] = subprocess.Popen(
                 [str(bindir / "prefect"), "server", "start", "--host", "127.0.0.1",
                  "--port", str(options.prefect_port)],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env={**env, "PREFECT_UI_API_URL": f"http://127.0.0.1:{options.prefect_port}/api"},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             api_url = f"http://127.0.0.1:{options.prefect_port}/api"
             _wait_until(
