@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctloop.config import Config, ModelFamily, Task
+from ctloop.config import Config, ModelFamily, Profile, Task
 from ctloop.errors import ConfigError, NotEnoughData
 from ctloop.evaluation import evaluate_predictions, higher_is_better
 from ctloop.training import build_pipeline, feature_columns, prepare_features, validation_folds
@@ -224,10 +224,52 @@ def _optimize(
     folds = validation_folds(train, config, config.tuning.folds)
     objective = Objective(train, config, folds, families_of(config))
     timeout = None if deadline is None else max(0.0, deadline - time.time())
+    label = _worker_label()
+
+    def labelled(trial):
+        trial.set_user_attr("worker", label)
+        return objective(trial)
+
     with threadpool_limits(limits=1):
         study.optimize(
-            objective, n_trials=n_trials, timeout=timeout, catch=(ValueError, NotEnoughData)
+            labelled, n_trials=n_trials, timeout=timeout, catch=(ValueError, NotEnoughData)
         )
+
+
+def _worker_label() -> str:
+    """The Dask worker's name when a trial runs on one (cluster profile), else the pid."""
+    import os
+
+    try:
+        from distributed import get_worker
+
+        return f"dask:{get_worker().name}"
+    except (ImportError, ValueError):
+        return f"pid:{os.getpid()}"
+
+
+def _optimize_on_dask(
+    train: pd.DataFrame,
+    config: Config,
+    url: str,
+    study_name: str,
+    shares: list[int],
+    deadline: float | None,
+) -> None:
+    """Cluster profile: one `_optimize` per share on the Dask cluster, all in one study."""
+    from distributed import Client
+
+    config_json = config.model_dump(mode="json")
+    with Client(config.cluster.dask_scheduler(), timeout=30) as client:
+        data = client.scatter(train, broadcast=True)
+        futures = [
+            client.submit(
+                _optimize, data, config_json, url, study_name, i, n, deadline, pure=False,
+                key=f"ctloop-tune-{study_name}-{i}",
+            )
+            for i, n in enumerate(shares)
+        ]  # fmt: skip
+        client.gather(futures)
 
 
 # --- the study ----------------------------------------------------------------------------
@@ -364,7 +406,9 @@ def tune(
     config_json = config.model_dump(mode="json")
     workers = min(tuning.workers, tuning.trials)
     shares = [tuning.trials // workers + (i < tuning.trials % workers) for i in range(workers)]
-    if workers == 1:
+    if config.profile == Profile.CLUSTER and workers > 1:
+        _optimize_on_dask(train, config, url, study_name, shares, deadline)
+    elif workers == 1:
         _optimize(train, config_json, url, study_name, 0, shares[0], deadline)
     else:
         ctx = multiprocessing.get_context("spawn")

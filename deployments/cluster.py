@@ -189,3 +189,29 @@ def prefect_workers_online(config: Config, count: int) -> bool:
         return sum(getattr(w.status, "value", w.status) == "ONLINE" for w in workers) >= count
     except Exception:  # noqa: BLE001 - the API or the pool is not there yet
         return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m deployments.cluster {databases,deploy} -c FILE` (used by docker-compose.yml)."""
+    import argparse
+
+    from ctloop.config import Profile, load_config
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("action", choices=["databases", "deploy"])
+    parser.add_argument("--config", "-c", required=True, help="path to ctloop.yaml")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    config.profile = Profile.CLUSTER
+    if args.action == "databases":
+        created = ensure_databases(config.cluster)
+        print(f"created: {', '.join(created) or 'none (all exist)'}")
+    else:
+        import os
+
+        os.environ.setdefault("PREFECT_API_URL", config.cluster.prefect_api())
+        print("\n".join(deploy_to_pool(config)))
+
+
+if __name__ == "__main__":
+    main()

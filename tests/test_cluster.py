@@ -120,6 +120,21 @@ def test_cluster_profile_runs_the_stream_to_a_champion(cluster_stack, tmp_path):
     assert all(r["state_type"] == "COMPLETED" for r in runs), [r["state_type"] for r in runs]
     assert {r["work_pool_name"] for r in runs} == {config.cluster.work_pool}
 
+    # tuning spread over the two Dask workers: one study in PostgreSQL holding every trial
+    import optuna
+
+    from ctloop.tuning import open_storage
+
+    assert config.tuning.storage.startswith("postgresql+psycopg://")
+    storage = open_storage(config.tuning.storage)
+    study_name = champion.tags["ctloop.tuning_study"]
+    assert study_name in optuna.get_all_study_names(storage=storage)
+    trials = optuna.load_study(study_name=study_name, storage=storage).trials
+    assert len(trials) == config.tuning.trials
+    assert all(t.state.is_finished() for t in trials)
+    assert {t.user_attrs["worker"] for t in trials} == {"dask:ctloop-1", "dask:ctloop-2"}
+    storage.engine.dispose()
+
     # the MLflow registry lives in PostgreSQL
     import psycopg
 

@@ -1,0 +1,165 @@
+"""The demo stream on the cluster profile against the embedded profile, on this machine.
+
+For each profile: `ctloop up` (embedded: Prefect server + served deployments; cluster:
+PostgreSQL-backed Prefect server, 2 process workers, MLflow server, Dask scheduler + 2 workers),
+then the demo days land one after another in the landing folder; timed from the first file to
+the moment every flow run has finished and a champion exists. Same config, same data, tuning on
+(2 workers: processes when embedded, Dask workers in the cluster profile). The ratio is
+cluster / embedded seconds: one small machine is not where the cluster wins, since every
+component competes for the same cores and every flow run pays a worker's process start-up.
+
+Usage, from the repo root (PostgreSQL at 127.0.0.1:5432, trust auth):
+
+    python benchmarks/cluster.py [--days 3] [--rows-per-day 600]
+
+The last line printed is one JSON object: {"bench": "cluster", "ratio": ..., ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ctloop.config import Profile
+from ctloop.demo_data import DemoScript, demo_config, generate_day
+
+BIN = Path(sys.executable).parent
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flow_runs(api: str) -> list[dict]:
+    request = urllib.request.Request(
+        f"{api}/flow_runs/filter", data=b'{"limit": 200}',
+        headers={"content-type": "application/json"}, method="POST",
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait(check, timeout: float, what: str, proc: subprocess.Popen):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        if proc.poll() is not None:
+            raise RuntimeError(f"ctloop up exited while waiting for {what}")
+        time.sleep(0.5)
+    raise TimeoutError(what)
+
+
+def run_profile(profile: Profile, days: int, rows: int) -> dict:
+    from ctloop.registry import CHAMPION, open_registry
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"ctloop-bench-{profile}-"))
+    config = demo_config(str(tmp / "home"), rows_per_day=rows)
+    config.triggers.bootstrap_rows = rows
+    config.triggers.min_new_rows = rows
+    config.triggers.schedule_cron = None
+    config.triggers.monitor_every_minutes = None
+    config.tuning.enabled, config.tuning.workers, config.tuning.trials = True, 2, 6
+    config.cluster.database_prefix = f"ctloop_b{uuid.uuid4().hex[:8]}"
+    config.cluster.prefect_port, config.cluster.mlflow_port = free_port(), free_port()
+    config.cluster.dask_port = free_port()
+    path = tmp / "ctloop.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    prefect_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CTLOOP_"))}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(BIN / "ctloop"), "up", "-c", str(path), "--profile", str(profile),
+         "--prefect-port", str(prefect_port), "--mlflow-port", "0",
+         "--server-port", str(free_port()), "--poll-seconds", "0.5"],
+        cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    log: list[str] = []
+    threading.Thread(target=lambda: [log.append(x) for x in proc.stdout], daemon=True).start()
+    config.profile = profile
+    port = config.cluster.prefect_port if profile == Profile.CLUSTER else prefect_port
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        wait(lambda: any("ctloop is up" in x for x in log), 300, "start-up", proc)
+        startup = time.monotonic() - started
+        script = DemoScript(rows_per_day=rows)
+        rng = np.random.default_rng(script.seed)
+        landing = Path(config.paths.home) / "landing"
+        t0 = time.monotonic()
+        for day in range(days):
+            staging = tmp / f"day{day:02d}.csv"
+            generate_day(script, day, rng).to_csv(staging, index=False)
+            staging.rename(landing / staging.name)
+            wait(
+                lambda d=day: sum(
+                    r["state_type"] == "COMPLETED" and r["name"].startswith("landing-")
+                    for r in flow_runs(api)
+                ) > d,
+                600, f"day {day} ingested", proc,
+            )  # fmt: skip
+        registry = open_registry(config)
+        wait(lambda: registry.by_alias(CHAMPION), 600, "a champion", proc)
+        time.sleep(3)  # events of the last batch reach their deployments
+        runs = wait(
+            lambda: (rs := flow_runs(api)) and all(r["state_type"] in FINAL for r in rs) and rs,
+            900, "every run finished", proc,
+        )  # fmt: skip
+        seconds = time.monotonic() - t0
+        return {
+            "profile": str(profile), "startup_s": round(startup, 1),
+            "stream_s": round(seconds, 1), "runs": len(runs),
+            "completed": sum(r["state_type"] == "COMPLETED" for r in runs),
+        }  # fmt: skip
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        if profile == Profile.CLUSTER:
+            from deployments.cluster import drop_databases
+
+            drop_databases(config.cluster)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--rows-per-day", type=int, default=600)
+    args = parser.parse_args()
+    embedded = run_profile(Profile.EMBEDDED, args.days, args.rows_per_day)
+    cluster = run_profile(Profile.CLUSTER, args.days, args.rows_per_day)
+    ratio = cluster["stream_s"] / embedded["stream_s"]
+    print(f"{'profile':<10} {'start-up s':>10} {'stream s':>9} {'runs':>5} {'completed':>9}")
+    for r in (embedded, cluster):
+        print(f"{r['profile']:<10} {r['startup_s']:>10} {r['stream_s']:>9} {r['runs']:>5} "
+              f"{r['completed']:>9}")  # fmt: skip
+    print(f"cluster / embedded stream time: {ratio:.2f}x on {os.cpu_count()} cores")
+    print(json.dumps({"bench": "cluster", "ratio": round(ratio, 2), "cores": os.cpu_count(),
+                      "embedded": embedded, "cluster": cluster, "days": args.days,
+                      "rows_per_day": args.rows_per_day}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
