@@ -178,6 +178,41 @@ class Registry:
             return experiment.experiment_id
         return self.client.create_experiment(self.name, artifact_location=self.artifact_root)
 
+    def log_report(
+        self,
+        kind: str,
+        name: str,
+        markdown: str,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+        files: list[str] | None = None,
+    ) -> str:
+        """Record a data report (validation, quarantine, drift) as a run of the project's
+        `<name>-data` experiment, so MLflow shows data quality and drift over time."""
+        experiment = self.client.get_experiment_by_name(f"{self.name}-data")
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self.client.create_experiment(
+                f"{self.name}-data", artifact_location=self.artifact_root
+            )
+        )
+        run = self.client.create_run(
+            experiment_id,
+            run_name=f"{kind}-{name}"[:250],
+            tags={"ctloop.report": kind, **(tags or {})},
+        )
+        run_id = run.info.run_id
+        try:
+            for key, value in (metrics or {}).items():
+                self.client.log_metric(run_id, key, float(value))
+            self.client.log_text(run_id, markdown, f"{kind}.md")
+            for path in files or []:
+                self.client.log_artifact(run_id, path)
+        finally:
+            self.client.set_terminated(run_id)
+        return run_id
+
     def _ref(self, mv) -> ModelRef:
         tags = dict(mv.tags or {})
         return ModelRef(self.name, int(mv.version), tags.get("semver", "0.0.0"), mv.run_id, tags)

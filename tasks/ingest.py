@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -79,6 +79,18 @@ def quarantine_batch(
         key="quarantined-batch",
         description=f"Why {Path(path).name} was quarantined",
     )
+    record_data_report(
+        config,
+        "quarantine",
+        Path(path).name,
+        markdown,
+        {"blocking_checks": sum(r.get("severity") == "block" for r in reasons)},
+        [
+            p
+            for p in (f"{record.folder}/reasons.json", f"{record.folder}/report.html")
+            if Path(p).exists()
+        ],
+    )
     events.publish(
         config,
         events.BATCH_QUARANTINED,
@@ -86,3 +98,15 @@ def quarantine_batch(
         {"path": path, "folder": record.folder, "reasons": reasons},
     )
     return record
+
+
+def record_data_report(
+    config: Config, kind: str, name: str, markdown: str, metrics: dict, files: list[str]
+) -> None:
+    """The report as a run of MLflow's `<project>-data` experiment; never fails the ingest."""
+    from ctloop.registry import open_registry
+
+    try:
+        open_registry(config).log_report(kind, name, markdown, metrics, None, files)
+    except Exception as exc:  # noqa: BLE001 - a tracking outage must not lose the batch
+        get_run_logger().warning("could not record the %s report in MLflow: %s", kind, exc)

@@ -14,6 +14,7 @@ from ctloop.drift import DriftSummary, detect_drift
 from ctloop.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED, publish
 from ctloop.performance import OnlinePerformance, check_online_performance
 from ctloop.reports import drift_markdown
+from tasks.ingest import record_data_report
 
 
 @task(name="detect-drift", cache_policy=NO_CACHE)
@@ -38,6 +39,18 @@ def publish_drift(
         markdown=drift_markdown(source, summary, html_path),
         key="drift",
         description=f"Drift check of {Path(source).name}",
+    )
+    record_data_report(
+        config,
+        "drift",
+        Path(source).name,
+        drift_markdown(source, summary, html_path),
+        {
+            "drift": float(summary.drift),
+            "drifted_share": summary.share,
+            **{f"drift_score_{c.column}": c.score for c in summary.columns},
+        },
+        [html_path] if html_path else [],
     )
     if summary.drift:
         publish(

@@ -88,6 +88,19 @@ def test_loop_ingest_retrain_monitor(prefect_harness, config, tmp_path):
     pending = triggers.load_pending(home)
     assert pending is not None and pending.since.startswith("2026-01-25")
 
+    # the data reports are runs of the `<project>-data` experiment in MLflow
+    data = registry.client.get_experiment_by_name(f"{config.registry_name}-data")
+    runs = registry.client.search_runs([data.experiment_id])
+    kinds = sorted(r.data.tags["ctloop.report"] for r in runs)
+    assert kinds == ["drift", "drift", "quarantine"]
+    quarantine = next(r for r in runs if r.data.tags["ctloop.report"] == "quarantine")
+    files = {f.path for f in registry.client.list_artifacts(quarantine.info.run_id)}
+    assert {"quarantine.md", "reasons.json"} <= files
+    drifted = [
+        r.data.metrics["drifted_share"] for r in runs if r.data.tags["ctloop.report"] == "drift"
+    ]
+    assert sorted(drifted)[0] < config.drift.share <= sorted(drifted)[1]
+
     # drift retrain waits for labelled post-drift rows, then trains on them and wins
     assert current_decision(config).retrain is False
     ingest([_write_day(tmp_path, d) for d in (20, 21, 22)], config)
