@@ -406,7 +406,13 @@ def ui(
 
 
 def _register_extensions() -> None:
-    """Commands that live beside their subsystem register here (imports stay light)."""
+    """Commands that live beside their subsystem register here (imports stay light).
+
+    Each module has `register(app, make_config, handles_errors)`: `app` is this typer app;
+    `make_config(config_path, home, target, task, timestamp, id_col, exclude) -> (Config, Home)`
+    also points Prefect at the home, so call it before importing flows; `handles_errors` turns
+    ctloop errors into one line and a non-zero exit.
+    """
     import importlib
 
     for module in ("ctloop.serving.cli", "ctloop.data_cli", "ctloop.model_cli", "ctloop.loop_cli"):

@@ -107,26 +107,7 @@ def summarize_drift(snapshot, cfg: DriftConfig, reference_rows: int, current_row
         drifted = score < threshold if is_p_value(method) else score >= threshold
         per_column.append(ColumnDrift(fields["column"], method, score, threshold, drifted))
     per_column.sort(key=lambda c: c.column)
-    drifted = [c.column for c in per_column if c.drifted]
-    share = len(drifted) / len(per_column) if per_column else 0.0
-    reasons = []
-    if per_column and share >= cfg.share:
-        reasons.append(
-            f"{len(drifted)} of {len(per_column)} columns drifted ({share:.0%} >= {cfg.share:.0%}):"
-            f" {', '.join(drifted)}"
-        )
-    named = [c for c in cfg.columns if c in drifted]
-    if named:
-        reasons.append(f"watched columns drifted: {', '.join(named)}")
-    if not reasons:
-        reasons.append(
-            f"{len(drifted)} of {len(per_column)} columns drifted ({share:.0%} < {cfg.share:.0%})"
-            + (f": {', '.join(drifted)}" if drifted else "")
-        )
-        return DriftSummary(
-            False, drifted, share, reasons, per_column, reference_rows, current_rows
-        )
-    return DriftSummary(True, drifted, share, reasons, per_column, reference_rows, current_rows)
+    return _apply_rule(per_column, cfg, reference_rows, current_rows)
 
 
 def detect_drift(
@@ -321,7 +302,10 @@ def fast_drift(
     return _apply_rule(sorted(scored, key=lambda c: c.column), cfg, profile.rows, n)
 
 
-def _apply_rule(per_column: list[ColumnDrift], cfg: DriftConfig, ref_rows: int, cur_rows: int):
+def _apply_rule(
+    per_column: list[ColumnDrift], cfg: DriftConfig, ref_rows: int, cur_rows: int
+) -> DriftSummary:
+    """The configured drift rule over per-column verdicts (share of columns, watched columns)."""
     drifted = [c.column for c in per_column if c.drifted]
     share = len(drifted) / len(per_column) if per_column else 0.0
     reasons = []

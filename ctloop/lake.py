@@ -15,11 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ctloop.batches import ContentHasher, row_hashes, table_of
+from ctloop.batches import ContentHasher, check_file, row_hashes, table_of
 from ctloop.errors import InputError, NotEnoughData
 from ctloop.home import Home
-
-READABLE = {".csv", ".parquet", ".pq"}
 
 
 def read_batch(path: str | Path) -> pd.DataFrame:
@@ -29,17 +27,9 @@ def read_batch(path: str | Path) -> pd.DataFrame:
         InputError: the file is missing, empty, of an unknown kind or not parseable.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected a CSV or Parquet file")
-    suffix = path.suffix.lower()
-    if suffix not in READABLE:
-        raise InputError(f"{path}: unsupported file type '{suffix}' (use .csv or .parquet)")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty")
+    kind = check_file(path)
     try:
-        if suffix == ".csv":
+        if kind == "csv":
             return pd.read_csv(path, low_memory=False)
         return pd.read_parquet(path)
     except UnicodeDecodeError:

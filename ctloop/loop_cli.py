@@ -1,6 +1,5 @@
 """Continuous-training commands: `ctloop replay` (and `ctloop up`)."""
 
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -8,27 +7,32 @@ from typing import Annotated
 
 import typer
 
+from ctloop.cli_options import (
+    ConfigOpt,
+    ExcludeOpt,
+    HomeOpt,
+    IdOpt,
+    JsonOpt,
+    TargetOpt,
+    TaskOpt,
+    TimeOpt,
+    print_json,
+)
+
 
 def register(app, make_config, handles_errors) -> None:
-    """Add this area's commands to the typer app.
-
-    Args:
-        app: the typer app of `ctloop.cli`.
-        make_config: `(config_path, home, target, task, timestamp, id_col, exclude) -> (Config,
-            Home)`; also points Prefect at the home, so call it before importing flows.
-        handles_errors: decorator turning ctloop errors into one line and a non-zero exit.
-    """
+    """Add this area's commands to the app (contract: `ctloop.cli._register_extensions`)."""
 
     @app.command()
     @handles_errors
     def replay(
         data: Annotated[Path, typer.Argument(help="labelled history, CSV or Parquet")],
-        target: Annotated[str | None, typer.Option("--target", help="label column")] = None,
-        timestamp: Annotated[str | None, typer.Option("--timestamp", help="time column")] = None,
+        target: TargetOpt = None,
+        timestamp: TimeOpt = None,
         freq: Annotated[str, typer.Option(help="batch length, a pandas frequency")] = "1D",
-        task: Annotated[str | None, typer.Option("--task")] = None,
-        id_col: Annotated[str | None, typer.Option("--id")] = None,
-        exclude: Annotated[str | None, typer.Option("--exclude")] = None,
+        task: TaskOpt = None,
+        id_col: IdOpt = None,
+        exclude: ExcludeOpt = None,
         schedule_every: Annotated[int, typer.Option(help="batches between scheduled retrains")] = 7,
         policies: Annotated[
             str, typer.Option(help="comma list")
@@ -40,9 +44,9 @@ def register(app, make_config, handles_errors) -> None:
         out: Annotated[
             Path | None, typer.Option(help="folder for replay.png and replay.html")
         ] = None,
-        config_path: Annotated[Path | None, typer.Option("--config", "-c")] = None,
-        home: Annotated[Path | None, typer.Option("--home")] = None,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
+        config_path: ConfigOpt = None,
+        home: HomeOpt = None,
+        as_json: JsonOpt = False,
     ) -> None:
         """Replay a labelled history as batches and compare retraining policies (prequential)."""
         from rich.console import Console
@@ -70,7 +74,7 @@ def register(app, make_config, handles_errors) -> None:
         answer = result.as_json()
         answer.update({"plot": str(png), "report": str(page)})
         if as_json:
-            sys.stdout.write(json.dumps(answer, default=str) + "\n")
+            print_json(answer)
             return
         console = Console()
         table = Table(title=f"replay of {data.name}: {result.batches} batches of {freq}")
@@ -85,8 +89,8 @@ def register(app, make_config, handles_errors) -> None:
     @app.command()
     @handles_errors
     def up(
-        config_path: Annotated[Path | None, typer.Option("--config", "-c")] = None,
-        home: Annotated[Path | None, typer.Option("--home")] = None,
+        config_path: ConfigOpt = None,
+        home: HomeOpt = None,
         profile: Annotated[
             str | None,
             typer.Option(help="embedded or cluster (default: the config's profile)"),
@@ -97,11 +101,11 @@ def register(app, make_config, handles_errors) -> None:
         mlflow_port: Annotated[int, typer.Option(help="MLflow UI port (0: none)")] = 5000,
         server_port: Annotated[int, typer.Option(help="model server port (0: none)")] = 8000,
         poll_seconds: Annotated[float, typer.Option(help="landing folder poll interval")] = 1.0,
-        target: Annotated[str | None, typer.Option("--target", help="label column")] = None,
-        task: Annotated[str | None, typer.Option("--task")] = None,
-        timestamp: Annotated[str | None, typer.Option("--timestamp")] = None,
-        id_col: Annotated[str | None, typer.Option("--id")] = None,
-        exclude: Annotated[str | None, typer.Option("--exclude")] = None,
+        target: TargetOpt = None,
+        task: TaskOpt = None,
+        timestamp: TimeOpt = None,
+        id_col: IdOpt = None,
+        exclude: ExcludeOpt = None,
     ) -> None:
         """Run the whole loop: Prefect server, deployments, model server, landing watcher.
 

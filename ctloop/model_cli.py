@@ -4,31 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer  # module level: typer resolves the string annotations in these globals
 
+from ctloop.cli_options import ConfigOpt, HomeOpt, JsonOpt, print_json
+
 
 def register(app, make_config, handles_errors) -> None:
-    """Add this area's commands to the typer app.
-
-    Args:
-        app: the typer app of `ctloop.cli`.
-        make_config: `(config_path, home, target, task, timestamp, id_col, exclude) -> (Config,
-            Home)`; also points Prefect at the home, so call it before importing flows.
-        handles_errors: decorator turning ctloop errors into one line and a non-zero exit.
-    """
+    """Add this area's commands to the app (contract: `ctloop.cli._register_extensions`)."""
 
     @app.command()
     @handles_errors
     def lineage(
         version: Annotated[int, typer.Argument(help="registered model version, e.g. 3")],
-        config_path: Annotated[
-            Path | None, typer.Option("--config", "-c", help="path to ctloop.yaml")
-        ] = None,
-        home: Annotated[Path | None, typer.Option("--home", help="state folder")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+        config_path: ConfigOpt = None,
+        home: HomeOpt = None,
+        as_json: JsonOpt = False,
         rebuild: Annotated[
             bool, typer.Option("--rebuild", help="fit it again and compare holdout metrics")
         ] = False,
@@ -46,7 +38,7 @@ def register(app, make_config, handles_errors) -> None:
                 "differences": {k: list(v) for k, v in result.differences.items()},
             }
         if as_json:
-            sys.stdout.write(json.dumps(answer, default=str) + "\n")
+            print_json(answer)
         else:
             _print(answer)
         if rebuild and not answer["rebuild"]["identical"]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
 
 from ctloop import triggers
 from ctloop.config import Config
@@ -36,25 +39,39 @@ def _log_url(config: Config) -> str:
     return config.serving.prediction_log_url or default_log_url(home_of(config).root)
 
 
-def check_online_performance(config: Config, registry: Registry) -> OnlinePerformance:
-    """Has the champion decayed on labelled live traffic? Reads the prediction log."""
-    from ctloop.serving.predlog import SERVED, PredictionLog, online_metrics
+def served_feedback(config: Config) -> pd.DataFrame:
+    """Served predictions (not shadow) joined to their true labels; empty before any log."""
+    from ctloop.serving.predlog import SERVED, PredictionLog
 
-    rules = config.triggers
-    champion = registry.by_alias(CHAMPION)
-    nothing = triggers.RetrainDecision(False, triggers.PERFORMANCE, "no champion or no feedback")
     url = _log_url(config)
-    if champion is None or (
-        url.startswith("sqlite:///") and not _exists(url.removeprefix("sqlite:///"))
-    ):
-        return OnlinePerformance(None, None, None, None, 0, None, nothing)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return pd.DataFrame()
     log = PredictionLog(url)
     try:
         joined = log.joined()
     finally:
         log.close()
+    return joined if joined.empty else joined[joined["role"] == SERVED]
+
+
+def check_online_performance(
+    config: Config, registry: Registry, joined: pd.DataFrame | None = None
+) -> OnlinePerformance:
+    """Has the champion decayed on labelled live traffic?
+
+    Args:
+        joined: `served_feedback(config)`, when the caller already read it.
+    """
+    from ctloop.serving.predlog import online_metrics
+
+    rules = config.triggers
+    champion = registry.by_alias(CHAMPION)
+    nothing = triggers.RetrainDecision(False, triggers.PERFORMANCE, "no champion or no feedback")
+    if champion is None:
+        return OnlinePerformance(None, None, None, None, 0, None, nothing)
+    joined = served_feedback(config) if joined is None else joined
     if not joined.empty:
-        joined = joined[(joined["version"] == champion.version) & (joined["role"] == SERVED)]
+        joined = joined[joined["version"] == champion.version]
     rows = online_metrics(joined, str(config.dataset.task)) if not joined.empty else []
     row = rows[0] if rows else {}
     primary = config.gates.primary_metric
@@ -72,9 +89,3 @@ def check_online_performance(config: Config, registry: Registry) -> OnlinePerfor
         online, baseline, labelled, rules, higher_is_better(name) if name else True
     )
     return OnlinePerformance(champion.version, name, online, baseline, labelled, first, decision)
-
-
-def _exists(path: str) -> bool:
-    from pathlib import Path
-
-    return Path(path).exists()

@@ -10,6 +10,10 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
 def issues_markdown(source: str, verdict: str, reasons: list[dict]) -> str:
     lines = [f"## {verdict}: `{source}`", ""]
     if not reasons:
@@ -55,6 +59,5 @@ def blessing_markdown(blessing: Blessing, version: str | None) -> str:
     for name in names:
         mine = blessing.challenger.get(name)
         theirs = (blessing.champion or {}).get(name)
-        fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
-        lines.append(f"| {name} | {fmt(mine)} | {fmt(theirs)} |")
+        lines.append(f"| {name} | {_number(mine)} | {_number(theirs)} |")
     return "\n".join(lines)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import pandas as pd
+
 from ctloop.config import Config
 from ctloop.evaluation import higher_is_better
 from ctloop.registry import CHALLENGER, CHAMPION, Registry
@@ -64,29 +66,24 @@ def decide_rollout(
     return RolloutDecision(action, text, **ids, metric=metric, **values)
 
 
-def online_rows(config: Config, registry: Registry) -> tuple[dict | None, dict | None, str]:
-    """The online metric rows of the champion and the challenger (served traffic only)."""
-    from ctloop.performance import ONLINE_METRICS, _log_url
-    from ctloop.serving.predlog import SERVED, PredictionLog, online_metrics
+def online_rows(
+    config: Config, registry: Registry, joined: pd.DataFrame | None = None
+) -> tuple[dict | None, dict | None, str]:
+    """The online metric rows of the champion and the challenger (served traffic only).
+
+    Args:
+        joined: `served_feedback(config)`, when the caller already read it.
+    """
+    from ctloop.performance import ONLINE_METRICS, served_feedback
+    from ctloop.serving.predlog import online_metrics
 
     champion, challenger = registry.by_alias(CHAMPION), registry.by_alias(CHALLENGER)
     metric = config.gates.primary_metric
     if champion is None or challenger is None:
         return None, None, metric
-    url = _log_url(config)
-    if url.startswith("sqlite:///"):
-        from pathlib import Path
-
-        if not Path(url.removeprefix("sqlite:///")).exists():
-            return None, None, metric
-    log = PredictionLog(url)
-    try:
-        joined = log.joined()
-    finally:
-        log.close()
+    joined = served_feedback(config) if joined is None else joined
     if joined.empty:
         return None, None, metric
-    joined = joined[joined["role"] == SERVED]
     rows = {r["version"]: r for r in online_metrics(joined, str(config.dataset.task))}
     mine, theirs = rows.get(challenger.version), rows.get(champion.version)
     if metric not in (mine or {}) or metric not in (theirs or {}):
@@ -96,9 +93,11 @@ def online_rows(config: Config, registry: Registry) -> tuple[dict | None, dict |
     return theirs, mine, metric
 
 
-def apply_rollout(config: Config, registry: Registry) -> RolloutDecision:
+def apply_rollout(
+    config: Config, registry: Registry, joined: pd.DataFrame | None = None
+) -> RolloutDecision:
     """Decide from the prediction log and move the aliases accordingly."""
-    champion, challenger, metric = online_rows(config, registry)
+    champion, challenger, metric = online_rows(config, registry, joined)
     rules = config.triggers
     decision = decide_rollout(
         champion, challenger, metric, rules.rollout_min_rows, rules.rollout_margin

@@ -159,12 +159,7 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
             )  # fmt: skip
             stack.urls["MLflow UI"] = f"http://127.0.0.1:{options.mlflow_port}"
         if options.server_port:
-            stack.processes["model server"] = subprocess.Popen(
-                [str(bindir / "ctloop"), "serve", "--config", str(config_path),
-                 "--port", str(options.server_port)],
-                env=env,
-            )  # fmt: skip
-            stack.urls["model server"] = f"http://127.0.0.1:{options.server_port}"
+            _start_model_server(stack, config_path, options.server_port, env)
         _wait_until(
             lambda: _deployments_registered(config), "the deployments", options.startup_timeout,
             stack,
@@ -175,6 +170,15 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
         stack.stop()
         raise
     return stack
+
+
+def _start_model_server(stack: Stack, config_path: Path, port: int, env: dict) -> None:
+    bindir = Path(sys.executable).parent
+    stack.processes["model server"] = subprocess.Popen(
+        [str(bindir / "ctloop"), "serve", "--config", str(config_path), "--port", str(port)],
+        env=env,
+    )
+    stack.urls["model server"] = f"http://127.0.0.1:{port}"
 
 
 def start_cluster_stack(
@@ -192,7 +196,6 @@ def start_cluster_stack(
     for key, value in LOCAL_TUNING.items():
         os.environ.setdefault(key, value)
     env = dict(os.environ)
-    bindir = Path(sys.executable).parent
     api_url = c.prefect_api()
     try:
         cl.ensure_databases(c)
@@ -217,12 +220,7 @@ def start_cluster_stack(
         for i in range(c.prefect_workers):
             stack.processes[f"prefect worker {i + 1}"] = cl.start_prefect_worker(config, env, i + 1)
         if options.server_port:
-            stack.processes["model server"] = subprocess.Popen(
-                [str(bindir / "ctloop"), "serve", "--config", str(config_path),
-                 "--port", str(options.server_port)],
-                env=env,
-            )  # fmt: skip
-            stack.urls["model server"] = f"http://127.0.0.1:{options.server_port}"
+            _start_model_server(stack, config_path, options.server_port, env)
         _wait_until(lambda: cl.dask_workers_ready(config, c.dask_workers if not c.dask_address
                                                   else 1),
                     "the Dask workers", options.startup_timeout, stack)  # fmt: skip

@@ -15,7 +15,13 @@ from ctloop.registry import CHAMPION, open_registry
 from ctloop.schema import load_latest_schema
 from ctloop.validation import coerce_to_schema
 from tasks.ingest import read_batch
-from tasks.monitor import check_drift, check_performance, decide_canary, publish_drift
+from tasks.monitor import (
+    check_drift,
+    check_performance,
+    decide_canary,
+    publish_drift,
+    read_feedback,
+)
 from tasks.train import load_window
 
 
@@ -86,8 +92,9 @@ def monitor(
         )
 
     # -- online: the canary decision, then the champion's performance on labelled traffic
-    rollout = decide_canary(config)
-    performance = check_performance(config)
+    feedback = read_feedback(config)
+    rollout = decide_canary(config, feedback)
+    performance = check_performance(config, feedback)
     if performance.decision.retrain:
         triggers.record_pending_if_none(
             home,

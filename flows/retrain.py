@@ -79,10 +79,6 @@ class Review(RunInput):
     reason: str = Field(default="", description="why (recorded on the model run)")
 
 
-def trained_on_text(frame, ids: list[str]) -> str:
-    return f"{len(ids)} snapshots, {len(frame)} rows"
-
-
 def await_review(blessing, trained_on: str, config: Config) -> dict:
     """Pause this run until a person approves or rejects it; a timeout leaves the champion."""
     from prefect.exceptions import FlowPauseTimeout
@@ -195,24 +191,24 @@ def retrain(
         fairness_gaps,
     )
 
-    # -- human review (optional): pause until approved in the Prefect UI, before anything is made
-    review = None
-    if blessing.blessed and config.gates.review_required:
-        review = await_review(blessing, trained_on_text(frame, ids), config)
-        if not review["approved"]:
-            blessing = dataclasses.replace(blessing, blessed=False, reasons=(review["reason"],))
-
     if parity is not None and parity.severity == "block":
         failed = () if blessing.blessed else blessing.reasons  # drop the passed checks
         blessing = dataclasses.replace(blessing, blessed=False, reasons=(parity.message, *failed))
+
+    # -- human review (optional): pause until approved in the Prefect UI, before anything is made
+    manifests = {m.snapshot: m for m in lake.list_snapshots(home_of(config))}
+    trained_on = _trained_on(manifests, ids, len(frame))
+    review = None
+    if blessing.blessed and config.gates.review_required:
+        review = await_review(blessing, trained_on, config)
+        if not review["approved"]:
+            blessing = dataclasses.replace(blessing, blessed=False, reasons=(review["reason"],))
 
     # -- record: the run with its lineage, analysis, plots and card, blessed or not
     registry = open_registry(config)
     signature = candidate.signature
     semver = next_semver(registry.latest(), signature) if blessing.blessed else None
-    manifests = {m.snapshot: m for m in lake.list_snapshots(home_of(config))}
     commit = git_commit()
-    trained_on = _trained_on(manifests, ids, len(frame))
     recipe = make_recipe(
         candidate,
         config,

@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from ctloop.config import Config, DriftConfig
 from ctloop.drift import DriftSummary, detect_drift
 from ctloop.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED, publish
-from ctloop.performance import OnlinePerformance, check_online_performance
+from ctloop.performance import OnlinePerformance, check_online_performance, served_feedback
 from ctloop.reports import drift_markdown
 from tasks.ingest import record_data_report
 
@@ -68,12 +68,12 @@ def publish_drift(
 
 
 @task(name="check-online-performance", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def check_performance(config: Config) -> OnlinePerformance:
+def check_performance(config: Config, joined: pd.DataFrame) -> OnlinePerformance:
     """The champion's metric on labelled live traffic against its holdout metric; on decay,
     publishes `ctloop.performance.degraded`."""
     from ctloop.registry import open_registry
 
-    result = check_online_performance(config, open_registry(config))
+    result = check_online_performance(config, open_registry(config), joined)
     if result.decision.retrain:
         publish(
             config,
@@ -85,13 +85,13 @@ def check_performance(config: Config) -> OnlinePerformance:
 
 
 @task(name="decide-rollout", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def decide_canary(config: Config):
+def decide_canary(config: Config, joined: pd.DataFrame):
     """Promote a canary challenger that beats the champion online, or roll it back."""
     from ctloop.events import MODEL_PROMOTED, MODEL_ROLLED_BACK
     from ctloop.registry import open_registry
     from ctloop.rollout import PROMOTE, ROLLBACK, apply_rollout
 
-    decision = apply_rollout(config, open_registry(config))
+    decision = apply_rollout(config, open_registry(config), joined)
     if decision.action in (PROMOTE, ROLLBACK):
         publish(
             config,
@@ -100,3 +100,9 @@ def decide_canary(config: Config):
             {**decision.as_dict(), "by": "canary rollout"},
         )
     return decision
+
+
+@task(name="read-feedback", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def read_feedback(config: Config) -> pd.DataFrame:
+    """Served predictions joined to their true labels, read once per monitor run."""
+    return served_feedback(config)

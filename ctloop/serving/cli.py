@@ -17,13 +17,7 @@ def _print_json(data) -> None:
 
 
 def register(app, make_config, handles_errors) -> None:
-    """Add the serving commands to the typer app.
-
-    Args:
-        app: the typer app of `ctloop.cli`.
-        make_config: `(config_path, home) -> (Config, Home)`; sets the environment for Prefect.
-        handles_errors: decorator turning ctloop errors into one line and a non-zero exit.
-    """
+    """Add the serving commands to the app (contract: `ctloop.cli._register_extensions`)."""
 
     @app.command()
     @handles_errors
