@@ -457,6 +457,26 @@ class ClusterConfig(_Strict):
     prefect_api_url: str | None = Field(default=None, description="an existing Prefect API")
     mlflow_url: str | None = Field(default=None, description="an existing MLflow server")
     dask_address: str | None = Field(default=None, description="an existing Dask scheduler")
+    heartbeat_seconds: int = Field(
+        default=30,
+        ge=30,
+        description="flow runs on the workers send a heartbeat this often (Prefect's minimum: 30)",
+    )
+    lost_run_seconds: int = Field(
+        default=90,
+        ge=45,
+        description="a running flow run silent this long lost its worker: it is rescheduled for "
+        "another worker (must exceed heartbeat_seconds)",
+    )
+
+    @model_validator(mode="after")
+    def _lost_after_heartbeat(self) -> ClusterConfig:
+        if self.lost_run_seconds <= self.heartbeat_seconds:
+            raise ValueError(
+                f"lost_run_seconds ({self.lost_run_seconds}) must exceed heartbeat_seconds "
+                f"({self.heartbeat_seconds})"
+            )
+        return self
 
     def database(self, component: str) -> str:
         return f"{self.database_prefix}_{component}"

@@ -8,7 +8,7 @@ from ctloop.home import home_of
 from ctloop.registry import CHAMPION, open_registry
 
 
-def current_decision(config: Config) -> triggers.RetrainDecision:
+def current_decision(config: Config, ignore_cooldown: bool = False) -> triggers.RetrainDecision:
     """What the trigger rules say now, from the lake, the champion and any pending drift."""
     home = home_of(config)
     champion = open_registry(config).by_alias(CHAMPION)
@@ -24,13 +24,19 @@ def current_decision(config: Config) -> triggers.RetrainDecision:
         champion is not None,
         triggers.load_pending(home),
         config.triggers,
-        last_retrain_at=triggers.last_retrain_at(home),
+        last_retrain_at=None if ignore_cooldown else triggers.last_retrain_at(home),
     )
 
 
-def claim_decision(config: Config) -> triggers.RetrainDecision:
-    """The decision for a rule-checked run; when it says retrain, the cooldown starts now."""
-    decision = current_decision(config)
+def claim_decision(config: Config, claimant: str | None = None) -> triggers.RetrainDecision:
+    """The decision for a rule-checked run; when it says retrain, the cooldown starts now.
+
+    A claimant (the flow run id) that made the last claim is the same run started again after
+    its worker was lost: its own cooldown does not stop it.
+    """
+    home = home_of(config)
+    resumed = claimant is not None and triggers.last_retrain_by(home) == claimant
+    decision = current_decision(config, ignore_cooldown=resumed)
     if decision.retrain:
-        triggers.claim_retrain(home_of(config))
+        triggers.claim_retrain(home, by=claimant)
     return decision

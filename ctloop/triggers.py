@@ -195,7 +195,17 @@ def last_retrain_at(home: Home) -> str | None:
     return _read_state(home).get("last_retrain_at")
 
 
-def claim_retrain(home: Home, at: datetime | None = None) -> None:
-    """Mark that a rule-started retrain begins now: the cooldown counts from here."""
+def last_retrain_by(home: Home) -> str | None:
+    """Who made the last claim (a flow run id), when the claimant said."""
+    return _read_state(home).get("last_retrain_by")
+
+
+def claim_retrain(home: Home, at: datetime | None = None, by: str | None = None) -> None:
+    """Mark that a rule-started retrain begins now: the cooldown counts from here.
+
+    `by` names the claimant (the flow run id), so the same run, retried after its worker was
+    lost, is not stopped by its own cooldown.
+    """
     with _locked_state(home) as state:
         state["last_retrain_at"] = (at or datetime.now(UTC)).isoformat()
+        state["last_retrain_by"] = by

@@ -128,7 +128,7 @@ def retrain(
     config = config or load_config()
     ingested = ingest(paths, config) if paths else None
     if request.check_rules:
-        decision = claim_decision(config)
+        decision = claim_decision(config, claimant=flow_run.id or None)
         if not decision.retrain:
             print(f"skipped: {decision.reason}")
             return {

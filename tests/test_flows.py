@@ -143,6 +143,32 @@ def test_rules_checked_for_event_triggered_runs(prefect_harness, config, tmp_pat
     assert open_registry(config).by_alias(CHAMPION) is None
 
 
+def test_a_run_retried_after_a_lost_worker_is_not_stopped_by_its_own_claim(
+    prefect_harness, config, tmp_path
+):
+    """The cooldown starts at the claim; the same run started again (same flow run id, its
+    worker killed mid-run) still retrains, another run is held back."""
+    from ctloop.policy import claim_decision
+    from flows.ingest import ingest
+    from flows.retrain import RetrainRequest, retrain
+
+    config.triggers.cooldown_minutes = 60
+    config.triggers.min_new_rows = 500
+    ingest([_write_day(tmp_path, d) for d in range(5)], config)  # 1250 rows >= bootstrap
+    assert retrain(RetrainRequest(trigger="new_data"), config)["promoted"]  # no claim: manual
+    ingest([_write_day(tmp_path, d) for d in (5, 6)], config)  # 500 new rows
+    first = claim_decision(config, claimant="run-a")
+    assert first.retrain and first.trigger == "new_data"
+    again = claim_decision(config, claimant="run-a")
+    assert again.retrain, again.reason
+    other = claim_decision(config, claimant="run-b")
+    assert other.retrain is False and other.reason.startswith("cooldown")
+    # once another run has claimed, run-a's retry is held back like any other run
+    triggers.claim_retrain(home_of(config), by="run-c")
+    held = claim_decision(config, claimant="run-a")
+    assert held.retrain is False and held.reason.startswith("cooldown")
+
+
 def test_register_is_undone_when_promotion_fails(prefect_harness, config, tmp_path):
     from prefect import flow
     from prefect.transactions import transaction
