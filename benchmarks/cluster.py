@@ -2,15 +2,19 @@
 
 For each profile: `ctloop up` (embedded: Prefect server + served deployments; cluster:
 PostgreSQL-backed Prefect server, 2 process workers, MLflow server, Dask scheduler + 2 workers),
-then the demo days land one after another in the landing folder; timed from the first file to
-the moment every flow run has finished and a champion exists. Same config, same data, tuning on
-(2 workers: processes when embedded, Dask workers in the cluster profile). The ratio is
-cluster / embedded seconds: one small machine is not where the cluster wins, since every
-component competes for the same cores and every flow run pays a worker's process start-up.
+then the demo stream is fed the production way by `deployments.stream.drive_stream`: labelled
+batches into the landing folder (ingest-landing, then monitor and retrain by their event
+triggers), features batches to the `monitor` deployment, one file at a time, each step waiting
+until the runs it caused have finished. Same config, same data, tuning on (2 workers: processes
+when embedded, Dask workers in the cluster profile). Timed from the first file to the last
+step settled. The ratio is cluster / embedded seconds: one small machine is not where the
+cluster wins, since every component competes for the same cores and every flow run pays a
+worker's process start-up. The outcomes (snapshots, quarantine, versions and their triggers,
+champion) must be the same on both profiles; the script says whether they are.
 
 Usage, from the repo root (PostgreSQL at 127.0.0.1:5432, trust auth):
 
-    python benchmarks/cluster.py [--days 3] [--rows-per-day 600]
+    python benchmarks/cluster.py [--days 12] [--rows-per-day 600]   # --days 28: the full demo
 
 The last line printed is one JSON object: {"bench": "cluster", "ratio": ..., ...}.
 """
@@ -31,11 +35,14 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import numpy as np
 import yaml
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from ctloop import lake
 from ctloop.config import Profile
-from ctloop.demo_data import DemoScript, demo_config, generate_day
+from ctloop.demo_data import DemoScript, demo_config, demo_stream
+from ctloop.home import Home
+from deployments.stream import drive_stream
 
 BIN = Path(sys.executable).parent
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -47,9 +54,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def compact_script(days: int, rows: int) -> DemoScript:
+    """The demo's episodes squeezed into `days` (28: the demo itself)."""
+    if days >= DemoScript.days:
+        return DemoScript(rows_per_day=rows)
+    return DemoScript(
+        days=days, rows_per_day=rows, shift_start=days // 4, shift_end=days * 7 // 12,
+        concept_drift_day=days * 7 // 12, corrupt_day=days * 5 // 12,
+    )  # fmt: skip
+
+
 def flow_runs(api: str) -> list[dict]:
     request = urllib.request.Request(
-        f"{api}/flow_runs/filter", data=b'{"limit": 200}',
+        f"{api}/flow_runs/filter", data=b'{"limit": 500}',
         headers={"content-type": "application/json"}, method="POST",
     )  # fmt: skip
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -73,8 +90,6 @@ def run_profile(profile: Profile, days: int, rows: int) -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix=f"ctloop-bench-{profile}-"))
     config = demo_config(str(tmp / "home"), rows_per_day=rows)
-    config.triggers.bootstrap_rows = rows
-    config.triggers.min_new_rows = rows
     config.triggers.schedule_cron = None
     config.triggers.monitor_every_minutes = None
     config.tuning.enabled, config.tuning.workers, config.tuning.trials = True, 2, 6
@@ -102,33 +117,33 @@ def run_profile(profile: Profile, days: int, rows: int) -> dict:
     try:
         wait(lambda: any("ctloop is up" in x for x in log), 300, "start-up", proc)
         startup = time.monotonic() - started
-        script = DemoScript(rows_per_day=rows)
-        rng = np.random.default_rng(script.seed)
-        landing = Path(config.paths.home) / "landing"
+        script = compact_script(days, rows)
+        home = Path(config.paths.home)
+
+        def alive():
+            if proc.poll() is not None:
+                raise RuntimeError("ctloop up exited:\n" + "".join(log[-30:]))
+
         t0 = time.monotonic()
-        for day in range(days):
-            staging = tmp / f"day{day:02d}.csv"
-            generate_day(script, day, rng).to_csv(staging, index=False)
-            staging.rename(landing / staging.name)
-            wait(
-                lambda d=day: sum(
-                    r["state_type"] == "COMPLETED" and r["name"].startswith("landing-")
-                    for r in flow_runs(api)
-                ) > d,
-                600, f"day {day} ingested", proc,
-            )  # fmt: skip
-        registry = open_registry(config)
-        wait(lambda: registry.by_alias(CHAMPION), 600, "a champion", proc)
-        time.sleep(3)  # events of the last batch reach their deployments
-        runs = wait(
-            lambda: (rs := flow_runs(api)) and all(r["state_type"] in FINAL for r in rs) and rs,
-            900, "every run finished", proc,
-        )  # fmt: skip
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            steps = drive_stream(
+                config, demo_stream(script), home / "landing", home / "features", liveness=alive
+            )
         seconds = time.monotonic() - t0
+        runs = flow_runs(api)
+        registry = open_registry(config)
+        champion = registry.by_alias(CHAMPION)
         return {
             "profile": str(profile), "startup_s": round(startup, 1),
-            "stream_s": round(seconds, 1), "runs": len(runs),
+            "stream_s": round(seconds, 1), "files": len(steps), "runs": len(runs),
             "completed": sum(r["state_type"] == "COMPLETED" for r in runs),
+            "outcome": {
+                "snapshots": sorted(m.snapshot for m in lake.list_snapshots(Home(home))),
+                "quarantined": len(lake.list_quarantined(Home(home))),
+                "versions": [(r.semver, r.tags["ctloop.trigger"]) for r in
+                             sorted(registry.versions(), key=lambda r: int(r.version))],
+                "champion": champion.semver if champion else None,
+            },
         }  # fmt: skip
     finally:
         if proc.poll() is None:
@@ -145,20 +160,23 @@ def run_profile(profile: Profile, days: int, rows: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--days", type=int, default=12, help="28: the whole demo stream")
     parser.add_argument("--rows-per-day", type=int, default=600)
     args = parser.parse_args()
     embedded = run_profile(Profile.EMBEDDED, args.days, args.rows_per_day)
     cluster = run_profile(Profile.CLUSTER, args.days, args.rows_per_day)
     ratio = cluster["stream_s"] / embedded["stream_s"]
-    print(f"{'profile':<10} {'start-up s':>10} {'stream s':>9} {'runs':>5} {'completed':>9}")
+    print(f"{'profile':<10} {'start-up s':>10} {'stream s':>9} {'files':>5} {'runs':>5} "
+          f"{'completed':>9}")  # fmt: skip
     for r in (embedded, cluster):
-        print(f"{r['profile']:<10} {r['startup_s']:>10} {r['stream_s']:>9} {r['runs']:>5} "
-              f"{r['completed']:>9}")  # fmt: skip
+        print(f"{r['profile']:<10} {r['startup_s']:>10} {r['stream_s']:>9} {r['files']:>5} "
+              f"{r['runs']:>5} {r['completed']:>9}")  # fmt: skip
+    same = embedded.pop("outcome") == cluster.pop("outcome")
     print(f"cluster / embedded stream time: {ratio:.2f}x on {os.cpu_count()} cores")
+    print(f"same outcomes on both profiles: {'yes' if same else 'NO'}")
     print(json.dumps({"bench": "cluster", "ratio": round(ratio, 2), "cores": os.cpu_count(),
-                      "embedded": embedded, "cluster": cluster, "days": args.days,
-                      "rows_per_day": args.rows_per_day}))  # fmt: skip
+                      "same_outcomes": same, "embedded": embedded, "cluster": cluster,
+                      "days": args.days, "rows_per_day": args.rows_per_day}))  # fmt: skip
 
 
 if __name__ == "__main__":

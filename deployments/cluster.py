@@ -147,17 +147,96 @@ def dask_workers_ready(config: Config, count: int) -> bool:
         return False
 
 
+def worker_environment(config: Config) -> dict[str, str]:
+    """Environment of a Prefect worker (and so of the flow runs it starts): poll often, and
+    send flow-run heartbeats, which the lost-run automation watches."""
+    return {
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(config.cluster.heartbeat_seconds),
+    }
+
+
 def start_prefect_worker(config: Config, env: dict[str, str], index: int) -> subprocess.Popen:
     bindir = Path(sys.executable).parent
     return _spawn(
         [str(bindir / "prefect"), "worker", "start", "--pool", config.cluster.work_pool,
          "--type", "process", "--name", f"ctloop-worker-{index}", "--limit", "4"],
-        {**env, "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "5"},
+        {**env, **worker_environment(config)},
     )  # fmt: skip
 
 
+def lost_runs_automation_name(config: Config) -> str:
+    return f"ctloop-{config.project}-{config.cluster.work_pool}-lost-runs"
+
+
+def ensure_lost_run_automation(config: Config, deployment_ids: list[str]) -> str:
+    """Reschedule the flow runs whose worker was lost, for another worker to run them again.
+
+    Prefect's zombie-flow recipe (a proactive trigger on missing `prefect.flow-run.heartbeat`
+    events), restricted to this project's deployments, with one change: the action puts the run
+    back to `Scheduled` ("AwaitingRetry", as the UI's Retry does) instead of `Crashed`, so a
+    run whose machine died is run again, same id and parameters, by a worker still alive.
+    A run that crashes by itself is reported by its worker and is not retried: only silence is.
+    Replaces an automation of the same name (idempotent). Returns the automation's id.
+    """
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    name = lost_runs_automation_name(config)
+    try:
+        Automation.read(name=name).delete()
+    except ValueError:  # none yet
+        pass
+    seconds = config.cluster.lost_run_seconds
+    automation = Automation(
+        name=name,
+        description=f"ctloop: a flow run of project '{config.project}' silent for {seconds} s "
+        "lost its worker; it is rescheduled for another worker.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+                "prefect.flow-run.Paused",
+                "prefect.flow-run.Suspended",
+            },
+            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+            match_related=ResourceSpecification(
+                {
+                    "prefect.resource.role": "deployment",
+                    "prefect.resource.id": [f"prefect.deployment.{d}" for d in deployment_ids],
+                }
+            ),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=seconds),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.SCHEDULED,
+                name="AwaitingRetry",
+                message=f"no heartbeat for {seconds} s: the worker was lost; "
+                "rescheduled for another worker",
+                force=True,
+            )
+        ],
+    )
+    return str(automation.create().id)
+
+
 def deploy_to_pool(config: Config) -> list[str]:
-    """Create the process work pool (or keep it) and upsert every deployment into it."""
+    """Create the process work pool (or keep it), upsert every deployment into it, and (re)create
+    the automation that reschedules the runs of a lost worker."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
@@ -170,12 +249,13 @@ def deploy_to_pool(config: Config) -> list[str]:
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
         except ObjectAlreadyExists:
             pass
-    names = []
+    names, ids = [], []
     for deployment in build_deployments(config):
         deployment.work_pool_name = pool
         deployment.job_variables = {"working_dir": str(REPO_ROOT)}
-        deployment.apply(work_pool_name=pool)
+        ids.append(str(deployment.apply(work_pool_name=pool)))
         names.append(f"{deployment.flow_name}/{deployment.name}")
+    ensure_lost_run_automation(config, ids)
     return names
 
 

@@ -1,11 +1,17 @@
-"""System test: `ctloop up --profile cluster` on this machine (PostgreSQL at 127.0.0.1:5432).
+"""System test: the demo stream through `ctloop up --profile cluster` on this machine.
 
-PostgreSQL-backed Prefect server, two process workers, a PostgreSQL-backed MLflow server, a Dask
-scheduler with two workers: a landed file ends as a champion in the MLflow server's registry.
+PostgreSQL at 127.0.0.1:5432: a PostgreSQL-backed Prefect server with a process work pool and
+two workers, a PostgreSQL-backed MLflow server, a Dask scheduler with two workers. The demo
+stream (a compact script with every episode: bootstrap, a corrupt batch, a gradual shift and a
+concept drift) is fed the production way (`deployments.stream`); one Prefect worker is killed,
+with the flow run it was executing, in the middle of a retrain. The outcomes must be those of
+the embedded demo on the same script and config: the same snapshots, the same quarantined
+file, the same model versions with the same triggers, the same champion, nothing lost.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,18 +19,36 @@ import threading
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 import yaml
-from test_up import BIN, api, flow_runs, free_port, wait_for
+from test_up import BIN, api, free_port, wait_for
 
 from ctloop.config import Profile
-from ctloop.demo_data import DemoScript, demo_config, generate_day
+from ctloop.demo_data import DemoScript, demo_config, demo_stream
 from deployments import cluster as cl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+# every episode of the demo, in 12 days: 4 labelled days bootstrap the first model, day 5 is
+# corrupt, a gradual shift from day 3, the concept drift on day 7 (retrain once 3 labelled
+# days of it arrived)
+SCRIPT = DemoScript(
+    days=12, rows_per_day=300, shift_start=3, shift_end=7, concept_drift_day=7, corrupt_day=5
+)
+
+
+def _config(home):
+    config = demo_config(str(home), rows_per_day=SCRIPT.rows_per_day)
+    config.triggers.schedule_cron = None
+    config.triggers.monitor_every_minutes = None
+    config.tuning.enabled = True
+    config.tuning.workers = 2
+    config.tuning.trials = 6
+    config.tuning.timeout_seconds = 120
+    return config
 
 
 def _children(proc: subprocess.Popen) -> list[psutil.Process]:
@@ -36,11 +60,8 @@ def _children(proc: subprocess.Popen) -> list[psutil.Process]:
 
 @pytest.fixture
 def cluster_stack(tmp_path):
-    home = tmp_path / "home"
-    config = demo_config(str(home), rows_per_day=300)
-    config.triggers.bootstrap_rows = 500
-    config.triggers.schedule_cron = None
-    config.triggers.monitor_every_minutes = None
+    home = tmp_path / "cluster"
+    config = _config(home)
     config.cluster.database_prefix = f"ctloop_t{uuid.uuid4().hex[:10]}"
     config.cluster.prefect_port = free_port()
     config.cluster.mlflow_port = free_port()
@@ -48,10 +69,7 @@ def cluster_stack(tmp_path):
     config.cluster.work_pool = f"pool-{uuid.uuid4().hex[:6]}"
     config.cluster.prefect_workers = 2
     config.cluster.dask_workers = 2
-    config.tuning.enabled = True
-    config.tuning.workers = 2
-    config.tuning.trials = 6
-    config.tuning.timeout_seconds = 120
+    config.cluster.lost_run_seconds = 60
     path = tmp_path / "ctloop.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CTLOOP_"))}
@@ -67,8 +85,8 @@ def cluster_stack(tmp_path):
     threading.Thread(target=lambda: [log.append(x) for x in proc.stdout], daemon=True).start()
     config.profile = Profile.CLUSTER  # what `up --profile cluster` resolves
     try:
-        wait_for(lambda: any("ctloop is up" in x for x in log), 240, "start-up", proc, log)
-        yield {"proc": proc, "log": log, "home": home, "config": config, "env": env}
+        wait_for(lambda: any("ctloop is up" in x for x in log), 300, "start-up", proc, log)
+        yield {"proc": proc, "log": log, "home": home, "config": config}
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -79,46 +97,141 @@ def cluster_stack(tmp_path):
         cl.drop_databases(config.cluster)
 
 
-def test_cluster_profile_runs_the_stream_to_a_champion(cluster_stack, tmp_path):
+def _flow_run(port: int, run_id: str) -> dict:
+    return api(port, "/flow_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})[0]
+
+
+class WorkerKiller(threading.Thread):
+    """Kills the Prefect worker executing the first retrain that trains (its `select-window`
+    task has started), together with that flow run's process: a machine lost mid-run."""
+
+    def __init__(self, stack_proc: subprocess.Popen, port: int):
+        super().__init__(daemon=True)
+        self.stack_proc, self.port = stack_proc, port
+        self.killed_run: str | None = None
+        self.killed_worker: str | None = None
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def _victim(self, run_id: str) -> tuple[psutil.Process, psutil.Process] | None:
+        for worker in _children(self.stack_proc):
+            if "worker start --pool" not in " ".join(worker.cmdline()):
+                continue
+            for child in worker.children(recursive=True):
+                try:
+                    if child.environ().get("PREFECT__FLOW_RUN_ID") == run_id:
+                        return worker, child
+                except psutil.Error:
+                    continue
+        return None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                tasks = api(self.port, "/task_runs/filter",
+                            {"task_runs": {"name": {"like_": "select-window"}}})  # fmt: skip
+                for task_run in tasks:
+                    run = _flow_run(self.port, task_run["flow_run_id"])
+                    if run["state_type"] != "RUNNING":
+                        continue
+                    found = self._victim(run["id"])
+                    if found:
+                        worker, child = found
+                        self.killed_worker = " ".join(worker.cmdline())
+                        for p in [worker, *worker.children(recursive=True)]:
+                            p.kill()
+                        self.killed_run = run["id"]
+                        return
+                time.sleep(0.3)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+
+def _outcome(config, home) -> dict:
+    """What a stream leaves behind, in the stores every profile has."""
+    from ctloop import lake
+    from ctloop.home import Home
     from ctloop.registry import CHAMPION, open_registry
+
+    registry = open_registry(config)
+    versions = sorted(registry.versions(), key=lambda r: int(r.version))
+    champion = registry.by_alias(CHAMPION)
+    return {
+        "snapshots": sorted(m.snapshot for m in lake.list_snapshots(Home(home))),
+        "quarantined": sorted(Path(q.path).name for q in lake.list_quarantined(Home(home))),
+        "versions": [(r.semver, r.tags["ctloop.trigger"]) for r in versions],
+        "champion": (champion.semver, champion.tags["ctloop.trigger"]) if champion else None,
+        "champion_ref": champion,
+    }
+
+
+def test_demo_stream_on_the_cluster_matches_the_embedded_demo(
+    prefect_harness, cluster_stack, tmp_path
+):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.stream import drive_stream
+    from flows.demo import run_demo
 
     proc, log, config = cluster_stack["proc"], cluster_stack["log"], cluster_stack["config"]
     port = config.cluster.prefect_port
+
+    # -- the embedded demo on the same script and config: the expected outcomes
+    embedded_home = tmp_path / "embedded"
+    embedded = _config(embedded_home)
+    run_demo(embedded, SCRIPT)
+    expected = _outcome(embedded, embedded_home)
+    assert expected["champion"] == ("1.1.0", "drift"), expected  # the script did its job
+    assert expected["quarantined"] == ["day05_labelled.csv"]
+
+    # -- every component is its own process, bound to 127.0.0.1
     assert config.paths.tracking_uri.startswith("http://127.0.0.1:")
-    # every component is its own process, bound to 127.0.0.1
     commands = [" ".join(p.cmdline()) for p in _children(proc)]
     assert sum("worker start --pool" in c for c in commands) == 2, commands
     assert sum(" worker tcp://" in c for c in commands) == 2, commands
     assert any("mlflow server" in c or "mlflow.server" in c for c in commands), commands
     pools = api(port, "/work_pools/filter", {})
     assert any(p["name"] == config.cluster.work_pool and p["type"] == "process" for p in pools)
-    workers = api(port, f"/work_pools/{config.cluster.work_pool}/workers/filter", {})
-    assert len(workers) == 2
     deployments = api(port, "/deployments/filter", {})
     assert {d["work_pool_name"] for d in deployments} == {config.cluster.work_pool}
+    automations = api(port, "/automations/filter", {})
+    assert cl.lost_runs_automation_name(config) in {a["name"] for a in automations}
 
-    # kill one Prefect worker: the other picks the runs up, nothing is lost
-    victim = next(p for p in _children(proc) if "ctloop-worker-1" in " ".join(p.cmdline()))
-    victim.kill()
-    landing = cluster_stack["home"] / "landing"
-    frame = generate_day(DemoScript(rows_per_day=600), 0, np.random.default_rng(1))
-    staging = tmp_path / "day00.csv"
-    frame.to_csv(staging, index=False)
-    staging.rename(landing / "day00.csv")
+    # -- the stream, with one worker killed in the middle of a retrain
+    killer = WorkerKiller(proc, port)
+    killer.start()
 
-    registry = open_registry(config)
-    champion = wait_for(lambda: registry.by_alias(CHAMPION), 300, "a champion", proc, log)
-    assert champion.tags["ctloop.trigger"] == "new_data"
-    assert champion.semver == "1.0.0"
+    def alive():
+        assert proc.poll() is None, "ctloop up exited:\n" + "".join(log[-50:])
 
-    def completed(name):
-        return [r for r in flow_runs(port, name) if r["state_type"] == "COMPLETED"]
+    home = cluster_stack["home"]
+    with temporary_settings(updates={PREFECT_API_URL: config.cluster.prefect_api()}):
+        steps = drive_stream(
+            config, demo_stream(SCRIPT), home / "landing", home / "features", liveness=alive
+        )
+    killer.stop.set()
+    assert killer.error is None, killer.error
+    assert killer.killed_run, "no retrain was caught mid-run"
 
-    assert wait_for(lambda: completed("ingest-landing"), 60, "ingest-landing", proc, log)
-    assert wait_for(lambda: completed("monitor"), 120, "a monitor run", proc, log)
-    runs = [r for name in ("ingest-landing", "monitor", "retrain") for r in flow_runs(port, name)]
-    assert all(r["state_type"] == "COMPLETED" for r in runs), [r["state_type"] for r in runs]
-    assert {r["work_pool_name"] for r in runs} == {config.cluster.work_pool}
+    # the run of the lost worker was rescheduled and completed by the other worker
+    run = _flow_run(port, killer.killed_run)
+    assert run["state_type"] == "COMPLETED"
+    assert run["run_count"] >= 2
+    url = f"http://127.0.0.1:{port}/api/flow_run_states/?flow_run_id={killer.killed_run}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        names = [s["name"] for s in json.loads(response.read())]
+    assert "AwaitingRetry" in names, names
+    workers = api(port, f"/work_pools/{config.cluster.work_pool}/workers/filter", {})
+    assert len(workers) == 2
+
+    # -- the same outcomes as the embedded demo: nothing lost, nothing doubled
+    got = _outcome(config, home)
+    assert got["snapshots"] == expected["snapshots"]
+    assert got["quarantined"] == expected["quarantined"]
+    assert got["versions"] == expected["versions"]
+    assert got["champion"] == expected["champion"]
+    assert [s.outcome for s in steps].count("quarantined") == 1
+    assert sum(s.outcome == "accepted" for s in steps) == len(expected["snapshots"])
 
     # tuning spread over the two Dask workers: one study in PostgreSQL holding every trial
     import optuna
@@ -127,7 +240,7 @@ def test_cluster_profile_runs_the_stream_to_a_champion(cluster_stack, tmp_path):
 
     assert config.tuning.storage.startswith("postgresql+psycopg://")
     storage = open_storage(config.tuning.storage)
-    study_name = champion.tags["ctloop.tuning_study"]
+    study_name = got["champion_ref"].tags["ctloop.tuning_study"]
     assert study_name in optuna.get_all_study_names(storage=storage)
     trials = optuna.load_study(study_name=study_name, storage=storage).trials
     assert len(trials) == config.tuning.trials
@@ -142,7 +255,7 @@ def test_cluster_profile_runs_the_stream_to_a_champion(cluster_stack, tmp_path):
         (n,) = conn.execute(
             "SELECT count(*) FROM model_versions WHERE name = %s", (config.registry_name,)
         ).fetchone()
-    assert n >= 1
+    assert n == len(expected["versions"])
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
