@@ -102,3 +102,17 @@ def test_unreachable_postgres_is_one_clear_error():
     bad = ClusterConfig(postgres_url="postgresql://postgres@127.0.0.1:1", database_prefix="x")
     with pytest.raises(CtloopError, match="cluster.postgres_url"):
         cl.ensure_databases(bad)
+
+
+def test_lost_run_window_must_exceed_the_heartbeat(tmp_path):
+    path = tmp_path / "ctloop.yaml"
+    path.write_text("cluster:\n  heartbeat_seconds: 60\n  lost_run_seconds: 50\n")
+    with pytest.raises(CtloopError, match="lost_run_seconds \\(50\\) must exceed heartbeat"):
+        load_config(path)
+    assert ClusterConfig(heartbeat_seconds=30, lost_run_seconds=45).lost_run_seconds == 45
+
+
+def test_workers_send_the_heartbeats_the_lost_run_automation_watches():
+    config = Config(profile=Profile.CLUSTER, cluster={"heartbeat_seconds": 40})
+    assert cl.worker_environment(config)["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "40"
+    assert cl.lost_runs_automation_name(config) == "ctloop-ctloop-ctloop-lost-runs"
