@@ -52,6 +52,9 @@ def test_compose_services_use_the_image_and_the_cluster_config():
     assert mlflow[mlflow.index("--default-artifact-root") + 1] == c.artifact_root
     worker = services["prefect-worker"]["command"]
     assert worker[worker.index("--pool") + 1] == c.work_pool
+    worker_env = services["prefect-worker"]["environment"]
+    assert worker_env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(c.heartbeat_seconds)
+    assert worker_env["PREFECT_API_URL"] == c.prefect_api()
     assert services["dask-worker"]["command"][2] == c.dask_scheduler()
     assert config.paths.tracking_uri == c.mlflow_url
     assert services["ctloop"]["environment"]["PREFECT_API_URL"] == c.prefect_api()
