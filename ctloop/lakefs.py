@@ -295,7 +295,11 @@ class LakeFolder:
         file that vanishes or cannot be examined is skipped, never an error.
         """
         removed = []
-        for name in self.names(".*.tmp"):
+        try:
+            names = self.names(".*.tmp")
+        except OSError:  # e.g. no permission to list: sweeping is housekeeping, never fatal
+            return removed
+        for name in names:
             pid = _tmp_pid(name)
             if self.local:
                 if pid is None or pid == os.getpid() or _alive(pid):

@@ -204,3 +204,14 @@ def test_paths_lake_from_the_environment_and_checked(tmp_path, monkeypatch):
     assert home_of(load_config(environ={})).lake_url == str(tmp_path / ".ctloop" / "lake")
     with pytest.raises(ConfigError, match="paths.lake.*nosuchfs"):
         load_config(overrides={"paths.lake": "nosuchfs://bucket/lake"})
+
+
+def test_sweep_on_a_url_lake_that_cannot_be_listed_is_a_no_op(tmp_path, monkeypatch):
+    _config, home = home_with_lake(tmp_path / "home", "memory://no-listing")
+    fs = open_lake(home).root.fs
+
+    def denied(*args, **kwargs):
+        raise PermissionError("s3:ListBucket denied")
+
+    monkeypatch.setattr(fs, "ls", denied)
+    assert lake.sweep_temporaries(home) == []
