@@ -423,6 +423,33 @@ class PathsConfig(_Strict):
     home: Path = Path(".ctloop")
     tracking_uri: str | None = None
     registry_name: str | None = None
+    lake: str | None = Field(
+        default=None,
+        description="the data lake (snapshots, manifests, schema versions): a folder or any "
+        "fsspec URL (file:///..., memory://..., s3://bucket/prefix, gcs://..., abfs://...); "
+        "empty: <home>/lake. Quarantine, reports, MLflow and landing stay in the home",
+    )
+    lake_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options of the lake URL (key, secret, endpoint_url, "
+        "client_kwargs...); empty: fsspec's FSSPEC_<PROTOCOL>[_<OPTION>] environment variables "
+        "and config files, then the backend's own (AWS_* and ~/.aws for s3fs). Prefer the "
+        "environment for secrets",
+    )
+
+    @field_validator("lake")
+    @classmethod
+    def _check_lake(cls, value: str | None) -> str | None:
+        value = (value or "").strip() or None
+        if value is None or ("://" not in value and "::" not in value):
+            return value
+        from fsspec.registry import known_implementations, registry
+
+        for part in value.split("::"):
+            protocol = part.split("://", 1)[0] if "://" in part else None
+            if protocol and protocol not in known_implementations and protocol not in registry:
+                raise ValueError(f"{value}: unknown fsspec protocol {protocol!r}")
+        return value
 
 
 class ClusterConfig(_Strict):
@@ -561,11 +588,12 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Settings from the environment: `CTLOOP_HOME`, `CTLOOP_TRACKING_URI`, `CTLOOP_TARGET`, ..."""
+    """Settings from the environment: `CTLOOP_HOME`, `CTLOOP_LAKE`, `CTLOOP_TARGET`, ..."""
     environ = dict(os.environ if environ is None else environ)
     mapping = {
         "HOME": "paths.home",
         "TRACKING_URI": "paths.tracking_uri",
+        "LAKE": "paths.lake",
         "REGISTRY_NAME": "paths.registry_name",
         "PROFILE": "profile",
         "TARGET": "dataset.target",

@@ -40,14 +40,14 @@ def register(app, make_config, handles_errors) -> None:
         config_path: ConfigOpt = None, home: HomeOpt = None, as_json: JsonOpt = False
     ) -> None:
         """The current schema (edit the file it names to change it; save as a new version)."""
+        from ctloop import lake
         from ctloop.errors import NotEnoughData
-        from ctloop.schema import load_latest_schema, schema_path
 
         _config, root = make_config(config_path, home)
-        current = load_latest_schema(root.schema_dir)
+        current = lake.current_schema(root)
         if current is None:
             raise NotEnoughData("no schema yet: the first accepted batch defines it")
-        path = schema_path(root.schema_dir, current.version)
+        path = lake.schema_location(root, current.version)
         if as_json:
             print_json({"path": str(path), "schema": json.loads(current.to_json())})
             return

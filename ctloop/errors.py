@@ -9,6 +9,10 @@ class ConfigError(CtloopError):
     """The configuration is invalid (names the file and the field)."""
 
 
+class LakeNotLocal(ConfigError):
+    """A local-only operation was asked of a lake that lives under a remote URL."""
+
+
 class InputError(CtloopError):
     """An input file or request cannot be used (names the file, row or field)."""
 

@@ -3,21 +3,47 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ctloop.config import Config
+from ctloop.errors import LakeNotLocal
 
 
 @dataclass(frozen=True)
 class Home:
-    """Paths of the embedded profile's state, all under `root`."""
+    """Paths of the embedded profile's state, all under `root` except a configured lake.
+
+    `lake_location`: the data lake as a folder or any fsspec URL (`paths.lake`); None means
+    `<root>/lake`. Read and write the lake through `ctloop.lake` (its storage layer is
+    `ctloop.lakefs`); quarantine, reports, MLflow, Prefect and the landing folder stay local.
+    """
 
     root: Path
+    lake_location: str | None = None
+    lake_options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def lake_url(self) -> str:
+        """The lake as configured: a local folder path or an fsspec URL."""
+        return self.lake_location or str(self.root / "lake")
 
     @property
     def lake(self) -> Path:
-        return self.root / "lake"
+        """The lake folder when the lake is local (a path or a `file://` URL).
+
+        Raises:
+            LakeNotLocal: the lake is a remote URL (use `ctloop.lake`, which reads any URL).
+        """
+        from ctloop.lakefs import local_path
+
+        folder = local_path(self.lake_url)
+        if folder is None:
+            raise LakeNotLocal(
+                f"paths.lake is {self.lake_url}: not a local folder (read it through ctloop.lake)"
+            )
+        return folder
 
     @property
     def snapshots(self) -> Path:
@@ -47,12 +73,20 @@ class Home:
     def reports(self) -> Path:
         return self.root / "reports"
 
+    @property
+    def lake_is_local(self) -> bool:
+        from ctloop.lakefs import local_path
+
+        return local_path(self.lake_url) is not None
+
     def ensure(self) -> Home:
-        """Create the folders (never at import time; only when a command runs)."""
+        """Create the local folders (never at import time; only when a command runs).
+
+        A remote lake is not touched: its writers create what they need.
+        """
+        lake = (self.snapshots, self.manifests, self.schema_dir) if self.lake_is_local else ()
         for path in (
-            self.snapshots,
-            self.manifests,
-            self.schema_dir,
+            *lake,
             self.quarantine,
             self.mlflow / "artifacts",
             self.prefect,
@@ -71,7 +105,15 @@ class Home:
 
 
 def home_of(config: Config) -> Home:
-    return Home(Path(config.paths.home).expanduser().resolve())
+    """The home of a config; a plain-path `paths.lake` is made absolute like the home."""
+    from ctloop.lakefs import is_url
+
+    lake = config.paths.lake
+    if lake and not is_url(lake):
+        lake = str(Path(lake).expanduser().resolve())
+    return Home(
+        Path(config.paths.home).expanduser().resolve(), lake, dict(config.paths.lake_options)
+    )
 
 
 def prefect_environment(home: Home) -> dict[str, str]:

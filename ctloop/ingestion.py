@@ -19,6 +19,7 @@ from ctloop.batches import frame_to_raw, read_chunks, row_hashes, storage_type
 from ctloop.config import Config
 from ctloop.errors import InputError
 from ctloop.home import Home
+from ctloop.lakefs import open_lake
 from ctloop.schema import Schema, load_latest_schema, save_schema_if_absent
 from ctloop.validation import (
     BatchProfile,
@@ -62,7 +63,7 @@ def _arrow_schema(raw: pa.Schema, schema: Schema) -> pa.Schema:
 def _salt(config: Config, home: Home, schema: Schema) -> bytes | None:
     if not any(c.handling == "hash" for c in schema.columns.values()):
         return None
-    return privacy.load_salt(config.personal_data, home.lake / "privacy.salt")
+    return privacy.load_salt(config.personal_data, open_lake(home).root)
 
 
 def stage_chunks(
@@ -77,7 +78,7 @@ def stage_chunks(
     config.require_target()
     home.ensure()
     lake.sweep_temporaries(home)
-    schema = load_latest_schema(home.schema_dir)
+    schema = load_latest_schema(open_lake(home).schema)
     provisional = schema is None
     first = next(chunks)
     if schema is None:
@@ -154,7 +155,7 @@ def commit(staged: StagedBatch, config: Config, home: Home) -> tuple[lake.Snapsh
     """
     schema = staged.schema
     if staged.new_schema:
-        winner = save_schema_if_absent(schema, home.schema_dir)
+        winner = save_schema_if_absent(schema, open_lake(home).schema)
         if winner != schema:
             discard(staged)
             raise SchemaRace(staged.source)

@@ -1,14 +1,18 @@
-"""The data lake: reading batches, immutable content-addressed snapshots, manifests, quarantine."""
+"""The data lake: reading batches, immutable content-addressed snapshots, manifests, quarantine.
+
+The lake (snapshots, manifests, schema versions) lives in a local folder or under any fsspec URL
+(`paths.lake`); every read and write goes through `ctloop.lakefs`. Quarantine stays local.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +22,8 @@ import pyarrow.parquet as pq
 from ctloop.batches import ContentHasher, check_file, row_hashes, table_of
 from ctloop.errors import InputError, NotEnoughData
 from ctloop.home import Home
+from ctloop.lakefs import Lake, LakeFolder, open_lake
+from ctloop.schema import Schema, load_latest_schema, schema_name
 
 
 def read_batch(path: str | Path) -> pd.DataFrame:
@@ -79,38 +85,12 @@ class SnapshotWrite:
     new: bool
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(path: Path) -> Path:
-    """A temporary name beside `path` that says which process writes it (for the sweeper)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    """Write through a temporary file, fsync it, rename it into place, fsync the folder."""
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class SnapshotWriter:
     """Write a snapshot as Parquet row groups to a temporary file while hashing its rows.
 
-    Nothing is visible until `commit`: the file is fsynced, renamed to its content hash, the
-    folder fsynced, and the manifest (the commit mark) created last and exclusively.
+    Nothing is visible until `commit`: the file is made durable and moved to its content hash
+    (local: fsync, rename, folder fsync; remote: upload to a temporary key, `fs.mv`), and the
+    manifest (the commit mark) created last and exclusively (see `ctloop.lakefs`).
     `on_row_group` is called after each row group with the count so far (tests use it to kill
     a writer mid-write).
     """
@@ -121,11 +101,10 @@ class SnapshotWriter:
         schema: pa.Schema,
         on_row_group: Callable[[int], None] | None = None,
     ):
-        home.snapshots.mkdir(parents=True, exist_ok=True)
         self.home = home
+        self.lake = open_lake(home)
         self.schema = schema
-        self.tmp = _tmp_name(home.snapshots / "staged.parquet")
-        self._handle = open(self.tmp, "wb")
+        self.tmp, self._handle = self.lake.snapshots.open_staged("staged.parquet")
         self._writer = pq.ParquetWriter(self._handle, schema, compression="snappy")
         self._hasher = ContentHasher(schema)
         self._on_row_group = on_row_group
@@ -146,13 +125,21 @@ class SnapshotWriter:
             self._on_row_group(self.row_groups)
 
     def finish(self) -> str:
-        """Close and fsync the temporary file; returns the content hash."""
+        """Close and fsync (remote: upload) the temporary file; returns the content hash."""
         self._writer.close()
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
+        self.lake.snapshots.finish_staged(self._handle)
         self.sha256 = self._hasher.hexdigest()
         return self.sha256
+
+    def staged_exists(self) -> bool:
+        """Whether the temporary file is still there (not committed, aborted or swept)."""
+        return self.lake.snapshots.exists(self.tmp)
+
+    @contextmanager
+    def read_staged(self) -> Iterator[pq.ParquetFile]:
+        """The finished temporary file, opened as Parquet (row groups read on demand)."""
+        with self.lake.snapshots.open_read(self.tmp) as handle:
+            yield pq.ParquetFile(handle)
 
     def abort(self) -> None:
         """Drop the temporary file (a rejected batch leaves nothing behind)."""
@@ -160,51 +147,37 @@ class SnapshotWriter:
             self._writer.close()
         except Exception:  # noqa: BLE001 - closing a half-written file may fail; it goes anyway
             pass
-        self._handle.close()
-        self.tmp.unlink(missing_ok=True)
+        self.lake.snapshots.discard_staged(self.tmp, self._handle)
 
     def commit(self, manifest_fields: dict) -> SnapshotWrite:
         """Rename into place and write the manifest; the same content again is `new=False`."""
         sha = self.sha256 or self.finish()
         snapshot = sha[:16]
-        manifest_path = self.home.manifests / f"{snapshot}.json"
-        if manifest_path.exists():
-            self.tmp.unlink(missing_ok=True)
-            return SnapshotWrite(read_manifest(manifest_path), new=False)
-        data_path = self.home.snapshots / f"{snapshot}.parquet"
-        os.replace(self.tmp, data_path)  # same name, same content: a concurrent twin is harmless
-        _fsync_dir(data_path.parent)
+        lake = self.lake
+        if lake.manifests.exists(f"{snapshot}.json"):
+            lake.snapshots.remove(self.tmp)
+            return SnapshotWrite(_read_manifest(lake.manifests, snapshot), new=False)
+        data = f"{snapshot}.parquet"
+        lake.snapshots.promote(self.tmp, data)  # same name, same content: a twin is harmless
         manifest = Manifest(
             snapshot=snapshot,
             sha256=sha,
             rows=self.rows,
             columns=list(self.schema.names),
             arrived_at=datetime.now(UTC).isoformat(),
-            bytes=data_path.stat().st_size,
+            bytes=lake.snapshots.size(data),
             row_groups=self.row_groups,
             **manifest_fields,
         )
-        return _publish_manifest(self.home, manifest)
+        return _publish_manifest(lake, manifest)
 
 
-def _publish_manifest(home: Home, manifest: Manifest) -> SnapshotWrite:
-    """Create the manifest exclusively (fsynced temp file, hard link, folder fsync)."""
-    home.manifests.mkdir(parents=True, exist_ok=True)
-    path = home.manifests / f"{manifest.snapshot}.json"
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(json.dumps(asdict(manifest), indent=2).encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return SnapshotWrite(read_manifest(path), new=False)
-        _fsync_dir(path.parent)
+def _publish_manifest(lake: Lake, manifest: Manifest) -> SnapshotWrite:
+    """Create the manifest exclusively: the commit mark of a snapshot (see `ctloop.lakefs`)."""
+    body = json.dumps(asdict(manifest), indent=2).encode()
+    if lake.manifests.create_exclusive(f"{manifest.snapshot}.json", body):
         return SnapshotWrite(manifest, new=True)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return SnapshotWrite(_read_manifest(lake.manifests, manifest.snapshot), new=False)
 
 
 def write_snapshot(
@@ -222,9 +195,9 @@ def write_snapshot(
     """
     table = table_of(frame)
     sha = content_hash(table)
-    manifest_path = home.manifests / f"{sha[:16]}.json"
-    if manifest_path.exists():
-        return SnapshotWrite(read_manifest(manifest_path), new=False)
+    manifests = open_lake(home).manifests
+    if manifests.exists(f"{sha[:16]}.json"):
+        return SnapshotWrite(_read_manifest(manifests, sha[:16]), new=False)
     time_min = time_max = None
     if timestamp and timestamp in frame.columns and frame[timestamp].notna().any():
         time_min = pd.Timestamp(frame[timestamp].min()).isoformat()
@@ -248,58 +221,73 @@ def write_snapshot(
     )
 
 
-def sweep_temporaries(home: Home) -> list[Path]:
-    """Remove temporary files left by writers that died (their process is gone)."""
-    removed = []
-    for folder in (home.snapshots, home.manifests, home.schema_dir):
-        if not folder.is_dir():
-            continue
-        for tmp in folder.glob(".*.tmp"):
-            parts = tmp.name.split(".")
-            pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
-            if pid is None or pid == os.getpid() or _alive(pid):
-                continue
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+STALE_TEMPORARY_SECONDS = 24 * 3600
+
+
+def sweep_temporaries(home: Home, max_age_seconds: float = STALE_TEMPORARY_SECONDS) -> list[str]:
+    """Remove temporary files left by writers that died; returns their paths or URLs.
+
+    A local lake: the files whose process (named in the file name) is gone. A remote lake: the
+    temporary objects older than `max_age_seconds` (another host's pid cannot be checked).
+    """
+    lake = open_lake(home)
+    removed: list[str] = []
+    for folder in (lake.snapshots, lake.manifests, lake.schema):
+        removed += folder.sweep(max_age_seconds)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 _MANIFEST_FIELDS = {f.name for f in fields(Manifest)}
 
 
-def read_manifest(path: Path) -> Manifest:
-    data = json.loads(path.read_text())
+def parse_manifest(body: bytes | str) -> Manifest:
+    data = json.loads(body)
     return Manifest(**{k: v for k, v in data.items() if k in _MANIFEST_FIELDS})
+
+
+def read_manifest(path: Path) -> Manifest:
+    """A manifest file of a local lake."""
+    return parse_manifest(Path(path).read_text())
+
+
+def _read_manifest(manifests: LakeFolder, snapshot: str) -> Manifest:
+    return parse_manifest(manifests.read_bytes(f"{snapshot}.json"))
 
 
 def list_snapshots(home: Home) -> list[Manifest]:
     """All committed snapshots, oldest data first."""
-    if not home.manifests.is_dir():
-        return []
-    manifests = [read_manifest(p) for p in home.manifests.glob("*.json")]
+    folder = open_lake(home).manifests
+    bodies = folder.read_many(folder.names("*.json"))
+    manifests = [parse_manifest(body) for body in bodies.values()]
     return sorted(manifests, key=lambda m: (m.time_max or "", m.arrived_at))
+
+
+def current_schema(home: Home) -> Schema | None:
+    """The newest schema version stored in the lake, or None before the first accepted batch."""
+    return load_latest_schema(open_lake(home).schema)
+
+
+def schema_location(home: Home, version: int) -> str:
+    """Where a schema version is stored: a local path, or its URL on a remote lake."""
+    return open_lake(home).schema.where(schema_name(version))
+
+
+def has_snapshot(home: Home, snapshot: str) -> bool:
+    """Whether the lake holds a snapshot's data under this id."""
+    return open_lake(home).snapshots.exists(f"{snapshot}.parquet")
 
 
 def load_snapshots(home: Home, ids: list[str]) -> pd.DataFrame:
     """Concatenate snapshots by id, in the given order."""
     if not ids:
         raise NotEnoughData("no snapshots selected")
+    folder = open_lake(home).snapshots
     frames = []
     for snapshot in ids:
-        path = home.snapshots / f"{snapshot}.parquet"
-        if not path.exists():
-            raise InputError(f"snapshot {snapshot}: missing from the lake ({path})")
-        frames.append(pd.read_parquet(path))
+        name = f"{snapshot}.parquet"
+        if not folder.exists(name):
+            raise InputError(f"snapshot {snapshot}: missing from the lake ({folder.where(name)})")
+        frames.append(folder.read_parquet(name))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -386,25 +374,28 @@ def window_digest(manifests: list[Manifest]) -> str:
 def describe_window(home: Home, ids: list[str], name: str = "training-window") -> dict:
     """Manifests, digests and an MLflow-dataset-ready description of a list of snapshot ids.
 
-    Returns a dict with `name`, `digest` (of the window), `source` (the lake folder URI),
+    Returns a dict with `name`, `digest` (of the window), `source` (the URL of the lake's
+    snapshot folder: `file:///...`, `s3://bucket/prefix/snapshots`...),
     `snapshots` (ids), `rows`, `time_min`, `time_max`, `schema_versions` and `manifests`
     (each snapshot's manifest as a dict, with its own `sha256`).
 
     Raises:
         InputError: an id has no manifest in the lake.
     """
+    lake = open_lake(home)
     manifests = []
     for snapshot in ids:
-        path = home.manifests / f"{snapshot}.json"
-        if not path.exists():
-            raise InputError(f"snapshot {snapshot}: no manifest in the lake ({path})")
-        manifests.append(read_manifest(path))
+        try:
+            manifests.append(_read_manifest(lake.manifests, snapshot))
+        except FileNotFoundError:
+            where = lake.manifests.where(f"{snapshot}.json")
+            raise InputError(f"snapshot {snapshot}: no manifest in the lake ({where})") from None
     starts = [m.time_min for m in manifests if m.time_min]
     ends = [m.time_max for m in manifests if m.time_max]
     return {
         "name": name,
         "digest": window_digest(manifests),
-        "source": home.snapshots.resolve().as_uri(),
+        "source": lake.snapshots.url(),
         "snapshots": list(ids),
         "rows": sum(m.rows for m in manifests),
         "time_min": min(starts) if starts else None,
@@ -417,18 +408,23 @@ def describe_window(home: Home, ids: list[str], name: str = "training-window") -
 def mlflow_dataset(home: Home, ids: list[str], name: str = "training-window"):
     """The window as an MLflow dataset for `mlflow.log_input(dataset, context="training")`.
 
-    A metadata-only dataset (no data copied): name, digest and the lake URI as source; the
-    snapshot ids and row count go into its profile.
+    A metadata-only dataset (no data copied): name, digest and the lake URL as source (MLflow's
+    own source type where it has one: local, S3, GCS...; else a `ctloop_lake` source holding the
+    URL); the snapshot ids and row count go into its profile.
     """
     import warnings
 
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.exceptions import MlflowException
 
     described = describe_window(home, ids, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        source = resolve_dataset_source(described["source"])
+        try:
+            source = resolve_dataset_source(described["source"])
+        except MlflowException:  # memory://, abfs://...: no MLflow source type for the scheme
+            source = _lake_source_class()(described["source"])
     dataset = MetaDataset(
         source=source,
         name=described["name"],
@@ -437,3 +433,37 @@ def mlflow_dataset(home: Home, ids: list[str], name: str = "training-window"):
     return dataset, {
         k: described[k] for k in ("snapshots", "rows", "time_min", "time_max", "schema_versions")
     }
+
+
+@cache
+def _lake_source_class():
+    """An MLflow dataset source that is just a lake URL (defined on first use: MLflow is lazy)."""
+    from mlflow.data.dataset_source import DatasetSource
+
+    class LakeDatasetSource(DatasetSource):
+        def __init__(self, uri: str):
+            self.uri = uri
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return "ctloop_lake"
+
+        def load(self, **kwargs):
+            raise NotImplementedError("read the lake with ctloop.lake.load_snapshots")
+
+        @staticmethod
+        def _can_resolve(raw_source) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source):
+            return cls(str(raw_source))
+
+        def to_dict(self) -> dict:
+            return {"uri": self.uri}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict):
+            return cls(source_dict["uri"])
+
+    return LakeDatasetSource

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ctloop.config import PersonalDataConfig
+from ctloop.lakefs import LakeFolder
 
 EMAIL = re.compile(r"^[\w.+-]+@[\w-]+(\.[\w-]+)+$")
 PHONE = re.compile(r"^\+?[\d\s().-]{7,20}$")
@@ -97,24 +97,19 @@ def decide(name: str, personal: str | None, cfg: PersonalDataConfig) -> str | No
     return cfg.action
 
 
-def load_salt(cfg: PersonalDataConfig, salt_file: Path) -> bytes:
-    """The configured salt, or a random one created once and kept beside the lake (mode 600)."""
+def load_salt(cfg: PersonalDataConfig, folder: LakeFolder, name: str = "privacy.salt") -> bytes:
+    """The configured salt, or a random one created once and kept in the lake (mode 600 locally).
+
+    `folder`: the lake's root (`ctloop.lakefs.open_lake(home).root`), so every host that writes
+    to a shared lake hashes with the same salt.
+    """
     if cfg.salt:
         return cfg.salt.encode()
-    if salt_file.exists():
-        return salt_file.read_bytes()
-    salt_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = salt_file.with_name(f".{salt_file.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(os.urandom(32).hex().encode())
-    try:
-        os.link(tmp, salt_file)  # exclusive: concurrent first batches agree on one salt
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    return salt_file.read_bytes()
+    if folder.exists(name):
+        return folder.read_bytes(name)
+    # exclusive: concurrent first batches agree on one salt
+    folder.create_exclusive(name, os.urandom(32).hex().encode(), private=True)
+    return folder.read_bytes(name)
 
 
 def hash_values(values: pa.Array, salt: bytes) -> pa.Array:

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from ctloop import lake
 from ctloop.config import Config
@@ -48,20 +47,20 @@ def reference_sample(home: Home, rows: int, seed: int = 0) -> pd.DataFrame | Non
 
 def staged_sample(staged: StagedBatch, rows: int, seed: int = 0) -> pd.DataFrame:
     """Up to `rows` rows of the staged file, read row group by row group (bounded memory)."""
-    parquet = pq.ParquetFile(staged.writer.tmp)
     parts, total = [], 0
-    for i in range(parquet.num_row_groups):
-        parts.append(parquet.read_row_group(i).to_pandas())
-        total += len(parts[-1])
-        if total >= rows * 4:
-            break
+    with staged.writer.read_staged() as parquet:
+        for i in range(parquet.num_row_groups):
+            parts.append(parquet.read_row_group(i).to_pandas())
+            total += len(parts[-1])
+            if total >= rows * 4:
+                break
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return frame.sample(rows, random_state=seed) if len(frame) > rows else frame
 
 
 def compare_to_reference(staged: StagedBatch, config: Config, home: Home) -> ReferenceCheck:
     """Drift against the newest accepted data (a `data_drift` issue) and Evidently's HTML."""
-    if staged.writer is None or staged.new_schema or not staged.writer.tmp.exists():
+    if staged.writer is None or staged.new_schema or not staged.writer.staged_exists():
         return ReferenceCheck([], None, None)
     rows = config.validation.reference_rows
     reference = reference_sample(home, rows)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ import pandas as pd
 
 from ctloop.config import DatasetConfig, Task
 from ctloop.errors import InputError
+from ctloop.lakefs import LakeFolder
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -120,47 +120,58 @@ def infer_schema(frame: pd.DataFrame, dataset: DatasetConfig, version: int = 1) 
     return Schema(version, target, str(dataset.task), columns, shares)
 
 
+def schema_name(version: int) -> str:
+    return f"schema-v{version}.json"
+
+
 def schema_path(folder: Path, version: int) -> Path:
-    return folder / f"schema-v{version}.json"
+    """The file of a version in a local schema folder."""
+    return folder / schema_name(version)
 
 
-def save_schema(schema: Schema, folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = schema_path(folder, schema.version)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(schema.to_json())
-    tmp.replace(path)
-    return path
+def _lake_folder(folder: Path | LakeFolder) -> LakeFolder:
+    return folder if isinstance(folder, LakeFolder) else LakeFolder(Path(folder))
 
 
-def save_schema_if_absent(schema: Schema, folder: Path) -> Schema:
+def save_schema(schema: Schema, folder: Path | LakeFolder) -> Path | str:
+    """Write (or replace) a schema version; returns its path (a URL on a remote lake).
+
+    `folder`: a local folder, or the lake's `schema` folder (`ctloop.lakefs.open_lake`).
+    """
+    folder = _lake_folder(folder)
+    name = schema_name(schema.version)
+    folder.write_atomic(name, schema.to_json().encode())
+    return folder.local_path(name) if folder.local else folder.url(name)
+
+
+def save_schema_if_absent(schema: Schema, folder: Path | LakeFolder) -> Schema:
     """Publish a schema version unless another writer did first; returns the one that won.
 
-    Concurrent first batches (several processes) each infer a schema; a hard link makes the
-    creation exclusive, so every process ends up on the same version 1.
+    Concurrent first batches (several processes) each infer a schema; the creation is exclusive
+    (a hard link locally, a conditional write on memory:// and S3), so every process ends up on
+    the same version 1. On a filesystem without an exclusive create (see `ctloop.lakefs`) it is
+    check-then-write: two first batches racing within that window may both write v1, the last
+    one wins, and the other writer's snapshot names a v1 that differs from the stored one
+    (ingest the first batch alone to avoid it).
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    path = schema_path(folder, schema.version)
-    tmp = folder / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    tmp.write_text(schema.to_json())
-    try:
-        os.link(tmp, path)
+    folder = _lake_folder(folder)
+    name = schema_name(schema.version)
+    if folder.create_exclusive(name, schema.to_json().encode()):
         return schema
-    except FileExistsError:
-        return Schema.from_json(path.read_text())
-    finally:
-        tmp.unlink(missing_ok=True)
+    return Schema.from_json(folder.read_bytes(name))
 
 
-def load_latest_schema(folder: Path) -> Schema | None:
+_PATTERN = "schema-v*.json"
+
+
+def load_latest_schema(folder: Path | LakeFolder) -> Schema | None:
     """The newest schema version in the folder, or None before the first accepted batch."""
-    if not folder.is_dir():
-        return None
-    versions = sorted((int(p.stem.split("-v")[1]), p) for p in folder.glob("schema-v*.json"))
+    folder = _lake_folder(folder)
+    versions = sorted((int(n[: -len(".json")].split("-v")[1]), n) for n in folder.names(_PATTERN))
     if not versions:
         return None
-    path = versions[-1][1]
+    name = versions[-1][1]
     try:
-        return Schema.from_json(path.read_text())
+        return Schema.from_json(folder.read_bytes(name))
     except (ValueError, TypeError, KeyError) as exc:
-        raise InputError(f"{path}: not a valid schema file ({exc})") from None
+        raise InputError(f"{folder.where(name)}: not a valid schema file ({exc})") from None

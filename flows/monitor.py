@@ -12,7 +12,6 @@ from ctloop import lake, triggers
 from ctloop.config import Config, load_config
 from ctloop.home import home_of
 from ctloop.registry import CHAMPION, open_registry
-from ctloop.schema import load_latest_schema
 from ctloop.validation import coerce_to_schema
 from tasks.ingest import read_batch
 from tasks.monitor import (
@@ -69,7 +68,7 @@ def monitor(
     else:
         current = read_batch(path)
         source = path
-    schema = load_latest_schema(home.schema_dir)
+    schema = lake.current_schema(home)
     if schema is not None:
         current = coerce_to_schema(current, schema)
     reference = load_window(champion.snapshots, config)
