@@ -41,7 +41,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from ctloop import lake
 from ctloop.config import Profile
 from ctloop.demo_data import DemoScript, demo_config, demo_stream
-from ctloop.home import Home
+from ctloop.home import home_of
 from deployments.stream import drive_stream
 
 BIN = Path(sys.executable).parent
@@ -138,8 +138,8 @@ def run_profile(profile: Profile, days: int, rows: int) -> dict:
             "stream_s": round(seconds, 1), "files": len(steps), "runs": len(runs),
             "completed": sum(r["state_type"] == "COMPLETED" for r in runs),
             "outcome": {
-                "snapshots": sorted(m.snapshot for m in lake.list_snapshots(Home(home))),
-                "quarantined": len(lake.list_quarantined(Home(home))),
+                "snapshots": sorted(m.snapshot for m in lake.list_snapshots(home_of(config))),
+                "quarantined": len(lake.list_quarantined(home_of(config))),
                 "versions": [(r.semver, r.tags["ctloop.trigger"]) for r in
                              sorted(registry.versions(), key=lambda r: int(r.version))],
                 "champion": champion.semver if champion else None,

@@ -70,6 +70,7 @@ def cluster_stack(tmp_path):
     config.cluster.prefect_workers = 2
     config.cluster.dask_workers = 2
     config.cluster.lost_run_seconds = 60
+    config.paths.lake = (home / "lake").as_uri()  # the lake through fsspec: file:///...
     path = tmp_path / "ctloop.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CTLOOP_"))}
@@ -147,18 +148,19 @@ class WorkerKiller(threading.Thread):
             self.error = exc
 
 
-def _outcome(config, home) -> dict:
+def _outcome(config) -> dict:
     """What a stream leaves behind, in the stores every profile has."""
     from ctloop import lake
-    from ctloop.home import Home
+    from ctloop.home import home_of
     from ctloop.registry import CHAMPION, open_registry
 
     registry = open_registry(config)
     versions = sorted(registry.versions(), key=lambda r: int(r.version))
     champion = registry.by_alias(CHAMPION)
+    where = home_of(config)
     return {
-        "snapshots": sorted(m.snapshot for m in lake.list_snapshots(Home(home))),
-        "quarantined": sorted(Path(q.path).name for q in lake.list_quarantined(Home(home))),
+        "snapshots": sorted(m.snapshot for m in lake.list_snapshots(where)),
+        "quarantined": sorted(Path(q.path).name for q in lake.list_quarantined(where)),
         "versions": [(r.semver, r.tags["ctloop.trigger"]) for r in versions],
         "champion": (champion.semver, champion.tags["ctloop.trigger"]) if champion else None,
         "champion_ref": champion,
@@ -180,7 +182,7 @@ def test_demo_stream_on_the_cluster_matches_the_embedded_demo(
     embedded_home = tmp_path / "embedded"
     embedded = _config(embedded_home)
     run_demo(embedded, SCRIPT)
-    expected = _outcome(embedded, embedded_home)
+    expected = _outcome(embedded)
     assert expected["champion"] == ("1.1.0", "drift"), expected  # the script did its job
     assert expected["quarantined"] == ["day05_labelled.csv"]
 
@@ -225,7 +227,9 @@ def test_demo_stream_on_the_cluster_matches_the_embedded_demo(
     assert len(workers) == 2
 
     # -- the same outcomes as the embedded demo: nothing lost, nothing doubled
-    got = _outcome(config, home)
+    assert config.paths.lake.startswith("file:///")
+    assert list((home / "lake" / "snapshots").glob("*.parquet")), "the lake is not at its URL"
+    got = _outcome(config)
     assert got["snapshots"] == expected["snapshots"]
     assert got["quarantined"] == expected["quarantined"]
     assert got["versions"] == expected["versions"]
