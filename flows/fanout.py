@@ -4,10 +4,10 @@ The parallel work of the pipeline (shares of tuning trials, per-slice evaluation
 partitions) is submitted as Prefect tasks to a task runner chosen from the config, so the same
 code runs on both profiles:
 
-| profile  | tuning shares (CPU-bound)                  | slices, score partitions        |
-|----------|--------------------------------------------|---------------------------------|
-| cluster  | `DaskTaskRunner(address=cluster.dask_scheduler())`, one per fan-out                |
-| embedded | `ProcessPoolTaskRunner(tuning.workers)`    | `ThreadPoolTaskRunner`          |
+| profile  | tuning shares (CPU-bound Python)        | slices, score partitions         |
+|----------|-----------------------------------------|----------------------------------|
+| cluster  | `DaskTaskRunner(address=cluster.dask_scheduler())` | the same Dask runner  |
+| embedded | `ProcessPoolTaskRunner(tuning.workers)` | `ThreadPoolTaskRunner(<= cores)` |
 
 How the runner is entered, and why there is no subflow: each fan-out enters its runner as a
 context manager *inside the calling flow run* and submits the tasks with `runner.map`. The task
@@ -18,14 +18,16 @@ flow run (about 1 s of heartbeat join each in Prefect 3.9) on every retrain; the
 `retrain` path is held to the overhead target of `benchmarks/overhead.py`.
 
 Small work stays out of any pool: one tuning share on the embedded profile runs as one task in
-this process (as before), one score partition is one task in this process, and a holdout with
-no slice column submits nothing. Slices are one task per column, not per value: a column's
+this process (as before), one score partition is one task in this process on either profile,
+and no slice column submits nothing. Slices are one task per column, not per value: a column's
 values share one feature preparation, and values are many and small.
 
 Tuning shares are processes on the embedded profile because a trial is CPU-bound Python (the
 GIL): `ProcessPoolTaskRunner` spawns them as the hand-made processes did before, and each share
-is a task run visible in the UI. Slices and partitions spend their time in scikit-learn's
-predict, which releases the GIL, so threads serve and nothing is pickled.
+is a task run visible in the UI. The task is a share of trials, not one trial: a task run per
+trial would cost about as much as the trial, and Optuna's storage already coordinates the
+shares. Slices and partitions spend their time in scikit-learn's predict, which releases the
+GIL, so threads serve and nothing is pickled.
 """
 
 from __future__ import annotations
