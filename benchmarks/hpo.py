@@ -6,9 +6,8 @@ of the window only), with trials in processes sharing one Optuna journal file:
 - parallel: the same study settings run for a fixed wall-clock budget with 1 worker, then with
   2 worker processes; trials per minute of each (worker start-up included). Target >= 1.7x.
 - parallel through Prefect (`--prefect`): the same, but as the `retrain` flow runs it
-  (`flows.fanout.tune_study` inside a flow: one `tune-trials` task in the flow's process for 1
-  worker, two on a `ProcessPoolTaskRunner` for 2); the ephemeral Prefect API is started before
-  timing. Also target >= 1.7x.
+  (`flows.fanout.tune_study` inside a flow: prepare-study, tune-trials-local, read-study); the
+  ephemeral Prefect API is started before timing. Also target >= 1.7x.
 - pruning: the same study, one worker, with the median pruner (folds as steps) and without;
   seconds until the first completed trial reaches the target score (the 90th percentile of all
   completed trial scores of both runs, the same number for both). Median over seeds. Target 2x.
@@ -130,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     train, base = _data(args.rows_per_day, args.days)
     root = Path(tempfile.mkdtemp(prefix="ctloop-hpo-"))
+    if args.prefect:
+        from ctloop.home import Home, activate
+
+        activate(Home(root / "home").ensure())  # a private Prefect API; before Prefect is imported
     try:
         one = measure_parallel(train, base, root, args.seconds, 1)
         print(f"1 worker : {one['trials']} trials in {one['seconds']:.1f}s", file=sys.stderr)

@@ -11,9 +11,10 @@ A study is split into three pure steps so that the fan-out can live outside this
   history, pruning decisions);
 - `read_result` reads every trial back into a `TuningResult`.
 
-Who runs the shares is the caller's choice: `flows/fanout.py` submits each share as a Prefect
-task to the configured task runner (Dask in the cluster profile); `tune` below runs them in
-plain spawned processes, for benchmarks and tests without Prefect. Each share limits
+Who runs the shares is the caller's choice: in the cluster profile `flows/fanout.py` submits
+each share as a Prefect task to the Dask task runner; on the embedded profile
+`run_shares_in_processes` starts one spawned process per share (see `flows/fanout.py` for why not
+Prefect's process pool), and `tune` does all three steps without Prefect. Each share limits
 BLAS/OpenMP to one thread, so N shares use N cores without oversubscription.
 """
 
@@ -453,26 +454,15 @@ def _run_share_in_process(train: pd.DataFrame, config_json: dict, plan: StudyPla
     run_share(train, Config.model_validate(config_json), plan, worker)
 
 
-def tune(
-    train: pd.DataFrame,
-    config: Config,
-    url: str,
-    study_name: str,
-    warm_start: dict[str, Any] | None = None,
-) -> TuningResult:
-    """One whole study without Prefect: shares in spawned processes (one share: in this one).
-
-    The pipeline's `retrain` flow fans shares out through Prefect instead (`flows/fanout.py`);
-    this is the plain baseline that benchmarks and tests call.
+def run_shares_in_processes(train: pd.DataFrame, config: Config, plan: StudyPlan) -> None:
+    """Every share of `plan` in its own spawned process; a single share runs in this one.
 
     Raises:
-        NotEnoughData: the training part is too small for the folds, or no trial completed.
         RuntimeError: a worker process failed.
     """
-    plan = prepare_study(train, config, url, study_name, warm_start)
     if plan.workers == 1:
         run_share(train, config, plan, 0)
-        return read_result(plan, config)
+        return
     config_json = config.model_dump(mode="json")
     ctx = multiprocessing.get_context("spawn")
     procs = [
@@ -490,4 +480,21 @@ def tune(
     failed = [p.exitcode for p in procs if p.exitcode != 0]
     if failed:
         raise RuntimeError(f"tuning workers failed with exit codes {failed}")
+
+
+def tune(
+    train: pd.DataFrame,
+    config: Config,
+    url: str,
+    study_name: str,
+    warm_start: dict[str, Any] | None = None,
+) -> TuningResult:
+    """One whole study without Prefect: shares in spawned processes (one share: in this one).
+
+    Raises:
+        NotEnoughData: the training part is too small for the folds, or no trial completed.
+        RuntimeError: a worker process failed.
+    """
+    plan = prepare_study(train, config, url, study_name, warm_start)
+    run_shares_in_processes(train, config, plan)
     return read_result(plan, config)

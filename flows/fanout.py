@@ -4,30 +4,34 @@ The parallel work of the pipeline (shares of tuning trials, per-slice evaluation
 partitions) is submitted as Prefect tasks to a task runner chosen from the config, so the same
 code runs on both profiles:
 
-| profile  | tuning shares (CPU-bound Python)        | slices, score partitions         |
-|----------|-----------------------------------------|----------------------------------|
-| cluster  | `DaskTaskRunner(address=cluster.dask_scheduler())` | the same Dask runner  |
-| embedded | `ProcessPoolTaskRunner(tuning.workers)` | `ThreadPoolTaskRunner(<= cores)` |
+- cluster profile: `DaskTaskRunner(address=cluster.dask_scheduler())` for all three: one
+  `tune-trials` task per share of trials, one `slice-metrics` task per slice column, one
+  `score-rows` task per partition;
+- embedded profile: tuning shares in spawned processes inside one `tune-trials-local` task;
+  `slice-metrics` and `score-rows` tasks on a `ThreadPoolTaskRunner` (at most one per core).
 
 How the runner is entered, and why there is no subflow: each fan-out enters its runner as a
 context manager *inside the calling flow run* and submits the tasks with `runner.map`. The task
 runs are children of that flow run (Prefect serialises the flow-run context to threads,
-processes and Dask workers alike), so the UI shows them in place and no extra flow run is made.
+and Dask workers alike), so the UI shows them in place and no extra flow run is made.
 A nested subflow `.with_options(task_runner=...)` would do the same on Dask but cost a second
 flow run (about 1 s of heartbeat join each in Prefect 3.9) on every retrain; the embedded
 `retrain` path is held to the overhead target of `benchmarks/overhead.py`.
 
-Small work stays out of any pool: one tuning share on the embedded profile runs as one task in
-this process (as before), one score partition is one task in this process on either profile,
-and no slice column submits nothing. Slices are one task per column, not per value: a column's
+Small work stays out of any pool: one tuning share on the embedded profile runs in this
+process (as before), one score partition is one task in this process on either profile,
+and no slice column means no task. Slices are one task per column, not per value: a column's
 values share one feature preparation, and values are many and small.
 
-Tuning shares are processes on the embedded profile because a trial is CPU-bound Python (the
-GIL): `ProcessPoolTaskRunner` spawns them as the hand-made processes did before, and each share
-is a task run visible in the UI. The task is a share of trials, not one trial: a task run per
-trial would cost about as much as the trial, and Optuna's storage already coordinates the
-shares. Slices and partitions spend their time in scikit-learn's predict, which releases the
-GIL, so threads serve and nothing is pickled.
+Tuning shares on the embedded profile are plain spawned processes inside one task, not
+`ProcessPoolTaskRunner` tasks. Measured (`benchmarks/hpo.py --prefect`, 2 workers, 40 s budget):
+with the embedded profile's ephemeral API, every pool process starts its own temporary Prefect
+server to report its task run (about 30 s on a loaded 2-core machine, so no trial finished in
+the budget), and those runs land in another database. A trial is CPU-bound Python (the GIL), so
+threads are no substitute. The task is a share of trials, never one trial: a task run per trial
+would cost about as much as the trial, and Optuna's storage already coordinates the shares.
+Slices and partitions spend their time in scikit-learn's predict, which releases the GIL, so
+threads serve and nothing is pickled.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from typing import Any
 
 import pandas as pd
 from prefect import unmapped
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from ctloop import analysis, tuning
 from ctloop.config import Config, Profile
@@ -44,23 +48,20 @@ from ctloop.registry import ModelRef
 from ctloop.serving import batch
 from tasks.analyse import slice_metrics
 from tasks.score import score_rows
-from tasks.tune import prepare_study, read_study, tune_trials
+from tasks.tune import prepare_study, read_study, tune_trials, tune_trials_local
 
 
-def fanout_runner(config: Config, workers: int, *, processes: bool = False) -> TaskRunner:
+def fanout_runner(config: Config, workers: int) -> TaskRunner:
     """A fresh (not started) task runner for `workers` parallel tasks.
 
     Args:
         config: the cluster profile sends every fan-out to its Dask scheduler.
-        workers: how many tasks may run at once on the embedded profile.
-        processes: CPU-bound Python (tuning): processes rather than threads when embedded.
+        workers: how many tasks may run at once on the embedded profile (threads).
     """
     if config.profile == Profile.CLUSTER:
         from prefect_dask import DaskTaskRunner
 
         return DaskTaskRunner(address=config.cluster.dask_scheduler())
-    if processes:
-        return ProcessPoolTaskRunner(max_workers=workers)
     return ThreadPoolTaskRunner(max_workers=workers)
 
 
@@ -87,22 +88,21 @@ def _workers(n: int) -> int:
 def tune_study(
     train: pd.DataFrame, config: Config, champion: ModelRef | None, run_label: str
 ) -> tuning.TuningResult:
-    """Prepare the study, run its shares of trials as `tune-trials` tasks, read it back."""
+    """Prepare the study, run its shares of trials (Dask tasks, or local processes), read it."""
     plan = prepare_study(train, config, champion, run_label)
-    workers = list(range(plan.workers))
-    if config.profile != Profile.CLUSTER and plan.workers == 1:
-        tune_trials(train, config, plan, 0)
-    else:
+    if config.profile == Profile.CLUSTER:
         map_on(
-            fanout_runner(config, plan.workers, processes=True),
+            fanout_runner(config, plan.workers),
             tune_trials,
             {
                 "train": unmapped(train),
                 "config": unmapped(config),
                 "plan": unmapped(plan),
-                "worker": workers,
+                "worker": list(range(plan.workers)),
             },
         )
+    else:
+        tune_trials_local(train, config, plan)
     return read_study(plan, config)
 
 

@@ -1,7 +1,8 @@
 """Tune stage: an Optuna study on the training part (never the holdout), shares of trials as tasks.
 
-`prepare-study` creates the study and shares the budget out, each `tune-trials` run adds its
-share of trials to that one study (fanned out by `flows/fanout.py`), `read-study` reads it back.
+`prepare-study` creates the study and shares the budget out; each `tune-trials` run adds its
+share of trials to that one study (on Dask, fanned out by `flows/fanout.py`), or
+`tune-trials-local` runs every share in local processes (embedded); `read-study` reads it back.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def tune_trials(train: pd.DataFrame, config: Config, plan: tuning.StudyPlan, wor
     Never cached or retried: trials already in the study stay there, a rerun would add more.
     """
     return tuning.run_share(train, config, plan, worker)
+
+
+@task(name="tune-trials-local", cache_policy=NO_CACHE)
+def tune_trials_local(train: pd.DataFrame, config: Config, plan: tuning.StudyPlan) -> None:
+    """Embedded profile: every share in its own spawned process (one share: in this one).
+
+    Never cached or retried, as `tune-trials`.
+    """
+    tuning.run_shares_in_processes(train, config, plan)
 
 
 @task(name="read-study", cache_policy=NO_CACHE)

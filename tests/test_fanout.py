@@ -214,7 +214,7 @@ def test_tuning_shares_run_in_two_processes_into_one_study(prefect_harness, loan
     assert len(workers) == 2 and all(w.startswith("pid:") for w in workers), workers
     assert f"pid:{__import__('os').getpid()}" not in workers  # not in this process
     names = _task_runs(state.state_details.flow_run_id)
-    assert names == ["prepare-study", "read-study", "tune-trials", "tune-trials"]
+    assert names == ["prepare-study", "read-study", "tune-trials-local"]
 
 
 def test_one_tuning_share_runs_in_this_process(prefect_harness, loans, tmp_path):
