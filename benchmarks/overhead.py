@@ -154,9 +154,19 @@ def retrain_plain(
     ran.append("train-candidate")
     lap("train")
 
-    # -- analyse (tasks/analyse.py, tasks/evaluate.py)
+    # -- analyse (tasks/analyse.py, tasks/evaluate.py; slices per column as flows/fanout.py)
+    columns = analysis_mod.slice_columns(split.holdout, candidate.categorical, config)
+    challenger_by_slice = analysis_mod.slice_metrics(
+        candidate.pipeline, split.holdout, candidate.numeric, candidate.categorical, columns, config
+    )
+    ran.extend(["slice-metrics"] * len(columns))
     analysis = analysis_mod.analyse_model(
-        candidate.pipeline, split.holdout, candidate.numeric, candidate.categorical, config
+        candidate.pipeline,
+        split.holdout,
+        candidate.numeric,
+        candidate.categorical,
+        config,
+        challenger_by_slice,
     )
     ran.append("analyse-challenger")
     challenger_metrics = analysis.metrics
@@ -174,7 +184,7 @@ def retrain_plain(
             champion_by_slice = analysis_mod.slice_metrics(
                 model, split.holdout, numeric, categorical, config.gates.slice_columns, config
             )
-            ran.append("champion-slices")
+            ran.extend(["slice-metrics"] * len(config.gates.slice_columns))
     sensitive = set(config.analysis.sensitive_columns)
     fairness_gaps = tuple(g for g in analysis.gaps if g.column in sensitive)
     lap("analyse")

@@ -95,21 +95,42 @@ def slice_metrics(
         column -> value -> metrics (always with `rows`; the rest only for slices of at least
         `analysis.min_slice_rows` rows).
     """
+    return merge_slices(
+        [slice_column_metrics(model, frame, numeric, categorical, c, config) for c in columns]
+    )
+
+
+def slice_column_metrics(
+    model,
+    frame: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    column: str,
+    config: Config,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """`slice_metrics` of one column (`{column: {value: metrics}}`): the unit of the fan-out."""
     target = config.require_target()
     X = prepare_features(frame, numeric, categorical)
     y = frame[target]
+    values = frame[column].astype(object).where(frame[column].notna(), MISSING).astype(str)
+    top = values.value_counts().head(config.analysis.max_slice_values).index
+    per_value: dict[str, dict[str, float]] = {}
+    for value in top:
+        mask = (values == value).to_numpy()
+        if mask.sum() < config.analysis.min_slice_rows:
+            per_value[value] = {"rows": float(mask.sum())}
+            continue
+        per_value[value] = evaluate_predictions(model, X[mask], y[mask], config)
+    return {column: per_value}
+
+
+def merge_slices(
+    parts: list[dict[str, dict[str, dict[str, float]]]],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per-column results in the order given, as one `slice_metrics` answer."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for column in columns:
-        values = frame[column].astype(object).where(frame[column].notna(), MISSING).astype(str)
-        top = values.value_counts().head(config.analysis.max_slice_values).index
-        per_value: dict[str, dict[str, float]] = {}
-        for value in top:
-            mask = (values == value).to_numpy()
-            if mask.sum() < config.analysis.min_slice_rows:
-                per_value[value] = {"rows": float(mask.sum())}
-                continue
-            per_value[value] = evaluate_predictions(model, X[mask], y[mask], config)
-        out[column] = per_value
+    for part in parts:
+        out.update(part)
     return out
 
 
@@ -299,15 +320,26 @@ def render_plots(
 
 
 def analyse_model(
-    model, holdout: pd.DataFrame, numeric: list[str], categorical: list[str], config: Config
+    model,
+    holdout: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    config: Config,
+    slices: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> Analysis:
-    """Holdout metrics, slices with their largest gaps, importance, what-if and plots."""
+    """Holdout metrics, slices with their largest gaps, importance, what-if and plots.
+
+    Args:
+        slices: the `slice_metrics` of `slice_columns` when computed elsewhere (fanned out);
+            computed here when None.
+    """
     target = config.require_target()
     X = prepare_features(holdout, numeric, categorical)
     y = holdout[target]
     metrics = evaluate_predictions(model, X, y, config)
-    columns = slice_columns(holdout, categorical, config)
-    slices = slice_metrics(model, holdout, numeric, categorical, columns, config)
+    if slices is None:
+        columns = slice_columns(holdout, categorical, config)
+        slices = slice_metrics(model, holdout, numeric, categorical, columns, config)
     gaps = largest_gaps(slices, config.gates.primary_metric)
     importances = permutation_importances(model, holdout, numeric, categorical, config)
     top = [f for f in importances if importances[f] > 0][:3] or list(importances)[:3]

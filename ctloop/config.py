@@ -371,6 +371,13 @@ class ServingConfig(_Strict):
     log_queue_rows: int = Field(
         default=200_000, ge=1, description="pending log rows before new ones are dropped"
     )
+    score_partition_rows: int = Field(
+        default=500_000,
+        ge=1,
+        description="batch scoring (`score-batch`): rows per partition; each partition is one "
+        "task on the fan-out task runner (Dask in the cluster profile), so smaller inputs "
+        "are scored as one",
+    )
 
     @field_validator("traffic")
     @classmethod

@@ -1,19 +1,21 @@
 """Hyperparameter tuning: an Optuna study over the families, folds as pruning steps.
 
-Parallel trials run in separate *processes* that share one Optuna storage (a journal file in the
-embedded profile, an RDB such as PostgreSQL in the cluster profile). The processes are started
-with plain `multiprocessing` (spawn) inside the single `tune` Prefect task rather than as one
-Prefect task per trial on a process-pool task runner, because:
+A study is split into three pure steps so that the fan-out can live outside this module:
 
-- a trial is a few hundred milliseconds to a few seconds of CPU; a Prefect task run per trial
-  adds API round trips and state writes that cost as much as the trial itself;
-- Optuna's storage is already the coordination point (trial numbers, TPE history, pruning
-  decisions), so workers need nothing from Prefect but a start signal;
-- the study's trials are still visible per trial, as nested MLflow runs of the retrain run, and
-  the `tune` task stays one cacheable, retryable unit in the Prefect UI.
+- `prepare_study` creates (or joins) the study in its storage, enqueues the warm start, and cuts
+  the trial budget into one share per worker (`StudyPlan`);
+- `run_share` runs one share in the calling process: it joins the study and optimises with its
+  own sampler seed. Any number of shares, in any processes or hosts that reach the storage (a
+  journal file in the embedded profile, an RDB such as PostgreSQL in the cluster profile), add
+  trials to the one study: Optuna's storage is the coordination point (trial numbers, TPE
+  history, pruning decisions);
+- `read_result` reads every trial back into a `TuningResult`.
 
-Each worker limits BLAS/OpenMP to one thread, so N workers use N cores without
-oversubscription, and a study with one worker runs in the calling process.
+Who runs the shares is the caller's choice: in the cluster profile `flows/fanout.py` submits
+each share as a Prefect task to the Dask task runner; on the embedded profile
+`run_shares_in_processes` starts one spawned process per share (see `flows/fanout.py` for why not
+Prefect's process pool), and `tune` does all three steps without Prefect. Each share limits
+BLAS/OpenMP to one thread, so N shares use N cores without oversubscription.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctloop.config import Config, ModelFamily, Profile, Task
+from ctloop.config import Config, ModelFamily, Task
 from ctloop.errors import ConfigError, NotEnoughData
 from ctloop.evaluation import evaluate_predictions, higher_is_better
 from ctloop.training import build_pipeline, feature_columns, prepare_features, validation_folds
@@ -200,43 +202,45 @@ def _pruner(config: Config):
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
 
 
-def _optimize(
-    train: pd.DataFrame,
-    config_json: dict,
-    url: str,
-    study_name: str,
-    worker: int,
-    n_trials: int,
-    deadline: float | None,
-) -> None:
-    """One worker: join the study and run its share of trials (in this process)."""
+def run_share(train: pd.DataFrame, config: Config, plan: StudyPlan, worker: int) -> int:
+    """Join the study of `plan` and run share `worker` of its trials here; returns trials run.
+
+    Trials stop at the share's count or at the plan's deadline, whichever comes first. Each
+    trial records where it ran as the user attribute `worker` (see `worker_label`).
+    """
     import optuna
     from threadpoolctl import threadpool_limits
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = Config.model_validate(config_json)
     study = optuna.load_study(
-        study_name=study_name,
-        storage=open_storage(url),
+        study_name=plan.study_name,
+        storage=open_storage(plan.storage),
         sampler=_sampler(config, worker),
         pruner=_pruner(config),
     )
     folds = validation_folds(train, config, config.tuning.folds)
     objective = Objective(train, config, folds, families_of(config))
-    timeout = None if deadline is None else max(0.0, deadline - time.time())
-    label = _worker_label()
+    timeout = None if plan.deadline is None else max(0.0, plan.deadline - time.time())
+    label = worker_label()
+    ran = 0
 
     def labelled(trial):
+        nonlocal ran
+        ran += 1
         trial.set_user_attr("worker", label)
         return objective(trial)
 
     with threadpool_limits(limits=1):
         study.optimize(
-            labelled, n_trials=n_trials, timeout=timeout, catch=(ValueError, NotEnoughData)
+            labelled,
+            n_trials=plan.shares[worker],
+            timeout=timeout,
+            catch=(ValueError, NotEnoughData),
         )
+    return ran
 
 
-def _worker_label() -> str:
+def worker_label() -> str:
     """The Dask worker's name when a trial runs on one (cluster profile), else the pid."""
     import os
 
@@ -246,30 +250,6 @@ def _worker_label() -> str:
         return f"dask:{get_worker().name}"
     except (ImportError, ValueError):
         return f"pid:{os.getpid()}"
-
-
-def _optimize_on_dask(
-    train: pd.DataFrame,
-    config: Config,
-    url: str,
-    study_name: str,
-    shares: list[int],
-    deadline: float | None,
-) -> None:
-    """Cluster profile: one `_optimize` per share on the Dask cluster, all in one study."""
-    from distributed import Client
-
-    config_json = config.model_dump(mode="json")
-    with Client(config.cluster.dask_scheduler(), timeout=30) as client:
-        data = client.scatter(train, broadcast=True)
-        futures = [
-            client.submit(
-                _optimize, data, config_json, url, study_name, i, n, deadline, pure=False,
-                key=f"ctloop-tune-{study_name}-{i}",
-            )
-            for i, n in enumerate(shares)
-        ]  # fmt: skip
-        client.gather(futures)
 
 
 # --- the study ----------------------------------------------------------------------------
@@ -368,6 +348,140 @@ def _importances(study) -> dict[str, float]:
     return {k: float(v) for k, v in found.items()}
 
 
+@dataclass(frozen=True)
+class StudyPlan:
+    """A prepared study: where it lives and how its trials are shared out among workers."""
+
+    study_name: str
+    storage: str
+    metric: str
+    direction: str
+    shares: tuple[int, ...]
+    started: float
+    deadline: float | None
+    warm_start: dict[str, Any] | None = None
+
+    @property
+    def workers(self) -> int:
+        return len(self.shares)
+
+
+def split_trials(trials: int, workers: int) -> tuple[int, ...]:
+    """`trials` cut into at most `workers` shares that differ by one at most (none empty)."""
+    workers = max(1, min(workers, trials))
+    return tuple(trials // workers + (i < trials % workers) for i in range(workers))
+
+
+def prepare_study(
+    train: pd.DataFrame,
+    config: Config,
+    url: str,
+    study_name: str,
+    warm_start: dict[str, Any] | None = None,
+) -> StudyPlan:
+    """Create (or join) the study, enqueue the warm start, and share the budget out.
+
+    Args:
+        train: the training part of the window; checked here to be large enough for the folds.
+        config: `tuning` (budget, workers, folds, timeout), task and primary metric.
+        url: the Optuna storage (see `open_storage`).
+        study_name: a new or existing study in that storage; trials add up.
+        warm_start: a trial to evaluate first (e.g. from `warm_start_trial`).
+
+    Raises:
+        NotEnoughData: the training part is too small for the folds.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tuning = config.tuning
+    families_of(config)  # a bad family list fails here, before any worker starts
+    validation_folds(train, config, tuning.folds)  # fail early, in the caller, when too small
+    metric = config.gates.primary_metric
+    direction = "maximize" if higher_is_better(metric) else "minimize"
+    study = optuna.create_study(
+        study_name=study_name, storage=open_storage(url), direction=direction, load_if_exists=True
+    )
+    if warm_start:
+        study.enqueue_trial(warm_start, skip_if_exists=True)
+    started = time.time()
+    return StudyPlan(
+        study_name=study_name,
+        storage=url,
+        metric=metric,
+        direction=direction,
+        shares=split_trials(tuning.trials, tuning.workers),
+        started=started,
+        deadline=started + tuning.timeout_seconds if tuning.timeout_seconds else None,
+        warm_start=warm_start,
+    )
+
+
+def read_result(plan: StudyPlan, config: Config) -> TuningResult:
+    """Every trial of the study, the best one and the parameter importances.
+
+    Raises:
+        NotEnoughData: no trial of the study completed.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seconds = time.time() - plan.started
+    families = families_of(config)
+    study = optuna.load_study(study_name=plan.study_name, storage=open_storage(plan.storage))
+    trials = _records(study, families)
+    if not any(t.state == "COMPLETE" for t in trials):
+        raise NotEnoughData(f"no tuning trial of study {plan.study_name} completed")
+    best = study.best_trial
+    family = str(best.params.get("family", families[0].value))
+    return TuningResult(
+        study_name=plan.study_name,
+        storage=plan.storage,
+        metric=plan.metric,
+        direction=plan.direction,
+        best_family=family,
+        best_params=_unprefix(best.params, family),
+        best_value=float(best.value),
+        trials=trials,
+        importances=_importances(study),
+        workers=plan.workers,
+        seconds=seconds,
+        warm_start=plan.warm_start,
+    )
+
+
+def _run_share_in_process(train: pd.DataFrame, config_json: dict, plan: StudyPlan, worker: int):
+    run_share(train, Config.model_validate(config_json), plan, worker)
+
+
+def run_shares_in_processes(train: pd.DataFrame, config: Config, plan: StudyPlan) -> None:
+    """Every share of `plan` in its own spawned process; a single share runs in this one.
+
+    Raises:
+        RuntimeError: a worker process failed.
+    """
+    if plan.workers == 1:
+        run_share(train, config, plan, 0)
+        return
+    config_json = config.model_dump(mode="json")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=_run_share_in_process,
+            args=(train, config_json, plan, i),
+            name=f"ctloop-tune-{i}",
+        )
+        for i in range(plan.workers)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"tuning workers failed with exit codes {failed}")
+
+
 def tune(
     train: pd.DataFrame,
     config: Config,
@@ -375,76 +489,12 @@ def tune(
     study_name: str,
     warm_start: dict[str, Any] | None = None,
 ) -> TuningResult:
-    """Run one study on the training part (the holdout is never passed in) and read it back.
-
-    Args:
-        train: the training part of the window; folds are cut inside it.
-        config: `tuning` (budget, workers, folds, pruning, families), task and primary metric.
-        url: the Optuna storage (see `open_storage`).
-        study_name: a new or existing study in that storage; trials add up.
-        warm_start: a trial to evaluate first (e.g. from `warm_start_trial`).
+    """One whole study without Prefect: shares in spawned processes (one share: in this one).
 
     Raises:
         NotEnoughData: the training part is too small for the folds, or no trial completed.
+        RuntimeError: a worker process failed.
     """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    tuning = config.tuning
-    families = families_of(config)
-    validation_folds(train, config, tuning.folds)  # fail early, in the caller, when too small
-    metric = config.gates.primary_metric
-    direction = "maximize" if higher_is_better(metric) else "minimize"
-    storage = open_storage(url)
-    study = optuna.create_study(
-        study_name=study_name, storage=storage, direction=direction, load_if_exists=True
-    )
-    if warm_start:
-        study.enqueue_trial(warm_start, skip_if_exists=True)
-    started = time.time()
-    deadline = started + tuning.timeout_seconds if tuning.timeout_seconds else None
-    config_json = config.model_dump(mode="json")
-    workers = min(tuning.workers, tuning.trials)
-    shares = [tuning.trials // workers + (i < tuning.trials % workers) for i in range(workers)]
-    if config.profile == Profile.CLUSTER and workers > 1:
-        _optimize_on_dask(train, config, url, study_name, shares, deadline)
-    elif workers == 1:
-        _optimize(train, config_json, url, study_name, 0, shares[0], deadline)
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        procs = [
-            ctx.Process(
-                target=_optimize,
-                args=(train, config_json, url, study_name, i, shares[i], deadline),
-                name=f"ctloop-tune-{i}",
-            )
-            for i in range(workers)
-        ]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        failed = [p.exitcode for p in procs if p.exitcode != 0]
-        if failed:
-            raise RuntimeError(f"tuning workers failed with exit codes {failed}")
-    seconds = time.time() - started
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    trials = _records(study, families)
-    if not any(t.state == "COMPLETE" for t in trials):
-        raise NotEnoughData(f"no tuning trial of study {study_name} completed")
-    best = study.best_trial
-    family = str(best.params.get("family", families[0].value))
-    return TuningResult(
-        study_name=study_name,
-        storage=url,
-        metric=metric,
-        direction=direction,
-        best_family=family,
-        best_params=_unprefix(best.params, family),
-        best_value=float(best.value),
-        trials=trials,
-        importances=_importances(study),
-        workers=workers,
-        seconds=seconds,
-        warm_start=warm_start,
-    )
+    plan = prepare_study(train, config, url, study_name, warm_start)
+    run_shares_in_processes(train, config, plan)
+    return read_result(plan, config)

@@ -14,7 +14,7 @@ from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
 from ctloop import lake, triggers
-from ctloop.analysis import model_card
+from ctloop.analysis import model_card, slice_columns
 from ctloop.config import Config, load_config
 from ctloop.events import MODEL_CHALLENGER, MODEL_PROMOTED, MODEL_REFUSED, publish
 from ctloop.home import home_of
@@ -23,8 +23,9 @@ from ctloop.policy import claim_decision
 from ctloop.registry import git_commit, next_semver, open_registry
 from ctloop.reports import blessing_markdown
 from ctloop.training import prepare_features
+from flows.fanout import evaluate_slices, tune_study
 from flows.ingest import ingest
-from tasks.analyse import analyse_challenger, champion_slices, publish_model_card
+from tasks.analyse import analyse_challenger, publish_model_card
 from tasks.bless import bless_candidate
 from tasks.evaluate import evaluate_model
 from tasks.register import (
@@ -41,7 +42,6 @@ from tasks.train import (
     split_holdout,
     train_candidate,
 )
-from tasks.tune import tune_hyperparameters
 from tasks.validate import check_split_parity
 
 
@@ -153,19 +153,34 @@ def retrain(
     champion = load_champion(config)
     champion_ref = champion[0] if champion is not None else None
 
-    # -- tune (optional): folds inside the training part, warm-started from the champion
+    # -- tune (optional): folds inside the training part, warm-started from the champion;
+    #    shares of trials fan out as tasks (flows/fanout.py), all into one Optuna study
     tuned = None
     family = params = None
     if config.tuning.enabled:
-        tuned = tune_hyperparameters(split.train, config, champion_ref, request.trigger)
+        tuned = tune_study(split.train, config, champion_ref, request.trigger)
         family, params = tuned.best_family, tuned.best_params
 
     # -- train
     candidate, system_samples = train_candidate(split.train, config, family, params)
 
-    # -- analyse: challenger and champion on the same rows, overall and per slice
+    # -- analyse: challenger and champion on the same rows, overall and per slice (one
+    #    slice-metrics task per column, fanned out)
+    challenger_by_slice = evaluate_slices(
+        candidate.pipeline,
+        candidate.numeric,
+        candidate.categorical,
+        split.holdout,
+        slice_columns(split.holdout, candidate.categorical, config),
+        config,
+    )
     analysis = analyse_challenger(
-        candidate.pipeline, candidate.numeric, candidate.categorical, split.holdout, config
+        candidate.pipeline,
+        candidate.numeric,
+        candidate.categorical,
+        split.holdout,
+        config,
+        challenger_by_slice,
     )
     challenger_metrics = analysis.metrics
     champion_metrics = champion_by_slice = None
@@ -175,7 +190,7 @@ def retrain(
         categorical = [n for n, kind in ref.signature if kind == "categorical"]
         champion_metrics = evaluate_model(model, numeric, categorical, split.holdout, config)
         if config.gates.slice_columns:
-            champion_by_slice = champion_slices(
+            champion_by_slice = evaluate_slices(
                 model, numeric, categorical, split.holdout, config.gates.slice_columns, config
             )
     sensitive = set(config.analysis.sensitive_columns)

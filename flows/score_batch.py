@@ -1,4 +1,5 @@
-"""`score-batch`: load the champion → read a file or snapshot → score → write predictions."""
+"""`score-batch`: load the champion → read a file or snapshot → score (partitions fanned out) →
+write predictions."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from ctloop.config import Config, load_config
 from ctloop.registry import CHAMPION
-from tasks.score import load_scoring_model, read_scoring_input, score_rows, write_predictions
+from flows.fanout import score_partitions
+from tasks.score import load_scoring_model, read_scoring_input, write_predictions
 
 
 @flow(name="score-batch", log_prints=True)
@@ -28,8 +30,8 @@ def score_batch(
     ref, pipeline = load_scoring_model(config, alias)
     frame = read_scoring_input(source, config)
 
-    # -- score and write
-    scored = score_rows(pipeline, ref, frame, config)
+    # -- score (partitions of `serving.score_partition_rows` rows fan out) and write
+    scored = score_partitions(pipeline, ref, frame, config)
     path = write_predictions(scored.frame, output)
 
     summary = {

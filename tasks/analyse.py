@@ -13,22 +13,28 @@ from ctloop.config import Config
 
 @task(name="analyse-challenger", cache_policy=NO_CACHE)
 def analyse_challenger(
-    model, numeric: list[str], categorical: list[str], holdout: pd.DataFrame, config: Config
-) -> analysis.Analysis:
-    return analysis.analyse_model(model, holdout, numeric, categorical, config)
-
-
-@task(name="champion-slices", cache_policy=NO_CACHE)
-def champion_slices(
     model,
     numeric: list[str],
     categorical: list[str],
     holdout: pd.DataFrame,
-    columns: list[str],
+    config: Config,
+    slices: dict | None = None,
+) -> analysis.Analysis:
+    """Everything but the slices, which come in fanned out (`slice-metrics`) when given."""
+    return analysis.analyse_model(model, holdout, numeric, categorical, config, slices)
+
+
+@task(name="slice-metrics", cache_policy=NO_CACHE)
+def slice_metrics(
+    model,
+    numeric: list[str],
+    categorical: list[str],
+    holdout: pd.DataFrame,
+    column: str,
     config: Config,
 ) -> dict:
-    """The champion's metrics on the same slices of the same holdout (for the per-slice gate)."""
-    return analysis.slice_metrics(model, holdout, numeric, categorical, columns, config)
+    """The metrics per value of one slice column (one mapped task per column)."""
+    return analysis.slice_column_metrics(model, holdout, numeric, categorical, column, config)
 
 
 @task(name="publish-model-card", cache_policy=NO_CACHE)

@@ -77,6 +77,32 @@ def score_batch_frame(pipeline, ref: ModelRef, frame: pd.DataFrame, config: Conf
     return BatchScores(out, ref.version, ref.semver, seconds)
 
 
+def split_partitions(frame: pd.DataFrame, rows: int) -> list[pd.DataFrame]:
+    """Consecutive slices of at most `rows` rows, in order (one, possibly empty, at least)."""
+    if rows < 1:
+        raise ValueError(f"partition rows must be positive, not {rows}")
+    if len(frame) <= rows:
+        return [frame]
+    return [frame.iloc[start : start + rows] for start in range(0, len(frame), rows)]
+
+
+def concat_scores(parts: list[BatchScores]) -> BatchScores:
+    """Partition scores put back together in the order given (the input's row order).
+
+    Raises:
+        ValueError: no parts, or parts scored by different versions.
+    """
+    if not parts:
+        raise ValueError("no scored partitions to put together")
+    versions = {p.version for p in parts}
+    if len(versions) > 1:
+        raise ValueError(f"partitions were scored by different versions {sorted(versions)}")
+    frame = pd.concat([p.frame for p in parts], ignore_index=True)
+    return BatchScores(
+        frame, parts[0].version, parts[0].semver, sum(p.model_seconds for p in parts)
+    )
+
+
 def _one_thread() -> None:
     from threadpoolctl import threadpool_limits
 
