@@ -34,9 +34,9 @@ def read_scoring_input(source: str, config: Config) -> pd.DataFrame:
     if Path(source).is_file():
         return lake.read_batch(source)
     home = home_of(config)
-    if (home.snapshots / f"{source}.parquet").is_file():
+    if lake.has_snapshot(home, source):
         return lake.load_snapshots(home, [source])
-    raise InputError(f"{source}: neither a file nor a snapshot in the lake ({home.snapshots})")
+    raise InputError(f"{source}: neither a file nor a snapshot in the lake ({home.lake_url})")
 
 
 def score_batch_frame(pipeline, ref: ModelRef, frame: pd.DataFrame, config: Config) -> BatchScores:

@@ -215,3 +215,15 @@ def test_sweep_on_a_url_lake_that_cannot_be_listed_is_a_no_op(tmp_path, monkeypa
 
     monkeypatch.setattr(fs, "ls", denied)
     assert lake.sweep_temporaries(home) == []
+
+
+def test_batch_scoring_reads_a_snapshot_by_id_from_a_url_lake(lake_url, tmp_path):
+    from ctloop.errors import InputError
+    from ctloop.serving.batch import read_scoring_input
+
+    config, home = home_with_lake(tmp_path / "home", lake_url)
+    outcome = ingest_path(write_day(tmp_path / "in", 0), config, home)
+    frame = read_scoring_input(outcome.write.manifest.snapshot, config)
+    assert len(frame) == SCRIPT.rows_per_day
+    with pytest.raises(InputError, match=lake_url.split("://")[0]):
+        read_scoring_input("0" * 16, config)
