@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ctloop.config import Config
@@ -185,7 +185,3 @@ def drive_stream(
         if on_step:
             on_step(index, step)
     return steps
-
-
-def steps_as_dicts(steps: list[StreamStep]) -> list[dict]:
-    return [asdict(s) for s in steps]

@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from test_up import BIN, api, free_port, wait_for
+from test_up import BIN, api, free_port, stop_up, wait_for
 
 from ctloop.config import Profile
 from ctloop.demo_data import DemoScript, demo_config, demo_stream
@@ -89,12 +89,7 @@ def cluster_stack(tmp_path):
         wait_for(lambda: any("ctloop is up" in x for x in log), 300, "start-up", proc, log)
         yield {"proc": proc, "log": log, "home": home, "config": config}
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_up(proc)
         cl.drop_databases(config.cluster)
 
 

@@ -60,6 +60,16 @@ def wait_for(check, timeout: float, what: str, proc: subprocess.Popen, log: list
     raise AssertionError(f"timed out waiting for {what}:\n" + "".join(log[-50:]))
 
 
+def stop_up(proc: subprocess.Popen) -> None:
+    """SIGTERM `ctloop up` (it stops what it started); SIGKILL its group after 60 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def stack(tmp_path):
     home = tmp_path / "home"
@@ -94,12 +104,7 @@ def stack(tmp_path):
             "prefect_port": prefect_port, "server_port": server_port, "env": env,
         }  # fmt: skip
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_up(proc)
 
 
 def test_landed_file_becomes_a_champion_and_a_burst_runs_one_at_a_time(stack, tmp_path):

@@ -6,20 +6,17 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+from test_lake_fsspec import SCRIPT, without_arrival, write_day
 
 from ctloop import lake
-from ctloop.demo_data import DemoScript, corrupt, demo_config, generate_day
+from ctloop.demo_data import demo_config
 from ctloop.home import home_of
 from ctloop.ingestion import ingest_path
 from ctloop.lakefs import open_lake, tmp_name
-
-SCRIPT = DemoScript(rows_per_day=300)
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +47,6 @@ def s3_lake(s3_endpoint):
     return f"s3://{bucket}/ctloop", options, fs
 
 
-def write_day(folder: Path, d: int, broken: bool = False) -> Path:
-    frame = generate_day(SCRIPT, d, np.random.default_rng(d))
-    if broken:
-        frame = corrupt(frame, np.random.default_rng(5))
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"day{d:02d}{'_bad' if broken else ''}.csv"
-    frame.to_csv(path, index=False)
-    return path
-
-
 def setup(root: Path, url: str | None, options: dict | None = None):
     config = demo_config(str(root), rows_per_day=SCRIPT.rows_per_day)
     config.paths.lake = url
@@ -71,12 +58,6 @@ def objects(fs, url: str) -> dict[str, bytes]:
     fs.invalidate_cache()
     root = url.removeprefix("s3://")
     return {p[len(root) :]: fs.cat_file(p) for p in fs.find(root)}
-
-
-def without_arrival(manifest) -> dict:
-    data = asdict(manifest)
-    data.pop("arrived_at")
-    return data
 
 
 def test_s3_lake_matches_the_local_lake(s3_lake, tmp_path):
