@@ -38,10 +38,10 @@ from pathlib import Path
 import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from ctloop import lake
-from ctloop.config import Profile
-from ctloop.demo_data import DemoScript, demo_config, demo_stream
-from ctloop.home import home_of
+from ctloop.config.home import home_of
+from ctloop.config.settings import Profile
+from ctloop.data.demo import DemoScript, demo_config, demo_stream
+from ctloop.lake import snapshots as lake
 from deployments.stream import drive_stream
 
 BIN = Path(sys.executable).parent
@@ -90,7 +90,7 @@ def wait(check, timeout: float, what: str, proc: subprocess.Popen):
 
 
 def run_profile(profile: Profile, days: int, rows: int) -> dict:
-    from ctloop.registry import CHAMPION, open_registry
+    from ctloop.registry.store import CHAMPION, open_registry
 
     tmp = Path(tempfile.mkdtemp(prefix=f"ctloop-bench-{profile}-"))
     config = demo_config(str(tmp / "home"), rows_per_day=rows)

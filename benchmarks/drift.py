@@ -68,8 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from ctloop.config import DriftConfig
-    from ctloop.drift import fast_drift, profile_reference, run_drift_report, summarize_drift
+    from ctloop.config.settings import DriftConfig
+    from ctloop.monitor.drift import (
+        fast_drift,
+        profile_reference,
+        run_drift_report,
+        summarize_drift,
+    )
 
     reference, current = make_frames(args.rows)
     columns = list(reference.columns)

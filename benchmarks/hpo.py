@@ -1,7 +1,7 @@
 """HPO benchmark: parallel trial throughput, and time to a target score with and without pruning.
 
-Both measurements run ctloop's own `ctloop.tuning.tune` on the demo loan stream (the training part
-of the window only), with trials in processes sharing one Optuna journal file:
+Both measurements run ctloop's own `ctloop.model.tune.tune` on the demo loan stream (the
+training part of the window only), with trials in processes sharing one Optuna journal file:
 
 - parallel: the same study settings run for a fixed wall-clock budget with 1 worker, then with
   2 worker processes; trials per minute of each (worker start-up included). Target >= 1.7x.
@@ -37,8 +37,8 @@ def _data(rows_per_day: int, days: int):
     import numpy as np
     import pandas as pd
 
-    from ctloop.demo_data import DemoScript, demo_config, generate_day
-    from ctloop.training import split_holdout
+    from ctloop.data.demo import DemoScript, demo_config, generate_day
+    from ctloop.model.train import split_holdout
 
     rng = np.random.default_rng(0)
     script = DemoScript(rows_per_day=rows_per_day)
@@ -55,7 +55,7 @@ def _config(base, **tuning):
 
 
 def measure_parallel(train, base, root: Path, seconds: float, workers: int) -> dict:
-    from ctloop.tuning import tune
+    from ctloop.model.tune import tune
 
     config = _config(base, trials=100_000, timeout_seconds=seconds, workers=workers, folds=3)
     config.tuning.pruning = False  # throughput of whole trials
@@ -88,7 +88,7 @@ def measure_parallel_prefect(train, base, root: Path, seconds: float, workers: i
 
 
 def measure_pruning(train, base, root: Path, pruning: bool, seed: int, trials: int) -> dict:
-    from ctloop.tuning import tune
+    from ctloop.model.tune import tune
 
     config = _config(
         base, trials=trials, timeout_seconds=600, workers=1, folds=5, pruning=pruning, seed=seed
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     train, base = _data(args.rows_per_day, args.days)
     root = Path(tempfile.mkdtemp(prefix="ctloop-hpo-"))
     if args.prefect:
-        from ctloop.home import Home, activate
+        from ctloop.config.home import Home, activate
 
         activate(Home(root / "home").ensure())  # a private Prefect API; before Prefect is imported
     try:

@@ -37,9 +37,9 @@ print(json.dumps({"seconds": seconds, "rows": table.num_rows,
 CHILD_CTLOOP = """
 import json, resource, sys, time
 from pathlib import Path
-from ctloop.demo_data import demo_config
-from ctloop.home import Home
-from ctloop.ingestion import ingest_path
+from ctloop.data.demo import demo_config
+from ctloop.config.home import Home
+from ctloop.ingest.stage import ingest_path
 config = demo_config(sys.argv[2])
 home = Home(Path(sys.argv[2])).ensure()
 started = time.perf_counter()
@@ -59,7 +59,7 @@ def make_csv(path: Path, gigabytes: float, seed: int = 0) -> int:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from ctloop.demo_data import DemoScript, generate_day
+    from ctloop.data.demo import DemoScript, generate_day
 
     script = DemoScript(rows_per_day=50_000)
     target = int(gigabytes * 1e9)
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         # a small first batch sets the schema, as in a lake that already has data
         import numpy as np
 
-        from ctloop.demo_data import DemoScript, generate_day
+        from ctloop.data.demo import DemoScript, generate_day
 
         first = tmp / "first.csv"
         generate_day(DemoScript(rows_per_day=5000), 0, np.random.default_rng(99)).to_csv(

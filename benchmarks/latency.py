@@ -49,7 +49,7 @@ def post(url: str, body: dict) -> dict | None:
 
 
 def config_for(home: Path):
-    from ctloop.demo_data import demo_config
+    from ctloop.data.demo import demo_config
 
     config = demo_config(str(home), rows_per_day=ROWS // 20)
     config.triggers.bootstrap_rows = 1000
@@ -59,7 +59,7 @@ def config_for(home: Path):
 
 
 def make_data(folder: Path) -> tuple[Path, dict]:
-    from ctloop.demo_data import DemoScript, generate_day
+    from ctloop.data.demo import DemoScript, generate_day
 
     script = DemoScript(rows_per_day=ROWS // 20)
     rng = np.random.default_rng(0)
@@ -164,8 +164,8 @@ def direct(tmp: Path, data: Path) -> float:
     home = tmp / "direct-home"
     code = (
         "import sys, time\n"
-        "from ctloop.home import activate, home_of\n"
-        "from ctloop.config import Config\n"
+        "from ctloop.config.home import activate, home_of\n"
+        "from ctloop.config.settings import Config\n"
         "import yaml\n"
         "config = Config.model_validate(yaml.safe_load(open(sys.argv[1])))\n"
         "activate(home_of(config).ensure())\n"

@@ -49,10 +49,10 @@ def build_lake(home, config, rows_per_day: int, days: int) -> int:
     """Write `days` stable days of labelled demo rows into the lake, one snapshot per day."""
     import numpy as np
 
-    from ctloop import lake
-    from ctloop.demo_data import DemoScript, generate_day
-    from ctloop.schema import infer_schema, save_schema
-    from ctloop.validation import coerce_to_schema
+    from ctloop.data.demo import DemoScript, generate_day
+    from ctloop.data.schema import infer_schema, save_schema
+    from ctloop.lake import snapshots as lake
+    from ctloop.validate.checks import coerce_to_schema
 
     never = days + 1000  # no gradual shift, no concept drift: every day is "stable"
     script = DemoScript(
@@ -92,17 +92,19 @@ def retrain_plain(
     """
     from dataclasses import asdict
 
-    from ctloop import analysis as analysis_mod
-    from ctloop import lake, training, triggers
-    from ctloop.blessing import bless
+    from ctloop.config.home import home_of
     from ctloop.errors import NotEnoughData
-    from ctloop.evaluation import evaluate_predictions
-    from ctloop.home import home_of
-    from ctloop.lineage import RECIPE_FILE, make_recipe
-    from ctloop.registry import CHALLENGER, CHAMPION, git_commit, next_semver, open_registry
-    from ctloop.reports import blessing_markdown
-    from ctloop.training import prepare_features
-    from ctloop.validation import label_parity
+    from ctloop.gates.blessing import bless
+    from ctloop.gates.reports import blessing_markdown
+    from ctloop.lake import snapshots as lake
+    from ctloop.loop import triggers
+    from ctloop.model import analyse as analysis_mod
+    from ctloop.model import train as training
+    from ctloop.model.evaluate import evaluate_predictions
+    from ctloop.model.train import prepare_features
+    from ctloop.registry.lineage import RECIPE_FILE, make_recipe
+    from ctloop.registry.store import CHALLENGER, CHAMPION, git_commit, next_semver, open_registry
+    from ctloop.validate.checks import label_parity
     from flows.retrain import _trained_on  # the flow's own formatter, so the tags are equal
 
     stages = {} if stages is None else stages
@@ -445,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before scikit-learn is imported
 
-    from ctloop.home import Home, activate
+    from ctloop.config.home import Home, activate
 
     root = Path(tempfile.mkdtemp(prefix="ctloop-overhead-"))
     home = Home(root)
@@ -465,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(home, args) -> int:
     import warnings
 
-    from ctloop.demo_data import demo_config
+    from ctloop.data.demo import demo_config
 
     warnings.filterwarnings("ignore")  # MLflow's schema hints: the same for both paths
 

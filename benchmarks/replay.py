@@ -1,6 +1,6 @@
 """Replay benchmark: does ctloop's trigger policy pay on the demo stream?
 
-Runs `ctloop.replay` (the same decision code as the live system, prequential scoring) on the
+Runs `ctloop.loop.replay` (the same decision code as the live system, prequential scoring) on the
 demo's loan stream with all four policies, and on a stream without drift. Targets (issue 6):
 ctloop reaches >= 99% of retrain-every-batch's mean metric with <= 25% of its retrains, beats
 never-retrain after the drift, and on the stream without drift retrains no more than the first
@@ -15,8 +15,8 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from ctloop.demo_data import DemoScript, demo_config, generate_day
-from ctloop.replay import replay
+from ctloop.data.demo import DemoScript, demo_config, generate_day
+from ctloop.loop.replay import replay
 
 
 def history(script: DemoScript) -> pd.DataFrame:

@@ -104,9 +104,9 @@ def main() -> dict[str, Any]:
 
     import orjson
 
-    from ctloop.config import CONFIG_FILENAME, dump_config
-    from ctloop.demo_data import ID, TARGET, TIMESTAMP, demo_config
-    from ctloop.registry import CHAMPION, open_registry
+    from ctloop.config.settings import CONFIG_FILENAME, dump_config
+    from ctloop.data.demo import ID, TARGET, TIMESTAMP, demo_config
+    from ctloop.registry.store import CHAMPION, open_registry
     from ctloop.serving.batch import score_batch_frame
     from ctloop.serving.sample import demo_frame, register_version
 

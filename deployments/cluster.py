@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ctloop.config import ClusterConfig, Config
+from ctloop.config.home import Home
+from ctloop.config.settings import ClusterConfig, Config
 from ctloop.errors import CtloopError
-from ctloop.home import Home
 
 COMPONENTS = ("prefect", "mlflow", "optuna", "predictions")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m deployments.cluster {databases,deploy} -c FILE` (used by docker-compose.yml)."""
     import argparse
 
-    from ctloop.config import Profile, load_config
+    from ctloop.config.settings import Profile, load_config
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("action", choices=["databases", "deploy"])

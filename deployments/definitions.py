@@ -12,7 +12,7 @@ from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
-from ctloop.config import Config
+from ctloop.config.settings import Config
 from flows.ingest import ingest, ingest_landing
 from flows.monitor import monitor
 from flows.retrain import retrain

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ctloop.config import load_config
-from ctloop.home import activate, home_of
+from ctloop.config.home import activate, home_of
+from ctloop.config.settings import load_config
 
 
 def main(argv: list[str] | None = None) -> None:

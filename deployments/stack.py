@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctloop.config import Config, Profile
+from ctloop.config.home import Home
+from ctloop.config.settings import Config, Profile
 from ctloop.errors import CtloopError
-from ctloop.home import Home
 
 LOCAL_TUNING = {
     "PREFECT_RUNNER_POLL_FREQUENCY": "2",
@@ -267,7 +267,7 @@ def run_stack(
 ) -> None:
     """Start everything, announce the URLs, watch the landing folder until Ctrl-C/SIGTERM."""
     stack = start_stack(config, config_path, home, options)
-    from ctloop.landing import landing_folder
+    from ctloop.ingest.landing import landing_folder
 
     folder = landing_folder(config, home, None)
     folder.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctloop.config import Config
-from ctloop.demo_data import DemoEvent, write_event
-from ctloop.landing import LEDGER
+from ctloop.config.settings import Config
+from ctloop.data.demo import DemoEvent, write_event
+from ctloop.ingest.landing import LEDGER
 
 ACTIVE = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
 MONITOR = "monitor/monitor"
@@ -136,7 +136,7 @@ def drive_stream(
 
     Args:
         config: the project config the stack runs (its project tag names the runs).
-        events: the files, in arrival order (e.g. `ctloop.demo_data.demo_stream`).
+        events: the files, in arrival order (e.g. `ctloop.data.demo.demo_stream`).
         landing: the landing folder the stack's watcher watches.
         features: where unlabelled batches are written for the `monitor` deployment.
         quiet: seconds without any active or new run before the next file.

@@ -42,9 +42,10 @@ import pandas as pd
 from prefect import unmapped
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from ctloop import analysis, tuning
-from ctloop.config import Config, Profile
-from ctloop.registry import ModelRef
+from ctloop.config.settings import Config, Profile
+from ctloop.model import analyse as analysis
+from ctloop.model import tune as tuning
+from ctloop.registry.store import ModelRef
 from ctloop.serving import batch
 from tasks.analyse import slice_metrics
 from tasks.score import score_rows

@@ -13,16 +13,17 @@ from prefect.runtime import flow_run
 from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
-from ctloop import lake, triggers
-from ctloop.analysis import model_card, slice_columns
-from ctloop.config import Config, load_config
-from ctloop.events import MODEL_CHALLENGER, MODEL_PROMOTED, MODEL_REFUSED, publish
-from ctloop.home import home_of
-from ctloop.lineage import RECIPE_FILE, make_recipe
-from ctloop.policy import claim_decision
-from ctloop.registry import git_commit, next_semver, open_registry
-from ctloop.reports import blessing_markdown
-from ctloop.training import prepare_features
+from ctloop.config.home import home_of
+from ctloop.config.settings import Config, load_config
+from ctloop.gates.reports import blessing_markdown
+from ctloop.lake import snapshots as lake
+from ctloop.loop import triggers
+from ctloop.loop.events import MODEL_CHALLENGER, MODEL_PROMOTED, MODEL_REFUSED, publish
+from ctloop.loop.policy import claim_decision
+from ctloop.model.analyse import model_card, slice_columns
+from ctloop.model.train import prepare_features
+from ctloop.registry.lineage import RECIPE_FILE, make_recipe
+from ctloop.registry.store import git_commit, next_semver, open_registry
 from flows.fanout import evaluate_slices, tune_study
 from flows.ingest import ingest
 from tasks.analyse import analyse_challenger, publish_model_card

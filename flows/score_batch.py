@@ -6,8 +6,8 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from ctloop.config import Config, load_config
-from ctloop.registry import CHAMPION
+from ctloop.config.settings import Config, load_config
+from ctloop.registry.store import CHAMPION
 from flows.fanout import score_partitions
 from tasks.score import load_scoring_model, read_scoring_input, write_predictions
 

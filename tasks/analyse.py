@@ -7,8 +7,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ctloop import analysis
-from ctloop.config import Config
+from ctloop.config.settings import Config
+from ctloop.model import analyse as analysis
 
 
 @task(name="analyse-challenger", cache_policy=NO_CACHE)

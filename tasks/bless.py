@@ -6,9 +6,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ctloop.blessing import Blessing, bless
-from ctloop.config import GateConfig
-from ctloop.reports import blessing_markdown
+from ctloop.config.settings import GateConfig
+from ctloop.gates.blessing import Blessing, bless
+from ctloop.gates.reports import blessing_markdown
 
 
 @task(name="bless-candidate", cache_policy=NO_CACHE)

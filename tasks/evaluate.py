@@ -6,9 +6,9 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ctloop.config import Config
-from ctloop.evaluation import evaluate_predictions
-from ctloop.training import prepare_features
+from ctloop.config.settings import Config
+from ctloop.model.evaluate import evaluate_predictions
+from ctloop.model.train import prepare_features
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)

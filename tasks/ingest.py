@@ -9,10 +9,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ctloop import events, ingestion, lake
-from ctloop.config import Config
-from ctloop.home import home_of
-from ctloop.reports import issues_markdown
+from ctloop.config.home import home_of
+from ctloop.config.settings import Config
+from ctloop.gates.reports import issues_markdown
+from ctloop.ingest import stage as ingestion
+from ctloop.lake import snapshots as lake
+from ctloop.loop import events
 
 
 @task(name="read-batch", cache_policy=NO_CACHE, retries=0)
@@ -104,7 +106,7 @@ def record_data_report(
     config: Config, kind: str, name: str, markdown: str, metrics: dict, files: list[str]
 ) -> None:
     """The report as a run of MLflow's `<project>-data` experiment; never fails the ingest."""
-    from ctloop.registry import open_registry
+    from ctloop.registry.store import open_registry
 
     try:
         open_registry(config).log_report(kind, name, markdown, metrics, None, files)

@@ -9,11 +9,11 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ctloop.config import Config, DriftConfig
-from ctloop.drift import DriftSummary, detect_drift
-from ctloop.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED, publish
-from ctloop.performance import OnlinePerformance, check_online_performance, served_feedback
-from ctloop.reports import drift_markdown
+from ctloop.config.settings import Config, DriftConfig
+from ctloop.gates.reports import drift_markdown
+from ctloop.loop.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED, publish
+from ctloop.monitor.drift import DriftSummary, detect_drift
+from ctloop.monitor.performance import OnlinePerformance, check_online_performance, served_feedback
 from tasks.ingest import record_data_report
 
 
@@ -71,7 +71,7 @@ def publish_drift(
 def check_performance(config: Config, joined: pd.DataFrame) -> OnlinePerformance:
     """The champion's metric on labelled live traffic against its holdout metric; on decay,
     publishes `ctloop.performance.degraded`."""
-    from ctloop.registry import open_registry
+    from ctloop.registry.store import open_registry
 
     result = check_online_performance(config, open_registry(config), joined)
     if result.decision.retrain:
@@ -87,9 +87,9 @@ def check_performance(config: Config, joined: pd.DataFrame) -> OnlinePerformance
 @task(name="decide-rollout", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def decide_canary(config: Config, joined: pd.DataFrame):
     """Promote a canary challenger that beats the champion online, or roll it back."""
-    from ctloop.events import MODEL_PROMOTED, MODEL_ROLLED_BACK
-    from ctloop.registry import open_registry
-    from ctloop.rollout import PROMOTE, ROLLBACK, apply_rollout
+    from ctloop.loop.events import MODEL_PROMOTED, MODEL_ROLLED_BACK
+    from ctloop.loop.rollout import PROMOTE, ROLLBACK, apply_rollout
+    from ctloop.registry.store import open_registry
 
     decision = apply_rollout(config, open_registry(config), joined)
     if decision.action in (PROMOTE, ROLLBACK):

@@ -7,8 +7,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import get_transaction
 
-from ctloop.config import Config
-from ctloop.registry import CHALLENGER, CHAMPION, ModelRef, open_registry
+from ctloop.config.settings import Config
+from ctloop.registry.store import CHALLENGER, CHAMPION, ModelRef, open_registry
 
 
 @task(name="load-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -40,8 +40,8 @@ def log_candidate(
     trials as nested runs); returns (run id, model uri)."""
     inputs = []
     if window:
-        from ctloop import lake
-        from ctloop.home import home_of
+        from ctloop.config.home import home_of
+        from ctloop.lake import snapshots as lake
 
         dataset, _profile = lake.mlflow_dataset(home_of(config), window)
         inputs.append((dataset, "training"))

@@ -6,9 +6,9 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ctloop.config import Config
+from ctloop.config.settings import Config
 from ctloop.errors import NoChampion
-from ctloop.registry import CHAMPION, ModelRef, open_registry
+from ctloop.registry.store import CHAMPION, ModelRef, open_registry
 from ctloop.serving import batch
 
 

@@ -7,12 +7,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from ctloop import quality
-from ctloop.config import Config
+from ctloop.config.home import home_of
+from ctloop.config.settings import Config
 from ctloop.errors import BatchRejected
-from ctloop.home import home_of
-from ctloop.ingestion import StagedBatch
-from ctloop.validation import ValidationReport
+from ctloop.ingest.stage import StagedBatch
+from ctloop.validate import quality
+from ctloop.validate.checks import ValidationReport
 
 
 @task(name="compare-to-reference", cache_policy=NO_CACHE)
@@ -47,7 +47,7 @@ def gate_batch(report: ValidationReport):
 @task(name="check-split-parity", cache_policy=NO_CACHE)
 def check_split_parity(train: pd.DataFrame, holdout: pd.DataFrame, config: Config):
     """Label-distribution parity between the train and validation split (an Issue or None)."""
-    from ctloop.validation import label_parity
+    from ctloop.validate.checks import label_parity
 
     target = config.require_target()
     issue = label_parity(train[target], holdout[target], config)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctloop.demo_data import DemoScript, generate_day
+from ctloop.data.demo import DemoScript, generate_day
 
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
 

@@ -26,8 +26,8 @@ import pytest
 import yaml
 from test_up import BIN, api, free_port, stop_up, wait_for
 
-from ctloop.config import Profile
-from ctloop.demo_data import DemoScript, demo_config, demo_stream
+from ctloop.config.settings import Profile
+from ctloop.data.demo import DemoScript, demo_config, demo_stream
 from deployments import cluster as cl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -145,9 +145,9 @@ class WorkerKiller(threading.Thread):
 
 def _outcome(config) -> dict:
     """What a stream leaves behind, in the stores every profile has."""
-    from ctloop import lake
-    from ctloop.home import home_of
-    from ctloop.registry import CHAMPION, open_registry
+    from ctloop.config.home import home_of
+    from ctloop.lake import snapshots as lake
+    from ctloop.registry.store import CHAMPION, open_registry
 
     registry = open_registry(config)
     versions = sorted(registry.versions(), key=lambda r: int(r.version))
@@ -235,7 +235,7 @@ def test_demo_stream_on_the_cluster_matches_the_embedded_demo(
     # tuning spread over the two Dask workers: one study in PostgreSQL holding every trial
     import optuna
 
-    from ctloop.tuning import open_storage
+    from ctloop.model.tune import open_storage
 
     assert config.tuning.storage.startswith("postgresql+psycopg://")
     storage = open_storage(config.tuning.storage)

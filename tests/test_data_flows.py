@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctloop import lake
-from ctloop.demo_data import DemoScript, corrupt, demo_config, generate_day
-from ctloop.home import home_of
+from ctloop.config.home import home_of
+from ctloop.data.demo import DemoScript, corrupt, demo_config, generate_day
+from ctloop.lake import snapshots as lake
 
 pytestmark = pytest.mark.slow
 

@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop import lake
-from ctloop.demo_data import DemoScript, corrupt, demo_config, generate_day
-from ctloop.home import Home
-from ctloop.ingestion import ingest_path, stage_file, stage_frame
-from ctloop.landing import LEDGER, scan_landing
-from ctloop.schema import infer_schema, load_latest_schema
+from ctloop.config.home import Home
+from ctloop.data.demo import DemoScript, corrupt, demo_config, generate_day
+from ctloop.data.schema import infer_schema, load_latest_schema
+from ctloop.ingest.landing import LEDGER, scan_landing
+from ctloop.ingest.stage import ingest_path, stage_file, stage_frame
+from ctloop.lake import snapshots as lake
 
 SCRIPT = DemoScript(rows_per_day=400)
 
@@ -99,7 +99,7 @@ def test_a_dataframe_and_its_csv_are_the_same_snapshot(config, home, tmp_path):
     frame = day(1)
     staged = stage_frame(frame, config, home, "python")
     assert staged.passed
-    from ctloop.ingestion import commit
+    from ctloop.ingest.stage import commit
 
     written, _ = commit(staged, config, home)
     path = write_csv(tmp_path / "in", "d1.csv", frame)
@@ -369,7 +369,7 @@ def test_personal_data_is_handled_before_the_snapshot(config, home, tmp_path, ac
 def test_salted_hashes_differ_by_salt(tmp_path):
     import pyarrow as pa
 
-    from ctloop.privacy import detect_personal, hash_values
+    from ctloop.data.privacy import detect_personal, hash_values
 
     values = pa.array(["a@b.co", None])
     one, two = hash_values(values, b"s1"), hash_values(values, b"s2")

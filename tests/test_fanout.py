@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 from prefect import flow
 
-from ctloop import analysis
-from ctloop.config import Config, Profile
-from ctloop.demo_data import ID, TARGET, TIMESTAMP, DemoScript, generate_day
-from ctloop.registry import ModelRef
+from ctloop.config.settings import Config, Profile
+from ctloop.data.demo import ID, TARGET, TIMESTAMP, DemoScript, generate_day
+from ctloop.model import analyse as analysis
+from ctloop.model.train import split_holdout, train_candidate
+from ctloop.registry.store import ModelRef
 from ctloop.serving import batch
-from ctloop.training import split_holdout, train_candidate
 
 
 def loan_config(tmp_path, **sections) -> Config:
@@ -102,7 +102,7 @@ def _task_runs(flow_run_id) -> list[str]:
 def _study_trials(config: Config, study_name: str):
     import optuna
 
-    from ctloop.tuning import open_storage
+    from ctloop.model.tune import open_storage
 
     return optuna.load_study(study_name=study_name, storage=open_storage(config.tuning.storage))
 
@@ -134,7 +134,7 @@ def test_scores_of_different_versions_are_not_put_together():
 
 
 def test_trial_shares_cover_the_budget():
-    from ctloop.tuning import split_trials
+    from ctloop.model.tune import split_trials
 
     assert split_trials(7, 3) == (3, 2, 2)
     assert split_trials(2, 4) == (1, 1)

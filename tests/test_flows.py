@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ctloop import lake, triggers
-from ctloop.demo_data import DemoScript, corrupt, demo_config, generate_day
-from ctloop.home import home_of
-from ctloop.registry import CHAMPION, open_registry
+from ctloop.config.home import home_of
+from ctloop.data.demo import DemoScript, corrupt, demo_config, generate_day
+from ctloop.lake import snapshots as lake
+from ctloop.loop import triggers
+from ctloop.registry.store import CHAMPION, open_registry
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def config(tmp_path):
 
 
 def test_loop_ingest_retrain_monitor(prefect_harness, config, tmp_path):
-    from ctloop.policy import current_decision
+    from ctloop.loop.policy import current_decision
     from flows.ingest import ingest
     from flows.monitor import monitor
     from flows.retrain import RetrainRequest, retrain
@@ -148,7 +149,7 @@ def test_a_run_retried_after_a_lost_worker_is_not_stopped_by_its_own_claim(
 ):
     """The cooldown starts at the claim; the same run started again (same flow run id, its
     worker killed mid-run) still retrains, another run is held back."""
-    from ctloop.policy import claim_decision
+    from ctloop.loop.policy import claim_decision
     from flows.ingest import ingest
     from flows.retrain import RetrainRequest, retrain
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import Config
-from ctloop.demo_data import ID, TARGET, TIMESTAMP, DemoScript, generate_day
+from ctloop.config.settings import Config
+from ctloop.data.demo import ID, TARGET, TIMESTAMP, DemoScript, generate_day
 from ctloop.errors import ConfigError, CtloopError
-from ctloop.training import split_holdout, train_candidate, validation_folds
+from ctloop.model.train import split_holdout, train_candidate, validation_folds
 
 
 def loan_config(**sections) -> Config:
@@ -57,8 +57,8 @@ def test_folds_are_stratified_without_a_timestamp(loans):
 
 
 def test_study_in_two_processes_shares_one_journal_and_warm_starts(loans, tmp_path):
-    from ctloop.config import ModelFamily, Task
-    from ctloop.tuning import open_storage, tune, warm_start_trial
+    from ctloop.config.settings import ModelFamily, Task
+    from ctloop.model.tune import open_storage, tune, warm_start_trial
 
     config = loan_config(
         tuning={
@@ -93,8 +93,8 @@ def test_study_in_two_processes_shares_one_journal_and_warm_starts(loans, tmp_pa
 
 
 def test_warm_start_ignores_values_outside_the_space_and_other_families():
-    from ctloop.config import ModelFamily, Task
-    from ctloop.tuning import warm_start_trial
+    from ctloop.config.settings import ModelFamily, Task
+    from ctloop.model.tune import warm_start_trial
 
     hgb = [ModelFamily.HIST_GRADIENT_BOOSTING]
     fixed = warm_start_trial(
@@ -124,7 +124,7 @@ def fitted(loans):
 
 
 def test_slices_and_largest_gap(fitted):
-    from ctloop.analysis import largest_gaps, slice_metrics
+    from ctloop.model.analyse import largest_gaps, slice_metrics
 
     config, split, c = fitted
     slices = slice_metrics(c.pipeline, split.holdout, c.numeric, c.categorical, ["region"], config)
@@ -139,7 +139,7 @@ def test_slices_and_largest_gap(fitted):
 
 
 def test_what_if_moves_in_the_expected_direction(fitted):
-    from ctloop.analysis import what_if
+    from ctloop.model.analyse import what_if
 
     config, split, c = fitted
     moves = what_if(c.pipeline, split.holdout, c.numeric, c.categorical, config, ["credit_score"])
@@ -150,7 +150,7 @@ def test_what_if_moves_in_the_expected_direction(fitted):
 
 
 def test_full_analysis_plots_and_card(fitted):
-    from ctloop.analysis import analyse_model, model_card
+    from ctloop.model.analyse import analyse_model, model_card
 
     config, split, c = fitted
     result = analyse_model(c.pipeline, split.holdout, c.numeric, c.categorical, config)
@@ -183,7 +183,7 @@ def test_full_analysis_plots_and_card(fitted):
 def test_pickled_models_are_refused_unless_allowed(fitted, tmp_path):
     import mlflow
 
-    from ctloop.registry import load_model_dir, trusted_types_of
+    from ctloop.registry.store import load_model_dir, trusted_types_of
 
     config, split, c = fitted
     X = split.holdout.head(5)
@@ -191,7 +191,7 @@ def test_pickled_models_are_refused_unless_allowed(fitted, tmp_path):
     with pytest.raises(CtloopError, match="saved with pickle.*refused"):
         load_model_dir(tmp_path / "pkl")
     loaded = load_model_dir(tmp_path / "pkl", allow_pickle=True)
-    from ctloop.training import prepare_features
+    from ctloop.model.train import prepare_features
 
     features = prepare_features(X, c.numeric, c.categorical)
     np.testing.assert_array_equal(
@@ -236,7 +236,7 @@ def test_private_training_needs_the_linear_family(loans):
 def test_bad_model_settings_name_the_field(tmp_path, section, value, field):
     import yaml
 
-    from ctloop.config import load_config
+    from ctloop.config.settings import load_config
 
     path = tmp_path / "ctloop.yaml"
     path.write_text(yaml.safe_dump({section: value}))

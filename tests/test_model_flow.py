@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctloop import lake
-from ctloop.config import dump_config
-from ctloop.demo_data import TARGET, DemoScript, demo_config, generate_day
-from ctloop.home import home_of
-from ctloop.registry import CHAMPION, open_registry
+from ctloop.config.home import home_of
+from ctloop.config.settings import dump_config
+from ctloop.data.demo import TARGET, DemoScript, demo_config, generate_day
+from ctloop.lake import snapshots as lake
+from ctloop.registry.store import CHAMPION, open_registry
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def config(tmp_path):
 
 
 def test_tuned_retrain_records_lineage_that_rebuilds(prefect_harness, config, tmp_path):
-    from ctloop.lineage import lineage_of, rebuild_version
+    from ctloop.registry.lineage import lineage_of, rebuild_version
     from flows.ingest import ingest
     from flows.retrain import RetrainRequest, retrain
 

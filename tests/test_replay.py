@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.demo_data import DemoScript, demo_config, generate_day
+from ctloop.data.demo import DemoScript, demo_config, generate_day
 from ctloop.errors import InputError
-from ctloop.replay import replay, split_batches
+from ctloop.loop.replay import replay, split_batches
 
 pytestmark = pytest.mark.slow
 

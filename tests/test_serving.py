@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from ctloop.demo_data import ID, TARGET, TIMESTAMP, demo_config
-from ctloop.registry import CHALLENGER, CHAMPION, open_registry
+from ctloop.data.demo import ID, TARGET, TIMESTAMP, demo_config
+from ctloop.model.train import prepare_features
+from ctloop.registry.store import CHALLENGER, CHAMPION, open_registry
 from ctloop.serving.app import create_app
 from ctloop.serving.inputs import (
     FeatureSchema,
@@ -27,7 +28,6 @@ from ctloop.serving.predlog import SERVED, SHADOW, PredictionLog, online_metrics
 from ctloop.serving.routing import Router, key_point, parse_target
 from ctloop.serving.sample import demo_frame, register_version
 from ctloop.serving.server import ModelServer
-from ctloop.training import prepare_features
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -468,8 +468,8 @@ def test_no_model_yet_is_503_not_a_crash(tmp_path):
 def test_cli_promote_and_rollback(home, reset_aliases):
     from typer.testing import CliRunner
 
-    from ctloop.cli import _register_extensions, app
-    from ctloop.config import CONFIG_FILENAME, dump_config
+    from ctloop.cli.main import _register_extensions, app
+    from ctloop.config.settings import CONFIG_FILENAME, dump_config
 
     v1, v2, v3 = home["versions"]
     _register_extensions()

@@ -16,9 +16,9 @@ import httpx
 import orjson
 import pytest
 
-from ctloop.config import CONFIG_FILENAME, dump_config
-from ctloop.demo_data import ID, TARGET, TIMESTAMP, demo_config
-from ctloop.registry import CHALLENGER, CHAMPION, open_registry
+from ctloop.config.settings import CONFIG_FILENAME, dump_config
+from ctloop.data.demo import ID, TARGET, TIMESTAMP, demo_config
+from ctloop.registry.store import CHALLENGER, CHAMPION, open_registry
 from ctloop.serving.loadgen import encode_post, run_load
 from ctloop.serving.predlog import SERVED, PredictionLog, default_log_url
 from ctloop.serving.sample import demo_frame, register_version

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ctloop import triggers
-from ctloop.demo_data import DemoScript, demo_config, generate_day
-from ctloop.home import home_of
-from ctloop.registry import CHAMPION, open_registry
+from ctloop.config.home import home_of
+from ctloop.data.demo import DemoScript, demo_config, generate_day
+from ctloop.loop import triggers
+from ctloop.registry.store import CHAMPION, open_registry
 
 pytestmark = pytest.mark.slow
 SCRIPT = DemoScript(rows_per_day=250)
@@ -53,8 +53,8 @@ def test_manual_and_schedule_are_recorded(trained, trigger, reason):
 
 def test_performance_decay_is_detected_from_joined_feedback(trained, tmp_path):
     """Labels that contradict the champion's served answers: the monitor raises the trigger."""
+    from ctloop.model.train import prepare_features
     from ctloop.serving.predlog import SERVED, LoggedPrediction, PredictionLog, default_log_url
-    from ctloop.training import prepare_features
     from flows.monitor import monitor
 
     config = trained
@@ -153,8 +153,8 @@ def test_refusal_and_promotion_reach_the_webhook(trained):
 
 def _log_served(config, version: int, labels_agree: bool, start: int) -> None:
     """Serve one day through `version` (as the server's log would hold it), then its labels."""
+    from ctloop.model.train import prepare_features
     from ctloop.serving.predlog import SERVED, LoggedPrediction, PredictionLog, default_log_url
-    from ctloop.training import prepare_features
 
     registry = open_registry(config)
     ref = registry.version(version)
@@ -183,7 +183,7 @@ def _log_served(config, version: int, labels_agree: bool, start: int) -> None:
 
 @pytest.mark.parametrize("challenger_wins", [True, False])
 def test_canary_is_promoted_or_rolled_back_online(trained, tmp_path, challenger_wins):
-    from ctloop.registry import CHALLENGER
+    from ctloop.registry.store import CHALLENGER
     from flows.monitor import monitor
     from flows.retrain import RetrainRequest, retrain
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ctloop.demo_data import DemoScript, demo_config, generate_day
+from ctloop.data.demo import DemoScript, demo_config, generate_day
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -108,7 +108,7 @@ def stack(tmp_path):
 
 
 def test_landed_file_becomes_a_champion_and_a_burst_runs_one_at_a_time(stack, tmp_path):
-    from ctloop.registry import CHAMPION, open_registry
+    from ctloop.registry.store import CHAMPION, open_registry
 
     port, proc, log = stack["prefect_port"], stack["proc"], stack["log"]
     landing = stack["home"] / "landing"

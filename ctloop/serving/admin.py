@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ctloop.errors import CtloopError
-from ctloop.registry import CHALLENGER, CHAMPION, ModelRef
+from ctloop.registry.store import CHALLENGER, CHAMPION, ModelRef
 
 HISTORY_TAG = "ctloop.champion_history"
 HISTORY_LIMIT = 50

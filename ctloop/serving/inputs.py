@@ -208,7 +208,7 @@ def check_records(
 
 
 def to_frame(columns: dict[str, list[Any]], schema: FeatureSchema) -> pd.DataFrame:
-    """The model's input frame (as `ctloop.training.prepare_features` builds it), fast."""
+    """The model's input frame (as `ctloop.model.train.prepare_features` builds it), fast."""
     data: dict[str, Any] = {}
     for name in schema.numeric:
         data[name] = np.asarray(columns[name], dtype=float)

@@ -148,7 +148,7 @@ def load_version(registry, ref, passthrough: list[str] | tuple[str, ...] = ()) -
     import mlflow
     from mlflow.models import Model
 
-    from ctloop.registry import load_model_dir
+    from ctloop.registry.store import load_model_dir
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 

@@ -8,7 +8,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from ctloop.registry import CHALLENGER, CHAMPION
+from ctloop.registry.store import CHALLENGER, CHAMPION
 
 _PINNED = re.compile(r"^v?([1-9][0-9]{0,8})$")
 

@@ -1,7 +1,7 @@
 """Registered model versions trained on the demo stream, for serving tests and the benchmark.
 
-The versions are real: trained by `ctloop.training`, logged and registered by `ctloop.registry`
-with the tags the retrain flow writes (semver, signature), without Prefect.
+The versions are real: trained by `ctloop.model.train`, logged and registered by
+`ctloop.registry.store` with the tags the retrain flow writes (semver, signature), without Prefect.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import json
 import numpy as np
 import pandas as pd
 
-from ctloop.config import Config
-from ctloop.demo_data import DemoScript, generate_day
-from ctloop.registry import ModelRef, next_semver, open_registry
-from ctloop.training import prepare_features, train_candidate
+from ctloop.config.settings import Config
+from ctloop.data.demo import DemoScript, generate_day
+from ctloop.model.train import prepare_features, train_candidate
+from ctloop.registry.store import ModelRef, next_semver, open_registry
 
 
 def demo_frame(days: range | list[int], rows_per_day: int = 300, seed: int = 0) -> pd.DataFrame:

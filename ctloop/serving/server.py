@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctloop.config import Config
-from ctloop.registry import CHALLENGER, CHAMPION, ModelRef
+from ctloop.config.settings import Config
+from ctloop.registry.store import CHALLENGER, CHAMPION, ModelRef
 from ctloop.serving import admin
 from ctloop.serving.inputs import Records, RequestError, check_records, concat_columns
 from ctloop.serving.metrics import ServingMetrics
@@ -170,11 +170,11 @@ class ModelServer:
     def start(self, watch: bool = True) -> ModelServer:
         """Open the registry and the log, load what the aliases name, watch them move."""
         if self.registry is None:
-            from ctloop.registry import open_registry
+            from ctloop.registry.store import open_registry
 
             self.registry = open_registry(self.config)
         if self.log is None and self.serving.prediction_log:
-            from ctloop.home import home_of
+            from ctloop.config.home import home_of
             from ctloop.serving.predlog import default_log_url
 
             url = self.serving.prediction_log_url or default_log_url(home_of(self.config).root)
@@ -378,7 +378,7 @@ class ModelServer:
         return {**result, "live": self.describe()}
 
     def _notify(self, event: str, result: dict[str, Any]) -> None:
-        from ctloop.notify import notify_in_background
+        from ctloop.loop.notify import notify_in_background
 
         if result.get("changed", True):
             payload = {**result, "by": "model server"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ctloop.blessing import bless
-from ctloop.config import GateConfig
+from ctloop.config.settings import GateConfig
+from ctloop.gates.blessing import bless
 
 
 def test_first_model_is_blessed_with_no_champion_reason():
@@ -165,7 +165,7 @@ def test_a_gated_slice_column_missing_from_the_holdout_refuses():
 
 
 def test_fairness_gap_over_the_maximum_refuses_with_the_excess():
-    from ctloop.analysis import SliceGap
+    from ctloop.model.analyse import SliceGap
 
     gates = GateConfig(max_slice_gap=0.1)
     gap = SliceGap("region", "roc_auc", "north", 0.85, "east", 0.70)

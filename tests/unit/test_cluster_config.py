@@ -7,7 +7,7 @@ import uuid
 import psycopg
 import pytest
 
-from ctloop.config import ClusterConfig, Config, Profile, load_config
+from ctloop.config.settings import ClusterConfig, Config, Profile, load_config
 from ctloop.errors import CtloopError
 from deployments import cluster as cl
 
@@ -87,7 +87,7 @@ def test_databases_are_created_once_and_usable(cluster):
 def test_optuna_study_lives_in_the_cluster_database(cluster):
     import optuna
 
-    from ctloop.tuning import open_storage
+    from ctloop.model.tune import open_storage
 
     cl.ensure_databases(cluster)
     config = Config(profile="cluster", cluster=cluster.model_dump())

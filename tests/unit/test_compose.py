@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from ctloop.config import Profile, load_config
+from ctloop.config.settings import Profile, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

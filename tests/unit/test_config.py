@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.config import (
+from ctloop.config.settings import (
     CONFIG_FILENAME,
     Config,
     DatasetConfig,

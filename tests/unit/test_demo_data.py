@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import Config
-from ctloop.demo_data import (
+from ctloop.config.settings import Config
+from ctloop.data.demo import (
     ID,
     TARGET,
     TIMESTAMP,
@@ -17,7 +17,7 @@ from ctloop.demo_data import (
     generate_day,
     write_event,
 )
-from ctloop.lake import read_batch
+from ctloop.lake.snapshots import read_batch
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import DriftConfig
-from ctloop.drift import _parse_metric_name, detect_drift, run_drift_report, summarize_drift
+from ctloop.config.settings import DriftConfig
+from ctloop.monitor.drift import _parse_metric_name, detect_drift, run_drift_report, summarize_drift
 
 COLUMNS = ["age", "income", "score", "region"]
 ROWS = 2000
@@ -182,7 +182,7 @@ def test_html_report(tmp_path, rng, reference, html_when, shifted, written):
 
 @pytest.mark.parametrize("shifted", [(), ("income",), ("age", "region"), ("score", "region")])
 def test_fast_drift_agrees_with_evidently(rng, reference, shifted):
-    from ctloop.drift import fast_drift, profile_reference
+    from ctloop.monitor.drift import fast_drift, profile_reference
 
     current = loans(rng, shifted)
     cfg = DriftConfig(sample_rows=1000)
@@ -199,7 +199,7 @@ def test_fast_drift_agrees_with_evidently(rng, reference, shifted):
 
 
 def test_fast_drift_on_all_rows_matches_evidently_scores(rng, reference):
-    from ctloop.drift import fast_drift, profile_reference
+    from ctloop.monitor.drift import fast_drift, profile_reference
 
     current = loans(rng, ("income",))
     cfg = DriftConfig(sample_rows=len(current))  # no sampling: only the quantile grid differs
@@ -212,8 +212,8 @@ def test_fast_drift_on_all_rows_matches_evidently_scores(rng, reference):
 
 
 def test_borderline_columns_are_rescored_on_all_rows(rng, reference, monkeypatch):
-    from ctloop import drift
-    from ctloop.drift import fast_drift, profile_reference
+    from ctloop.monitor import drift
+    from ctloop.monitor.drift import fast_drift, profile_reference
 
     calls = []
     real = drift._wasserstein_normed
@@ -231,7 +231,7 @@ def test_borderline_columns_are_rescored_on_all_rows(rng, reference, monkeypatch
 
 
 def test_fast_drift_refuses_methods_without_a_fast_path(reference):
-    from ctloop.drift import fast_drift, profile_reference
+    from ctloop.monitor.drift import fast_drift, profile_reference
 
     with pytest.raises(ValueError, match="detect_drift"):
         fast_drift(profile_reference(reference, COLUMNS), reference, DriftConfig(num_method="ks"))

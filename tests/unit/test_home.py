@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ctloop.config import load_config
-from ctloop.home import Home, activate, home_of
+from ctloop.config.home import Home, activate, home_of
+from ctloop.config.settings import load_config
 
 
 def test_ensure_creates_every_folder_under_the_root(tmp_path):
@@ -51,9 +51,10 @@ def test_activate_points_prefect_at_the_home_and_keeps_explicit_settings(tmp_pat
 def test_core_imports_without_prefect_or_mlflow():
     code = (
         "import sys\n"
-        "import ctloop.config, ctloop.errors, ctloop.home, ctloop.schema, ctloop.validation\n"
-        "import ctloop.lake, ctloop.training, ctloop.evaluation, ctloop.blessing, ctloop.drift\n"
-        "import ctloop.triggers, ctloop.demo_data, ctloop.registry\n"
+        "import ctloop.config.settings, ctloop.errors, ctloop.config.home, ctloop.data.schema\n"
+        "import ctloop.validate.checks, ctloop.lake.snapshots, ctloop.model.train\n"
+        "import ctloop.model.evaluate, ctloop.gates.blessing, ctloop.monitor.drift\n"
+        "import ctloop.loop.triggers, ctloop.data.demo, ctloop.registry.store\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'mlflow'))\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ctloop.errors import InputError, NotEnoughData
-from ctloop.lake import (
+from ctloop.lake.snapshots import (
     Manifest,
     content_hash,
     list_quarantined,
@@ -190,7 +190,7 @@ def test_manifest_is_the_commit_mark(home):
 
 
 def test_list_snapshots_orders_by_data_time(home, tmp_path):
-    from ctloop.home import Home
+    from ctloop.config.home import Home
 
     assert list_snapshots(Home(tmp_path / "never-created")) == []
     order = [2, 0, 3, 1]

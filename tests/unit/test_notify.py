@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from ctloop.config import NotificationConfig
-from ctloop.notify import notify
+from ctloop.config.settings import NotificationConfig
+from ctloop.loop.notify import notify
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ctloop.rollout import PROMOTE, ROLLBACK, WAIT, decide_rollout
+from ctloop.loop.rollout import PROMOTE, ROLLBACK, WAIT, decide_rollout
 
 
 def row(version, labelled, **metrics):

@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import DatasetConfig, Task
-from ctloop.errors import InputError
-from ctloop.schema import (
+from ctloop.config.settings import DatasetConfig, Task
+from ctloop.data.schema import (
     CATEGORICAL,
     DATETIME,
     IDENTIFIER,
@@ -22,6 +21,7 @@ from ctloop.schema import (
     load_latest_schema,
     save_schema,
 )
+from ctloop.errors import InputError
 
 DATASET = DatasetConfig(target="y", timestamp="ts", id="key")
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import ModelFamily
+from ctloop.config.settings import ModelFamily
 from ctloop.errors import CtloopError
-from ctloop.registry import TRUSTED_TYPES, ModelRef, next_semver, trusted_types_of
-from ctloop.training import train_candidate
+from ctloop.model.train import train_candidate
+from ctloop.registry.store import TRUSTED_TYPES, ModelRef, next_semver, trusted_types_of
 
 SIGNATURE = [["age", "numeric"], ["income", "numeric"], ["region", "categorical"]]
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import DatasetConfig, ModelFamily
-from ctloop.demo_data import ID, TARGET, TIMESTAMP
+from ctloop.config.settings import DatasetConfig, ModelFamily
+from ctloop.data.demo import ID, TARGET, TIMESTAMP
 from ctloop.errors import NotEnoughData
-from ctloop.evaluation import calibration_error, evaluate_predictions, higher_is_better
-from ctloop.training import (
+from ctloop.model.evaluate import calibration_error, evaluate_predictions, higher_is_better
+from ctloop.model.train import (
     feature_columns,
     prepare_features,
     split_holdout,
@@ -23,7 +23,7 @@ FAMILIES = list(ModelFamily)
 @pytest.fixture(scope="module")
 def loans() -> pd.DataFrame:
     """Four stable demo days (1200 labelled rows), shuffled so order must come from the split."""
-    from ctloop.demo_data import DemoScript, generate_day
+    from ctloop.data.demo import DemoScript, generate_day
 
     rng = np.random.default_rng(21)
     script = DemoScript(rows_per_day=300)

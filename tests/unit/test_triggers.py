@@ -6,10 +6,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from ctloop.config import TriggerConfig
-from ctloop.home import Home
-from ctloop.lake import Manifest
-from ctloop.triggers import (
+from ctloop.config.home import Home
+from ctloop.config.settings import TriggerConfig
+from ctloop.lake.snapshots import Manifest
+from ctloop.loop.triggers import (
     DRIFT,
     NEW_DATA,
     PendingDrift,
@@ -178,7 +178,7 @@ def test_cooldown_never_blocks_the_first_model():
 
 
 def test_state_keeps_the_earliest_pending_drift_and_the_claim(tmp_path):
-    from ctloop.triggers import claim_retrain, last_retrain_at, record_pending_if_none
+    from ctloop.loop.triggers import claim_retrain, last_retrain_at, record_pending_if_none
 
     home = Home(tmp_path)
     first = PendingDrift(since=day(3), detected_at=day(3), reasons=["a"])

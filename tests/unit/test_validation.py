@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config import Severity
-from ctloop.demo_data import TARGET, TIMESTAMP, DemoScript, corrupt, generate_day
+from ctloop.config.settings import Severity
+from ctloop.data.demo import TARGET, TIMESTAMP, DemoScript, corrupt, generate_day
+from ctloop.data.schema import CATEGORICAL, DATETIME, NUMERIC, ColumnSchema, Schema, infer_schema
 from ctloop.errors import ConfigError
-from ctloop.schema import CATEGORICAL, DATETIME, NUMERIC, ColumnSchema, Schema, infer_schema
-from ctloop.validation import coerce_to_schema, validate_batch
+from ctloop.validate.checks import coerce_to_schema, validate_batch
 
 
 @pytest.fixture
@@ -336,7 +336,7 @@ def test_coerce_delivered_demo_batch(clean, schema):
 
 
 def test_label_parity_between_splits(config, make_config):
-    from ctloop.validation import label_parity
+    from ctloop.validate.checks import label_parity
 
     even = pd.Series([0, 1] * 50)
     skewed = pd.Series([0] * 80 + [1] * 20)

@@ -1,0 +1,1 @@
+"""The `ctloop` command line."""

@@ -1,0 +1,66 @@
+"""Model-layer commands (`ctloop lineage`): registered on the main CLI by `ctloop.cli.main`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer  # module level: typer resolves the string annotations in these globals
+
+from ctloop.cli.options import ConfigOpt, HomeOpt, JsonOpt, print_json
+
+
+def register(app, make_config, handles_errors) -> None:
+    """Add this area's commands to the app (contract: `ctloop.cli.main._register_extensions`)."""
+
+    @app.command()
+    @handles_errors
+    def lineage(
+        version: Annotated[int, typer.Argument(help="registered model version, e.g. 3")],
+        config_path: ConfigOpt = None,
+        home: HomeOpt = None,
+        as_json: JsonOpt = False,
+        rebuild: Annotated[
+            bool, typer.Option("--rebuild", help="fit it again and compare holdout metrics")
+        ] = False,
+    ) -> None:
+        """Which data (snapshots, digests), code (git commit) and parameters made VERSION."""
+        from ctloop.registry.lineage import lineage_of, rebuild_version
+
+        config, _ = make_config(config_path, home)
+        answer = lineage_of(config, version)
+        if rebuild:
+            result = rebuild_version(config, version)
+            answer["rebuild"] = {
+                "identical": result.identical,
+                "metrics": result.metrics,
+                "differences": {k: list(v) for k, v in result.differences.items()},
+            }
+        if as_json:
+            print_json(answer)
+        else:
+            _print(answer)
+        if rebuild and not answer["rebuild"]["identical"]:
+            raise typer.Exit(1)
+
+
+def _print(answer: dict) -> None:
+    from rich.console import Console
+
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    model = answer["model"]
+    out.print(
+        f"[bold]version {answer['version']}[/bold] {answer['semver']}  "
+        f"trigger {answer['trigger']}: {answer['reason']}"
+    )
+    out.print(f"code: git {answer['code']['git_commit']}")
+    out.print(f"model: {model['family']} params {json.dumps(model['params'])} seed {model['seed']}")
+    out.print(f"data: {answer['trained_on']}")
+    for d in answer["data"]:
+        where = "in lake" if d["in_lake"] else "[red]missing[/red]"
+        out.print(f"  {d['snapshot']} sha256 {str(d['sha256'])[:16]}… {d['rows']} rows ({where})")
+    out.print(f"blessing: {answer['blessing']}")
+    if "rebuild" in answer:
+        verdict = "identical" if answer["rebuild"]["identical"] else "DIFFERENT"
+        out.print(f"rebuild: holdout metrics {verdict}")

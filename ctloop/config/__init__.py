@@ -1,0 +1,1 @@
+"""Configuration: the typed settings and the state home they point at."""

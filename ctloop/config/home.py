@@ -1,0 +1,143 @@
+"""The state home: every file of the embedded profile lives under one folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctloop.config.settings import Config
+from ctloop.errors import LakeNotLocal
+
+
+@dataclass(frozen=True)
+class Home:
+    """Paths of the embedded profile's state, all under `root` except a configured lake.
+
+    `lake_location`: the data lake as a folder or any fsspec URL (`paths.lake`); None means
+    `<root>/lake`. Read and write the lake through `ctloop.lake.snapshots` (its storage layer is
+    `ctloop.lake.storage`); quarantine, reports, MLflow, Prefect and the landing folder stay local.
+    """
+
+    root: Path
+    lake_location: str | None = None
+    lake_options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def lake_url(self) -> str:
+        """The lake as configured: a local folder path or an fsspec URL."""
+        return self.lake_location or str(self.root / "lake")
+
+    @property
+    def lake(self) -> Path:
+        """The lake folder when the lake is local (a path or a `file://` URL).
+
+        Raises:
+            LakeNotLocal: the lake is a remote URL (read it through `ctloop.lake`).
+        """
+        from ctloop.lake.storage import local_path
+
+        folder = local_path(self.lake_url)
+        if folder is None:
+            raise LakeNotLocal(
+                f"paths.lake is {self.lake_url}: not a local folder (read it through ctloop.lake)"
+            )
+        return folder
+
+    @property
+    def snapshots(self) -> Path:
+        return self.lake / "snapshots"
+
+    @property
+    def manifests(self) -> Path:
+        return self.lake / "manifests"
+
+    @property
+    def schema_dir(self) -> Path:
+        return self.lake / "schema"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def mlflow(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def prefect(self) -> Path:
+        return self.root / "prefect"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def lake_is_local(self) -> bool:
+        from ctloop.lake.storage import local_path
+
+        return local_path(self.lake_url) is not None
+
+    def ensure(self) -> Home:
+        """Create the local folders (never at import time; only when a command runs).
+
+        A remote lake is not touched: its writers create what they need.
+        """
+        lake = (self.snapshots, self.manifests, self.schema_dir) if self.lake_is_local else ()
+        for path in (
+            *lake,
+            self.quarantine,
+            self.mlflow / "artifacts",
+            self.prefect,
+            self.reports,
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def tracking_uri(self, config: Config) -> str:
+        if config.paths.tracking_uri:
+            return config.paths.tracking_uri
+        return f"sqlite:///{(self.mlflow / 'mlflow.db').resolve()}"
+
+    def artifact_root(self) -> str:
+        return (self.mlflow / "artifacts").resolve().as_uri()
+
+
+def home_of(config: Config) -> Home:
+    """The home of a config; a plain-path `paths.lake` is made absolute like the home."""
+    from ctloop.lake.storage import is_url
+
+    lake = config.paths.lake
+    if lake and not is_url(lake):
+        lake = str(Path(lake).expanduser().resolve())
+    return Home(
+        Path(config.paths.home).expanduser().resolve(), lake, dict(config.paths.lake_options)
+    )
+
+
+def prefect_environment(home: Home) -> dict[str, str]:
+    """Environment that points Prefect at this home: local SQLite API, no telemetry, no network."""
+    return {
+        "PREFECT_HOME": str(home.prefect),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+
+
+def activate(home: Home, environ: dict[str, str] | None = None) -> None:
+    """Point Prefect at the home; call before Prefect is imported.
+
+    `PREFECT_HOME` always follows the home; other settings already in the environment win, so
+    an explicit `PREFECT_API_URL` (a running server, the cluster profile) is kept.
+    """
+    environ = os.environ if environ is None else environ
+    for key, value in prefect_environment(home).items():
+        if key == "PREFECT_HOME":
+            environ[key] = value
+        else:
+            environ.setdefault(key, value)

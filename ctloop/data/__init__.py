@@ -1,0 +1,1 @@
+"""The data itself: reading batches, the schema, personal data, the demo stream."""

@@ -1,0 +1,1 @@
+"""Gates: the blessing of a challenger against the champion, and readable summaries."""

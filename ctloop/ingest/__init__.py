@@ -1,0 +1,1 @@
+"""Ingest: a file or frame staged, validated and committed; the landing folder."""

@@ -1,0 +1,149 @@
+"""The watched landing folder: every new file is ingested exactly once, then moved or marked.
+
+A scan takes an exclusive lock on the folder (two watchers never ingest the same file twice at
+once), ingests each new file through the given function, and records it in the ledger
+`.ctloop-ingested.jsonl` (key: name, size, modification time). With `ingest.done: move` the file
+then goes to `.done/` or `.quarantined/`. A crash between ingestion and the record re-ingests the
+file on the next scan, which content addressing turns into `new: false`: still one snapshot.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ctloop.config.home import Home
+from ctloop.config.settings import Config
+
+LEDGER = ".ctloop-ingested.jsonl"
+LOCK = ".ctloop-landing.lock"
+DONE = ".done"
+QUARANTINED = ".quarantined"
+
+
+def landing_folder(config: Config, home: Home, folder: str | Path | None = None) -> Path:
+    """The folder to watch: the argument, else `ingest.landing`, else `<home>/landing`."""
+    chosen = Path(folder or config.ingest.landing or home.root / "landing").expanduser()
+    chosen.mkdir(parents=True, exist_ok=True)
+    return chosen
+
+
+def _key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.name}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def ingested_keys(folder: Path) -> set[str]:
+    """Keys of the files the ledger says were ingested."""
+    ledger = folder / LEDGER
+    if not ledger.exists():
+        return set()
+    keys = set()
+    for line in ledger.read_text().splitlines():
+        try:
+            keys.add(json.loads(line)["key"])
+        except (ValueError, KeyError):
+            continue  # a torn last line after a crash: that file is simply scanned again
+    return keys
+
+
+def pending_files(folder: Path, patterns: list[str], min_age_seconds: float = 0.0) -> list[Path]:
+    """Files matching the patterns not yet in the ledger, oldest first.
+
+    Hidden files (temporary uploads such as `.x.csv.part`) and files modified less than
+    `min_age_seconds` ago (still being written) wait for a later scan.
+    """
+    done = ingested_keys(folder)
+    now = time.time()
+    found = {p for pattern in patterns for p in folder.glob(pattern) if p.is_file()}
+    pending = []
+    for path in found:
+        if path.name.startswith("."):
+            continue
+        if now - path.stat().st_mtime < min_age_seconds:
+            continue
+        if _key(path) in done:
+            continue
+        pending.append(path)
+    return sorted(pending, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+@contextmanager
+def _locked(folder: Path):
+    with open(folder / LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _record(folder: Path, key: str, outcome: dict) -> None:
+    entry = {
+        "key": key,
+        "file": key.split("|")[0],
+        "status": outcome["status"],
+        "snapshot": outcome.get("snapshot"),
+        "at": datetime.now(UTC).isoformat(),
+    }
+    with open(folder / LEDGER, "a") as ledger:
+        ledger.write(json.dumps(entry) + "\n")
+        ledger.flush()
+        os.fsync(ledger.fileno())
+
+
+def process_landing(
+    folder: Path,
+    config: Config,
+    ingest: Callable[[Path], dict],
+    min_age_seconds: float = 0.0,
+) -> dict:
+    """Ingest each new file of the landing folder once; returns the `ctloop ingest` answer.
+
+    Args:
+        folder: the landing folder.
+        config: `ingest.patterns` and `ingest.done` (move or mark) are used.
+        ingest: ingests one file and returns its outcome dict (`status` accepted/quarantined,
+            as `flows.ingest.ingest_one` or `ctloop.ingest.stage.ingest_path(...).as_dict()`).
+        min_age_seconds: files younger than this are left for the next scan.
+    """
+    accepted, quarantined = [], []
+    with _locked(folder):
+        for path in pending_files(folder, config.ingest.patterns, min_age_seconds):
+            key = _key(path)
+            outcome = ingest(path)
+            if config.ingest.done == "move":
+                target = folder / (DONE if outcome["status"] == "accepted" else QUARANTINED)
+                target.mkdir(exist_ok=True)
+                destination = target / path.name
+                if destination.exists():
+                    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+                    destination = target / f"{path.stem}.{stamp}{path.suffix}"
+                _record(folder, key, outcome)
+                shutil.move(str(path), destination)
+            else:
+                _record(folder, key, outcome)
+            if outcome["status"] == "accepted":
+                accepted.append(
+                    {k: outcome.get(k) for k in ("path", "snapshot", "rows", "new", "warnings")}
+                )
+            else:
+                quarantined.append({"path": outcome["path"], "reasons": outcome["reasons"]})
+    return {"accepted": accepted, "quarantined": quarantined}
+
+
+def scan_landing(config: Config, home: Home, folder: str | Path | None = None) -> dict:
+    """Ingest the landing folder without Prefect (pure core: `ctloop.ingest.stage.ingest_path`)."""
+    from ctloop.ingest.stage import ingest_path
+
+    where = landing_folder(config, home, folder)
+    return process_landing(
+        where, config, lambda p: ingest_path(p, config, home).as_dict(), min_age_seconds=0.0
+    )

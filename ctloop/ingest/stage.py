@@ -1,0 +1,235 @@
+"""Ingestion: a file or a DataFrame streamed into a staged snapshot, validated, then committed.
+
+One pass over the data: each chunk is typed to the schema (personal data dropped or hashed),
+profiled for validation, hashed and written as a Parquet row group to a temporary file. The
+gate then decides: `commit` makes it an immutable snapshot, `discard` leaves no trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from ctloop.config.home import Home
+from ctloop.config.settings import Config
+from ctloop.data import privacy
+from ctloop.data.batches import frame_to_raw, read_chunks, row_hashes, storage_type
+from ctloop.data.schema import Schema, load_latest_schema, save_schema_if_absent
+from ctloop.errors import InputError
+from ctloop.lake import snapshots as lake
+from ctloop.lake.storage import open_lake
+from ctloop.validate.checks import (
+    BatchProfile,
+    Issue,
+    ValidationReport,
+    make_issue,
+    provisional_schema,
+    type_chunk,
+)
+
+
+@dataclass
+class StagedBatch:
+    """A batch read, typed, profiled and written to a temporary file, waiting for the gate."""
+
+    source: str
+    format: str
+    report: ValidationReport
+    schema: Schema  # the schema it was checked against (or the one it defines)
+    new_schema: bool  # True when this batch defines the first schema
+    writer: lake.SnapshotWriter | None = None
+    time_min: str | None = None
+    time_max: str | None = None
+    personal: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.report.passed
+
+
+def _arrow_schema(raw: pa.Schema, schema: Schema) -> pa.Schema:
+    out = []
+    for name in raw.names:
+        col = schema.columns.get(name)
+        if col is not None and col.handling == "drop":
+            continue
+        out.append(pa.field(name, storage_type(col, schema) if col else pa.string()))
+    return pa.schema(out)
+
+
+def _salt(config: Config, home: Home, schema: Schema) -> bytes | None:
+    if not any(c.handling == "hash" for c in schema.columns.values()):
+        return None
+    return privacy.load_salt(config.personal_data, open_lake(home).root)
+
+
+def stage_chunks(
+    chunks: Iterator[pa.Table],
+    source: str,
+    fmt: str,
+    config: Config,
+    home: Home,
+    on_row_group: Callable[[int], None] | None = None,
+) -> StagedBatch:
+    """Stream raw chunks through typing, profiling, hashing and a temporary Parquet file."""
+    config.require_target()
+    home.ensure()
+    lake.sweep_temporaries(home)
+    schema = load_latest_schema(open_lake(home).schema)
+    provisional = schema is None
+    first = next(chunks)
+    if schema is None:
+        schema = provisional_schema(first, config.dataset, config.personal_data)
+    salt = _salt(config, home, schema)
+    profile = BatchProfile(schema, config, provisional)
+    writer = lake.SnapshotWriter(home, _arrow_schema(first.schema, schema), on_row_group)
+    try:
+        chunk: pa.Table | None = first
+        while chunk is not None:
+            if chunk.schema.names != first.schema.names:
+                raise InputError(f"{source}: columns change within the file")
+            typed, conversions = type_chunk(chunk, schema, salt)
+            hashes = row_hashes(typed)
+            profile.add(chunk, conversions, hashes)
+            writer.write(typed, hashes)
+            chunk = next(chunks, None)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    report = profile.report(source)
+    checked = schema
+    if provisional and report.passed:
+        checked = profile.inferred_schema(version=1)
+    time_min, time_max = profile.time_range(config.dataset.timestamp)
+    personal = {c.name: c.handling for c in checked.columns.values() if c.handling}
+    if personal:
+        notes = ", ".join(
+            f"{k} ({checked.columns[k].personal or 'configured'}: {v})" for k, v in personal.items()
+        )
+        issue = make_issue(config, "personal_data", f"personal data handled: {notes}")
+        if issue is not None:
+            report = report.with_issues([issue])
+    return StagedBatch(
+        source, fmt, report, checked, provisional, writer, time_min, time_max, personal
+    )
+
+
+def stage_file(
+    path: str | Path,
+    config: Config,
+    home: Home,
+    on_row_group: Callable[[int], None] | None = None,
+) -> StagedBatch:
+    """Stage a CSV or Parquet file (raises InputError naming the file when unreadable)."""
+    path = Path(path)
+    chunks = read_chunks(path, config.ingest.chunk_bytes, config.ingest.delimiter)
+    fmt = "csv" if path.suffix.lower() == ".csv" else "parquet"
+    return stage_chunks(iter(chunks), str(path), fmt, config, home, on_row_group)
+
+
+def stage_frame(
+    frame: pd.DataFrame, config: Config, home: Home, source: str = "dataframe"
+) -> StagedBatch:
+    """Stage a DataFrame given from Python (typed to the schema exactly like a file)."""
+    rows = 200_000
+    raw = frame_to_raw(frame)
+    chunks = (raw.slice(i, rows) for i in range(0, max(raw.num_rows, 1), rows))
+    return stage_chunks(chunks, source, "dataframe", config, home)
+
+
+def discard(staged: StagedBatch) -> None:
+    """Drop a rejected batch's temporary file: the lake is unchanged."""
+    if staged.writer is not None:
+        staged.writer.abort()
+
+
+def commit(staged: StagedBatch, config: Config, home: Home) -> tuple[lake.SnapshotWrite, Schema]:
+    """Publish the first schema (if this batch defines it) and the snapshot.
+
+    When another process published schema v1 first and it differs from this batch's, the batch
+    is not committed here: `SchemaRace` tells the caller to stage it again against the winner.
+    """
+    schema = staged.schema
+    if staged.new_schema:
+        winner = save_schema_if_absent(schema, open_lake(home).schema)
+        if winner != schema:
+            discard(staged)
+            raise SchemaRace(staged.source)
+        schema = winner
+    written = staged.writer.commit(
+        {
+            "source": staged.source,
+            "schema_version": schema.version,
+            "time_min": staged.time_min,
+            "time_max": staged.time_max,
+            "warnings": len(staged.report.warnings),
+            "format": staged.format,
+            "personal_data": staged.personal,
+        }
+    )
+    return written, schema
+
+
+class SchemaRace(Exception):
+    """Another writer published the first schema meanwhile: stage the batch again."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one batch: accepted as a snapshot, or quarantined with reasons."""
+
+    path: str
+    accepted: bool
+    report: ValidationReport | None
+    write: lake.SnapshotWrite | None = None
+    quarantine: lake.QuarantineRecord | None = None
+
+    def as_dict(self) -> dict:
+        if self.accepted:
+            m = self.write.manifest
+            return {
+                "status": "accepted",
+                "path": self.path,
+                "snapshot": m.snapshot,
+                "rows": m.rows,
+                "new": self.write.new,
+                "warnings": [i.as_dict() for i in self.report.warnings],
+                "manifest": lake.asdict(m),
+            }
+        return {"status": "quarantined", "path": self.path, "reasons": self.quarantine.reasons}
+
+
+def unreadable(config: Config, error: Exception) -> list[dict]:
+    issue = make_issue(config, "unreadable", str(error)) or Issue("unreadable", "block", str(error))
+    return [issue.as_dict()]
+
+
+def ingest_path(
+    path: str | Path,
+    config: Config,
+    home: Home,
+    on_row_group: Callable[[int], None] | None = None,
+) -> Outcome:
+    """Ingest one file end to end without Prefect (the CLI's flows wrap the same steps)."""
+    path = str(path)
+    for _attempt in range(3):
+        try:
+            staged = stage_file(path, config, home, on_row_group)
+        except InputError as exc:
+            record = lake.quarantine_batch(home, Path(path), unreadable(config, exc))
+            return Outcome(path, False, None, quarantine=record)
+        if not staged.passed:
+            discard(staged)
+            record = lake.quarantine_batch(home, Path(path), staged.report.reasons())
+            return Outcome(path, False, staged.report, quarantine=record)
+        try:
+            written, _ = commit(staged, config, home)
+        except SchemaRace:
+            continue
+        return Outcome(path, True, staged.report, written)
+    raise InputError(f"{path}: the schema kept changing while ingesting")

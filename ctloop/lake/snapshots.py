@@ -1,0 +1,469 @@
+"""The data lake: reading batches, immutable content-addressed snapshots, manifests, quarantine.
+
+The lake (snapshots, manifests, schema versions) lives in a local folder or under any fsspec URL
+(`paths.lake`); every read and write goes through `ctloop.lake.storage`. Quarantine stays local.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ctloop.config.home import Home
+from ctloop.data.batches import ContentHasher, check_file, row_hashes, table_of
+from ctloop.data.schema import Schema, load_latest_schema, schema_name
+from ctloop.errors import InputError, NotEnoughData
+from ctloop.lake.storage import Lake, LakeFolder, open_lake
+
+
+def read_batch(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file as delivered, without casting.
+
+    Raises:
+        InputError: the file is missing, empty, of an unknown kind or not parseable.
+    """
+    path = Path(path)
+    kind = check_file(path)
+    try:
+        if kind == "csv":
+            return pd.read_csv(path, low_memory=False)
+        return pd.read_parquet(path)
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text CSV file (binary content)") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: file has no columns") from None
+    except (pd.errors.ParserError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot be parsed ({first})") from None
+
+
+def content_hash(frame: pd.DataFrame | pa.Table) -> str:
+    """A digest of the values, column names and types: same content, same snapshot.
+
+    Computed from the Arrow table a snapshot stores, row by row, so a file hashed chunk by
+    chunk while it streams in gets the same digest as the whole table at once.
+    """
+    table = frame if isinstance(frame, pa.Table) else table_of(frame)
+    hasher = ContentHasher(table.schema)
+    hasher.update(row_hashes(table))
+    return hasher.hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a snapshot holds and where it came from."""
+
+    snapshot: str
+    sha256: str
+    source: str
+    rows: int
+    columns: list[str]
+    schema_version: int
+    arrived_at: str
+    time_min: str | None = None
+    time_max: str | None = None
+    warnings: int = 0
+    format: str | None = None  # csv, parquet or dataframe
+    bytes: int | None = None  # size of the snapshot file
+    row_groups: int | None = None
+    personal_data: dict[str, str] = field(default_factory=dict)  # column -> drop/hash/keep
+
+
+@dataclass(frozen=True)
+class SnapshotWrite:
+    manifest: Manifest
+    new: bool
+
+
+class SnapshotWriter:
+    """Write a snapshot as Parquet row groups to a temporary file while hashing its rows.
+
+    Nothing is visible until `commit`: the file is made durable and moved to its content hash
+    (local: fsync, rename, folder fsync; remote: upload to a temporary key, `fs.mv`), and the
+    manifest (the commit mark) created last and exclusively (see `ctloop.lake.storage`).
+    `on_row_group` is called after each row group with the count so far (tests use it to kill
+    a writer mid-write).
+    """
+
+    def __init__(
+        self,
+        home: Home,
+        schema: pa.Schema,
+        on_row_group: Callable[[int], None] | None = None,
+    ):
+        self.home = home
+        self.lake = open_lake(home)
+        self.schema = schema
+        self.tmp, self._handle = self.lake.snapshots.open_staged("staged.parquet")
+        self._writer = pq.ParquetWriter(self._handle, schema, compression="snappy")
+        self._hasher = ContentHasher(schema)
+        self._on_row_group = on_row_group
+        self.rows = 0
+        self.row_groups = 0
+        self.sha256: str | None = None
+
+    def write(self, table: pa.Table, hashes=None) -> None:
+        """Append one chunk as a row group (`hashes`: its row hashes, when already known)."""
+        if table.num_rows == 0:
+            return
+        table = table.select(self.schema.names).cast(self.schema)
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self._hasher.update(row_hashes(table) if hashes is None else hashes)
+        self.rows += table.num_rows
+        self.row_groups += 1
+        if self._on_row_group is not None:
+            self._on_row_group(self.row_groups)
+
+    def finish(self) -> str:
+        """Close and fsync (remote: upload) the temporary file; returns the content hash."""
+        self._writer.close()
+        self.lake.snapshots.finish_staged(self._handle)
+        self.sha256 = self._hasher.hexdigest()
+        return self.sha256
+
+    def staged_exists(self) -> bool:
+        """Whether the temporary file is still there (not committed, aborted or swept)."""
+        return self.lake.snapshots.exists(self.tmp)
+
+    @contextmanager
+    def read_staged(self) -> Iterator[pq.ParquetFile]:
+        """The finished temporary file, opened as Parquet (row groups read on demand)."""
+        with self.lake.snapshots.open_read(self.tmp) as handle:
+            yield pq.ParquetFile(handle)
+
+    def abort(self) -> None:
+        """Drop the temporary file (a rejected batch leaves nothing behind)."""
+        try:
+            self._writer.close()
+        except Exception:  # noqa: BLE001 - closing a half-written file may fail; it goes anyway
+            pass
+        self.lake.snapshots.discard_staged(self.tmp, self._handle)
+
+    def commit(self, manifest_fields: dict) -> SnapshotWrite:
+        """Rename into place and write the manifest; the same content again is `new=False`."""
+        sha = self.sha256 or self.finish()
+        snapshot = sha[:16]
+        lake = self.lake
+        if lake.manifests.exists(f"{snapshot}.json"):
+            lake.snapshots.remove(self.tmp)
+            return SnapshotWrite(_read_manifest(lake.manifests, snapshot), new=False)
+        data = f"{snapshot}.parquet"
+        lake.snapshots.promote(self.tmp, data)  # same name, same content: a twin is harmless
+        manifest = Manifest(
+            snapshot=snapshot,
+            sha256=sha,
+            rows=self.rows,
+            columns=list(self.schema.names),
+            arrived_at=datetime.now(UTC).isoformat(),
+            bytes=lake.snapshots.size(data),
+            row_groups=self.row_groups,
+            **manifest_fields,
+        )
+        return _publish_manifest(lake, manifest)
+
+
+def _publish_manifest(lake: Lake, manifest: Manifest) -> SnapshotWrite:
+    """Create the manifest exclusively: the commit mark of a snapshot (`ctloop.lake.storage`)."""
+    body = json.dumps(asdict(manifest), indent=2).encode()
+    if lake.manifests.create_exclusive(f"{manifest.snapshot}.json", body):
+        return SnapshotWrite(manifest, new=True)
+    return SnapshotWrite(_read_manifest(lake.manifests, manifest.snapshot), new=False)
+
+
+def write_snapshot(
+    frame: pd.DataFrame,
+    home: Home,
+    source: str,
+    schema_version: int,
+    timestamp: str | None = None,
+    warnings: int = 0,
+) -> SnapshotWrite:
+    """Store an accepted, coerced batch as an immutable Parquet snapshot named by its hash.
+
+    The Parquet file is written first and the manifest last: a manifest is the commit mark, so a
+    crash between the two leaves no visible snapshot and a retry completes it.
+    """
+    table = table_of(frame)
+    sha = content_hash(table)
+    manifests = open_lake(home).manifests
+    if manifests.exists(f"{sha[:16]}.json"):
+        return SnapshotWrite(_read_manifest(manifests, sha[:16]), new=False)
+    time_min = time_max = None
+    if timestamp and timestamp in frame.columns and frame[timestamp].notna().any():
+        time_min = pd.Timestamp(frame[timestamp].min()).isoformat()
+        time_max = pd.Timestamp(frame[timestamp].max()).isoformat()
+    writer = SnapshotWriter(home, table.schema)
+    try:
+        writer.write(table)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit(
+        {
+            "source": str(source),
+            "schema_version": schema_version,
+            "time_min": time_min,
+            "time_max": time_max,
+            "warnings": warnings,
+            "format": "dataframe",
+        }
+    )
+
+
+STALE_TEMPORARY_SECONDS = 24 * 3600
+
+
+def sweep_temporaries(home: Home, max_age_seconds: float = STALE_TEMPORARY_SECONDS) -> list[str]:
+    """Remove temporary files left by writers that died; returns their paths or URLs.
+
+    A local lake: the files whose process (named in the file name) is gone. A remote lake: the
+    temporary objects older than `max_age_seconds` (another host's pid cannot be checked).
+    """
+    lake = open_lake(home)
+    removed: list[str] = []
+    for folder in (lake.snapshots, lake.manifests, lake.schema):
+        removed += folder.sweep(max_age_seconds)
+    return removed
+
+
+_MANIFEST_FIELDS = {f.name for f in fields(Manifest)}
+
+
+def parse_manifest(body: bytes | str) -> Manifest:
+    data = json.loads(body)
+    return Manifest(**{k: v for k, v in data.items() if k in _MANIFEST_FIELDS})
+
+
+def read_manifest(path: Path) -> Manifest:
+    """A manifest file of a local lake."""
+    return parse_manifest(Path(path).read_text())
+
+
+def _read_manifest(manifests: LakeFolder, snapshot: str) -> Manifest:
+    return parse_manifest(manifests.read_bytes(f"{snapshot}.json"))
+
+
+def list_snapshots(home: Home) -> list[Manifest]:
+    """All committed snapshots, oldest data first."""
+    folder = open_lake(home).manifests
+    bodies = folder.read_many(folder.names("*.json"))
+    manifests = [parse_manifest(body) for body in bodies.values()]
+    return sorted(manifests, key=lambda m: (m.time_max or "", m.arrived_at))
+
+
+def current_schema(home: Home) -> Schema | None:
+    """The newest schema version stored in the lake, or None before the first accepted batch."""
+    return load_latest_schema(open_lake(home).schema)
+
+
+def schema_location(home: Home, version: int) -> str:
+    """Where a schema version is stored: a local path, or its URL on a remote lake."""
+    return open_lake(home).schema.where(schema_name(version))
+
+
+def has_snapshot(home: Home, snapshot: str) -> bool:
+    """Whether the lake holds a snapshot's data under this id."""
+    return open_lake(home).snapshots.exists(f"{snapshot}.parquet")
+
+
+def load_snapshots(home: Home, ids: list[str]) -> pd.DataFrame:
+    """Concatenate snapshots by id, in the given order."""
+    if not ids:
+        raise NotEnoughData("no snapshots selected")
+    folder = open_lake(home).snapshots
+    frames = []
+    for snapshot in ids:
+        name = f"{snapshot}.parquet"
+        if not folder.exists(name):
+            raise InputError(f"snapshot {snapshot}: missing from the lake ({folder.where(name)})")
+        frames.append(folder.read_parquet(name))
+    return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    path: str
+    folder: str
+    reasons: list[dict]
+
+
+def quarantine_batch(
+    home: Home, source: Path, reasons: list[dict], html: str | None = None
+) -> QuarantineRecord:
+    """Keep a rejected file, untouched, beside its reasons (JSON and a readable summary).
+
+    `html`: an Evidently report of the batch, copied into the folder as `report.html`.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    folder = home.quarantine / f"{stamp}_{source.name}"
+    folder.mkdir(parents=True, exist_ok=False)
+    if source.is_file():
+        shutil.copy2(source, folder / source.name)
+    record = QuarantineRecord(str(source), str(folder), reasons)
+    (folder / "reasons.json").write_text(json.dumps(asdict(record), indent=2, default=str))
+    lines = [f"# Quarantined: {source.name}", "", "| check | severity | column | message |"]
+    lines.append("|---|---|---|---|")
+    for r in reasons:
+        lines.append(
+            f"| {r.get('check')} | {r.get('severity')} | {r.get('column') or ''} | "
+            f"{r.get('message')} |"
+        )
+    if html and Path(html).is_file():
+        shutil.copy2(html, folder / "report.html")
+        lines += ["", "Evidently data-quality and drift report: [report.html](report.html)"]
+    (folder / "README.md").write_text("\n".join(lines) + "\n")
+    return record
+
+
+def list_quarantined(home: Home) -> list[QuarantineRecord]:
+    if not home.quarantine.is_dir():
+        return []
+    out = []
+    for reasons in sorted(home.quarantine.glob("*/reasons.json")):
+        out.append(QuarantineRecord(**json.loads(reasons.read_text())))
+    return out
+
+
+def select_window(
+    manifests: list[Manifest],
+    window_days: float | None = None,
+    since: str | None = None,
+    max_rows: int | None = None,
+) -> list[str]:
+    """Snapshot ids of the training window: the newest data, bounded by days, a start and rows."""
+    chosen = list(manifests)
+    if since:
+        chosen = [m for m in chosen if (m.time_max or m.arrived_at) >= since]
+    if window_days and chosen and chosen[-1].time_max:
+        newest = pd.Timestamp(chosen[-1].time_max)
+        start = (newest - pd.Timedelta(days=window_days)).isoformat()
+        chosen = [m for m in chosen if (m.time_max or "") > start]
+    if max_rows:
+        kept, total = [], 0
+        for m in reversed(chosen):
+            if total >= max_rows:
+                break
+            kept.append(m)
+            total += m.rows
+        chosen = list(reversed(kept))
+    return [m.snapshot for m in chosen]
+
+
+# --- lineage ------------------------------------------------------------------------------
+
+
+def window_digest(manifests: list[Manifest]) -> str:
+    """One digest for a training window: its snapshots' content hashes, in order."""
+    import hashlib
+
+    joined = "\n".join(m.sha256 for m in manifests).encode()
+    return hashlib.sha256(joined).hexdigest()[:16]
+
+
+def describe_window(home: Home, ids: list[str], name: str = "training-window") -> dict:
+    """Manifests, digests and an MLflow-dataset-ready description of a list of snapshot ids.
+
+    Returns a dict with `name`, `digest` (of the window), `source` (the URL of the lake's
+    snapshot folder: `file:///...`, `s3://bucket/prefix/snapshots`...),
+    `snapshots` (ids), `rows`, `time_min`, `time_max`, `schema_versions` and `manifests`
+    (each snapshot's manifest as a dict, with its own `sha256`).
+
+    Raises:
+        InputError: an id has no manifest in the lake.
+    """
+    lake = open_lake(home)
+    manifests = []
+    for snapshot in ids:
+        try:
+            manifests.append(_read_manifest(lake.manifests, snapshot))
+        except FileNotFoundError:
+            where = lake.manifests.where(f"{snapshot}.json")
+            raise InputError(f"snapshot {snapshot}: no manifest in the lake ({where})") from None
+    starts = [m.time_min for m in manifests if m.time_min]
+    ends = [m.time_max for m in manifests if m.time_max]
+    return {
+        "name": name,
+        "digest": window_digest(manifests),
+        "source": lake.snapshots.url(),
+        "snapshots": list(ids),
+        "rows": sum(m.rows for m in manifests),
+        "time_min": min(starts) if starts else None,
+        "time_max": max(ends) if ends else None,
+        "schema_versions": sorted({m.schema_version for m in manifests}),
+        "manifests": [asdict(m) for m in manifests],
+    }
+
+
+def mlflow_dataset(home: Home, ids: list[str], name: str = "training-window"):
+    """The window as an MLflow dataset for `mlflow.log_input(dataset, context="training")`.
+
+    A metadata-only dataset (no data copied): name, digest and the lake URL as source (MLflow's
+    own source type where it has one: local, S3, GCS...; else a `ctloop_lake` source holding the
+    URL); the snapshot ids and row count go into its profile.
+    """
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.exceptions import MlflowException
+
+    described = describe_window(home, ids, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            source = resolve_dataset_source(described["source"])
+        except MlflowException:  # memory://, abfs://...: no MLflow source type for the scheme
+            source = _lake_source_class()(described["source"])
+    dataset = MetaDataset(
+        source=source,
+        name=described["name"],
+        digest=described["digest"],
+    )
+    return dataset, {
+        k: described[k] for k in ("snapshots", "rows", "time_min", "time_max", "schema_versions")
+    }
+
+
+@cache
+def _lake_source_class():
+    """An MLflow dataset source that is just a lake URL (defined on first use: MLflow is lazy)."""
+    from mlflow.data.dataset_source import DatasetSource
+
+    class LakeDatasetSource(DatasetSource):
+        def __init__(self, uri: str):
+            self.uri = uri
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return "ctloop_lake"
+
+        def load(self, **kwargs):
+            raise NotImplementedError("read the lake with ctloop.lake.snapshots.load_snapshots")
+
+        @staticmethod
+        def _can_resolve(raw_source) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source):
+            return cls(str(raw_source))
+
+        def to_dict(self) -> dict:
+            return {"uri": self.uri}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict):
+            return cls(source_dict["uri"])
+
+    return LakeDatasetSource

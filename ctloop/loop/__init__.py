@@ -1,0 +1,1 @@
+"""The loop: retrain triggers, the policy, replay, canary rollout, events and notices."""

@@ -1,0 +1,211 @@
+"""Retraining rules: the one decision shared by the live deployments, the CLI and the demo."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ctloop.config.home import Home
+from ctloop.config.settings import TriggerConfig
+from ctloop.lake.snapshots import Manifest
+
+MANUAL = "manual"
+SCHEDULE = "schedule"
+NEW_DATA = "new_data"
+DRIFT = "drift"
+PERFORMANCE = "performance"
+TRIGGERS = (MANUAL, SCHEDULE, NEW_DATA, DRIFT, PERFORMANCE)
+
+
+@dataclass(frozen=True)
+class PendingDrift:
+    """A change seen by the monitor (drift on features, or decay of the served metric); a
+    retrain waits for labelled rows from `since` on and then trains on them."""
+
+    since: str
+    detected_at: str
+    reasons: list[str]
+    trigger: str = DRIFT
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    retrain: bool
+    trigger: str
+    reason: str
+    since: str | None = None
+
+
+def rows_after(manifests: list[Manifest], since: str | None) -> int:
+    """Labelled rows in snapshots whose data ends after `since` (all rows when None)."""
+    return sum(m.rows for m in manifests if since is None or (m.time_max or "") > since)
+
+
+def decide_retrain(
+    manifests: list[Manifest],
+    champion_data_end: str | None,
+    has_champion: bool,
+    pending: PendingDrift | None,
+    rules: TriggerConfig,
+    last_retrain_at: str | None = None,
+    now: datetime | None = None,
+) -> RetrainDecision:
+    """Should new labelled data start a retrain, and with which trigger and reason?
+
+    Args:
+        manifests: every accepted snapshot.
+        champion_data_end: the newest timestamp the champion was trained on.
+        has_champion: whether a champion is registered.
+        pending: drift detected by the monitor and not yet answered by a retrain.
+        rules: thresholds from `triggers` in the config.
+        last_retrain_at: when the last rule-started retrain began (for the cooldown).
+        now: the current time (tests and replays pass their own clock).
+    """
+    if rules.cooldown_minutes and last_retrain_at and has_champion:
+        now = now or datetime.now(UTC)
+        elapsed = (now - datetime.fromisoformat(last_retrain_at)).total_seconds() / 60
+        if elapsed < rules.cooldown_minutes:
+            return RetrainDecision(
+                False,
+                DRIFT if pending else NEW_DATA,
+                f"cooldown: last retrain {elapsed:.1f} min ago < {rules.cooldown_minutes:g} min",
+            )
+    total = rows_after(manifests, None)
+    if not has_champion:
+        if total >= rules.bootstrap_rows:
+            return RetrainDecision(
+                True, NEW_DATA, f"no champion yet; {total} labelled rows >= {rules.bootstrap_rows}"
+            )
+        return RetrainDecision(
+            False, NEW_DATA, f"waiting for {rules.bootstrap_rows} labelled rows (have {total})"
+        )
+    if pending is not None:
+        after = rows_after(manifests, pending.since)
+        if after >= rules.drift_min_rows:
+            return RetrainDecision(
+                True,
+                pending.trigger,
+                f"{pending.trigger} since {pending.since[:10]} ({'; '.join(pending.reasons)}); "
+                f"{after} labelled rows since then >= {rules.drift_min_rows}",
+                since=pending.since,
+            )
+        return RetrainDecision(
+            False,
+            pending.trigger,
+            f"{pending.trigger} pending since {pending.since[:10]}: "
+            f"{after} of {rules.drift_min_rows} labelled rows arrived",
+        )
+    new = rows_after(manifests, champion_data_end)
+    if rules.min_new_rows is None:
+        return RetrainDecision(
+            False, NEW_DATA, f"{new} new labelled rows; the new-data rule is off"
+        )
+    if new >= rules.min_new_rows:
+        return RetrainDecision(
+            True, NEW_DATA, f"{new} new labelled rows since the champion >= {rules.min_new_rows}"
+        )
+    return RetrainDecision(
+        False, NEW_DATA, f"{new} new labelled rows since the champion < {rules.min_new_rows}"
+    )
+
+
+def decide_performance(
+    online: float | None,
+    baseline: float | None,
+    rows: int,
+    rules: TriggerConfig,
+    higher_is_better: bool = True,
+) -> RetrainDecision:
+    """Has the served model decayed? Compares its metric on labelled served rows with the
+    value it had on its holdout when it was blessed."""
+    if online is None or baseline is None:
+        return RetrainDecision(False, PERFORMANCE, "no online metric yet")
+    if rows < rules.performance_min_rows:
+        return RetrainDecision(
+            False, PERFORMANCE, f"{rows} labelled served rows < {rules.performance_min_rows}"
+        )
+    drop = (baseline - online) if higher_is_better else (online - baseline)
+    if drop > rules.performance_drop:
+        return RetrainDecision(
+            True,
+            PERFORMANCE,
+            f"online metric {online:.4f} vs {baseline:.4f} at blessing: "
+            f"decayed by {drop:.4f} > {rules.performance_drop:g} over {rows} rows",
+        )
+    return RetrainDecision(
+        False,
+        PERFORMANCE,
+        f"online metric {online:.4f} within {rules.performance_drop:g} of {baseline:.4f}",
+    )
+
+
+def _state_path(home: Home) -> Path:
+    return home.root / "triggers.json"
+
+
+@contextmanager
+def _locked_state(home: Home) -> Iterator[dict]:
+    """Read-modify-write of the trigger state under an exclusive lock (monitor and retrain
+    runs may update it from different processes)."""
+    path = _state_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            state = json.loads(path.read_text()) if path.exists() else {}
+            yield state
+            state["updated_at"] = datetime.now(UTC).isoformat()
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(path)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read_state(home: Home) -> dict:
+    path = _state_path(home)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load_pending(home: Home) -> PendingDrift | None:
+    data = _read_state(home).get("pending_drift")
+    return PendingDrift(**data) if data else None
+
+
+def save_pending(home: Home, pending: PendingDrift | None) -> None:
+    with _locked_state(home) as state:
+        state["pending_drift"] = asdict(pending) if pending else None
+
+
+def record_pending_if_none(home: Home, pending: PendingDrift) -> bool:
+    """Record drift unless some is already pending (keeps the earliest onset). True if saved."""
+    with _locked_state(home) as state:
+        if state.get("pending_drift"):
+            return False
+        state["pending_drift"] = asdict(pending)
+        return True
+
+
+def last_retrain_at(home: Home) -> str | None:
+    return _read_state(home).get("last_retrain_at")
+
+
+def last_retrain_by(home: Home) -> str | None:
+    """Who made the last claim (a flow run id), when the claimant said."""
+    return _read_state(home).get("last_retrain_by")
+
+
+def claim_retrain(home: Home, at: datetime | None = None, by: str | None = None) -> None:
+    """Mark that a rule-started retrain begins now: the cooldown counts from here.
+
+    `by` names the claimant (the flow run id), so the same run, retried after its worker was
+    lost, is not stopped by its own cooldown.
+    """
+    with _locked_state(home) as state:
+        state["last_retrain_at"] = (at or datetime.now(UTC)).isoformat()
+        state["last_retrain_by"] = by

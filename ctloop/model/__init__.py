@@ -1,0 +1,1 @@
+"""The model: training, tuning, evaluation and analysis of a scikit-learn Pipeline."""

@@ -1,0 +1,1 @@
+"""Monitor: drift of served inputs and online performance from feedback."""

@@ -1,0 +1,1 @@
+"""The registry: MLflow runs, versions, aliases, semver, and lineage."""

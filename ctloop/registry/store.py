@@ -1,0 +1,404 @@
+"""The MLflow edge: tracking runs, the model registry, aliases and semantic versions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_LIMIT = 4000
+# Types outside skops' defaults that ctloop's own model families need; reviewed, nothing else.
+TRUSTED_TYPES = frozenset(
+    {
+        "numpy.dtype",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.tree._tree.Tree",
+    }
+)
+# diffprivlib's linear models, for the optional differentially private family (extra `dp`).
+DP_TRUSTED_TYPES = frozenset(
+    {
+        "diffprivlib.models.logistic_regression.LogisticRegression",
+        "diffprivlib.models.linear_regression.LinearRegression",
+        "diffprivlib.accountant.BudgetAccountant",
+    }
+)
+
+
+def load_model_dir(path: str | Path, allow_pickle: bool = False):
+    """Load an MLflow sklearn model folder with ctloop's own trusted-type list.
+
+    The list saved inside the model (MLmodel) is ignored: a crafted model could trust anything
+    there. Pickled models run code when loaded and are refused unless `allow_pickle`.
+
+    Raises:
+        CtloopError: pickled and not allowed, or holding types outside the trusted list.
+    """
+    import yaml
+
+    from ctloop.errors import CtloopError
+
+    path = Path(path)
+    meta = yaml.safe_load((path / "MLmodel").read_text())
+    flavor = (meta.get("flavors") or {}).get("sklearn") or {}
+    fmt = flavor.get("serialization_format", "pickle")
+    data = path / flavor.get("pickled_model", "model.pkl")
+    if fmt == "skops":
+        import skops.io as sio
+
+        needed = set(sio.get_untrusted_types(file=data))
+        unknown = needed - TRUSTED_TYPES - DP_TRUSTED_TYPES
+        if unknown:
+            raise CtloopError(
+                f"{path}: model holds types outside the trusted list: {sorted(unknown)}"
+            )
+        return sio.load(data, trusted=sorted(needed))
+    if not allow_pickle:
+        raise CtloopError(
+            f"{path}: model is saved with {fmt}, which runs code when loaded; refused "
+            "(set training.allow_pickle: true only for models you trust)"
+        )
+    import pickle
+
+    with open(data, "rb") as handle:
+        if fmt == "cloudpickle":
+            import cloudpickle
+
+            return cloudpickle.load(handle)
+        return pickle.load(handle)  # noqa: S301 - explicitly allowed by config
+
+
+def trusted_types_of(pipeline) -> list[str]:
+    """The non-default types a pipeline needs at load time; refuses any not on the list."""
+    import skops.io as sio
+
+    from ctloop.errors import CtloopError
+
+    needed = set(sio.get_untrusted_types(data=sio.dumps(pipeline)))
+    unknown = needed - TRUSTED_TYPES - DP_TRUSTED_TYPES
+    if unknown:
+        raise CtloopError(f"model holds types outside the trusted list: {sorted(unknown)}")
+    return sorted(needed)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model version as ctloop sees it."""
+
+    name: str
+    version: int
+    semver: str
+    run_id: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    @property
+    def snapshots(self) -> list[str]:
+        return [s for s in self.tags.get("ctloop.snapshots", "").split(",") if s]
+
+    @property
+    def signature(self) -> list[list[str]]:
+        return json.loads(self.tags.get("ctloop.signature", "[]"))
+
+    @property
+    def trained_on(self) -> str:
+        return self.tags.get("ctloop.trained_on", "")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "semver": self.semver,
+            "trained_on": self.trained_on,
+            "trigger": self.tags.get("ctloop.trigger"),
+            "reason": self.tags.get("ctloop.reason"),
+            "snapshots": self.snapshots,
+            "run_id": self.run_id,
+        }
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The code version: the git commit of the working tree, or 'unknown' outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def next_semver(
+    previous: ModelRef | None, signature: list[list[str]] | list[tuple[str, str]]
+) -> str:
+    """Major when the input signature changes (or for the first model), minor otherwise."""
+    signature = [list(x) for x in signature]
+    if previous is None:
+        return "1.0.0"
+    major, minor, _patch = (int(x) for x in previous.semver.split("."))
+    if previous.signature != signature:
+        return f"{major + 1}.0.0"
+    return f"{major}.{minor + 1}.0"
+
+
+class Registry:
+    """One MLflow registered model per project, with `champion` and `challenger` aliases."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        name: str,
+        artifact_root: str | None = None,
+        allow_pickle: bool = False,
+    ):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        self.mlflow = mlflow
+        self.tracking_uri = tracking_uri
+        self.name = name
+        self.artifact_root = artifact_root
+        self.allow_pickle = allow_pickle
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def experiment_id(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return self.client.create_experiment(self.name, artifact_location=self.artifact_root)
+
+    def log_report(
+        self,
+        kind: str,
+        name: str,
+        markdown: str,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+        files: list[str] | None = None,
+    ) -> str:
+        """Record a data report (validation, quarantine, drift) as a run of the project's
+        `<name>-data` experiment, so MLflow shows data quality and drift over time."""
+        experiment = self.client.get_experiment_by_name(f"{self.name}-data")
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self.client.create_experiment(
+                f"{self.name}-data", artifact_location=self.artifact_root
+            )
+        )
+        run = self.client.create_run(
+            experiment_id,
+            run_name=f"{kind}-{name}"[:250],
+            tags={"ctloop.report": kind, **(tags or {})},
+        )
+        run_id = run.info.run_id
+        try:
+            for key, value in (metrics or {}).items():
+                self.client.log_metric(run_id, key, float(value))
+            self.client.log_text(run_id, markdown, f"{kind}.md")
+            for path in files or []:
+                self.client.log_artifact(run_id, path)
+        finally:
+            self.client.set_terminated(run_id)
+        return run_id
+
+    def _ref(self, mv) -> ModelRef:
+        tags = dict(mv.tags or {})
+        return ModelRef(self.name, int(mv.version), tags.get("semver", "0.0.0"), mv.run_id, tags)
+
+    def by_alias(self, alias: str) -> ModelRef | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._ref(self.client.get_model_version_by_alias(self.name, alias))
+        except MlflowException:
+            return None
+
+    def version(self, version: int) -> ModelRef | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._ref(self.client.get_model_version(self.name, str(version)))
+        except MlflowException:
+            return None
+
+    def versions(self) -> list[ModelRef]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:
+            return []
+        return sorted((self._ref(mv) for mv in found), key=lambda r: r.version)
+
+    def latest(self) -> ModelRef | None:
+        versions = self.versions()
+        return versions[-1] if versions else None
+
+    def load(self, ref: ModelRef):
+        """The fitted pipeline of a version, loaded with the trusted-type list (see
+        `load_model_dir`)."""
+        import tempfile
+
+        from mlflow.artifacts import download_artifacts
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = download_artifacts(artifact_uri=ref.uri, dst_path=tmp)
+            return load_model_dir(local, self.allow_pickle)
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        return dict(self.client.get_run(run_id).data.metrics)
+
+    def run_text(self, run_id: str, path: str) -> str | None:
+        """A text artifact of a run, or None when it is not there."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+        except (MlflowException, OSError):
+            return None
+
+    def log_candidate(
+        self,
+        *,
+        pipeline,
+        input_example,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        artifacts: dict[str, str] | None = None,
+        run_name: str | None = None,
+        images: dict[str, bytes] | None = None,
+        histories: list[tuple[str, float, int, int]] | None = None,
+        trials: list[dict[str, Any]] | None = None,
+        inputs: list[tuple[Any, str]] | None = None,
+    ) -> tuple[str, str]:
+        """Log one training run with its model; returns (run_id, model_uri).
+
+        Args:
+            images: binary artifacts (plots) by file name, under `plots/`.
+            histories: metric samples `(key, value, timestamp_ms, step)`, e.g. the CPU and
+                memory sampled while training (`system/...`).
+            trials: tuning trials, each logged as a nested run (`TrialRecord` as a dict).
+            inputs: MLflow datasets with their context (`mlflow.log_input`), e.g. the window.
+        """
+        import sklearn
+        from mlflow.models import infer_signature
+
+        mlflow = self.mlflow
+        experiment_id = self.experiment_id()
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            mlflow.set_tags({k: str(v)[:TAG_LIMIT] for k, v in tags.items()})
+            for dataset, context in inputs or []:
+                mlflow.log_input(dataset, context=context)
+            for name, text in (artifacts or {}).items():
+                mlflow.log_text(text, name)
+            self._log_images(run.info.run_id, images or {})
+            self._log_histories(run.info.run_id, histories or [])
+            self._log_trials(experiment_id, run.info.run_id, trials or [])
+            signature = infer_signature(input_example, pipeline.predict(input_example))
+            info = mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                signature=signature,
+                input_example=input_example.head(3),
+                pip_requirements=[f"scikit-learn=={sklearn.__version__}", "pandas", "numpy"],
+                serialization_format="skops",
+                skops_trusted_types=trusted_types_of(pipeline),
+            )
+            return run.info.run_id, info.model_uri
+
+    def _log_images(self, run_id: str, images: dict[str, bytes]) -> None:
+        import tempfile
+
+        if not images:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in images.items():
+                (Path(tmp) / name).write_bytes(data)
+            self.client.log_artifacts(run_id, tmp, artifact_path="plots")
+
+    def _log_histories(self, run_id: str, samples: list[tuple[str, float, int, int]]) -> None:
+        from mlflow.entities import Metric
+
+        metrics = [Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in samples]
+        for start in range(0, len(metrics), 900):
+            self.client.log_batch(run_id, metrics=metrics[start : start + 900])
+
+    def _log_trials(self, experiment_id: str, parent_id: str, trials: list[dict]) -> None:
+        """Each tuning trial as a nested run: its parameters, fold scores and final value."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        for t in trials:
+            start_ms = int((t.get("started") or 0) * 1000) or None
+            end_ms = int((t.get("finished") or 0) * 1000) or None
+            run = self.client.create_run(
+                experiment_id,
+                start_time=start_ms,
+                tags={"mlflow.parentRunId": parent_id, "ctloop.trial_state": t["state"]},
+                run_name=f"trial-{t['number']}",
+            )
+            params = [Param("family", str(t["family"]))]
+            params += [Param(k, str(v)[:500]) for k, v in t["params"].items()]
+            ts = end_ms or start_ms or 0
+            metrics = [Metric("fold_score", v, ts, int(k)) for k, v in t["intermediate"].items()]
+            if t.get("value") is not None:
+                metrics.append(Metric("cv_score", float(t["value"]), ts, 0))
+            self.client.log_batch(
+                run.info.run_id, metrics=metrics, params=params, tags=[RunTag("trial", "1")]
+            )
+            status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(t["state"], "FAILED")
+            self.client.set_terminated(run.info.run_id, status=status, end_time=end_ms)
+
+    def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelRef:
+        """Register a logged model as a new version with its tags; undone on failure."""
+        mv = self.mlflow.register_model(model_uri, self.name, tags=None)
+        try:
+            for key, value in tags.items():
+                self.client.set_model_version_tag(
+                    self.name, mv.version, key, str(value)[:TAG_LIMIT]
+                )
+        except Exception:
+            self.client.delete_model_version(self.name, mv.version)
+            raise
+        return self._ref(self.client.get_model_version(self.name, mv.version))
+
+    def delete_version(self, version: int) -> None:
+        self.client.delete_model_version(self.name, str(version))
+
+    def set_alias(self, alias: str, version: int) -> None:
+        self.client.set_registered_model_alias(self.name, alias, str(version))
+
+    def delete_alias(self, alias: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.delete_registered_model_alias(self.name, alias)
+        except MlflowException:
+            pass
+
+
+def open_registry(config) -> Registry:
+    """The registry of a config: the embedded SQLite store unless a tracking URI is set."""
+    from ctloop.config.home import home_of
+
+    home = home_of(config).ensure()
+    return Registry(
+        home.tracking_uri(config),
+        config.registry_name,
+        config.cluster.artifact_root or home.artifact_root(),
+        allow_pickle=config.training.allow_pickle,
+    )

@@ -1,0 +1,1 @@
+"""Validate: a batch checked against the schema and the reference window."""

@@ -1,0 +1,516 @@
+"""Batch validation against the schema: each check has a severity (block, warn, off).
+
+Checks run on statistics gathered chunk by chunk (`BatchProfile`), so a file of any size is
+validated in bounded memory, and a DataFrame is just a batch of one chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ctloop.config.settings import Config, DatasetConfig, PersonalDataConfig, Severity, Task
+from ctloop.data import privacy
+from ctloop.data.batches import TYPED, Conversion, frame_to_raw, row_hashes, to_numbers, to_type
+from ctloop.data.batches import _text as as_text
+from ctloop.data.schema import (
+    CATEGORICAL,
+    DATETIME,
+    IDENTIFIER,
+    NUMERIC,
+    ColumnSchema,
+    Schema,
+    _label_key,
+    class_shares,
+)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One finding of a check: which check, how severe, which column, what and how much."""
+
+    check: str
+    severity: str
+    message: str
+    column: str | None = None
+    value: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    source: str
+    rows: int
+    issues: tuple[Issue, ...]
+
+    @property
+    def blocking(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == Severity.BLOCK]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == Severity.WARN]
+
+    @property
+    def passed(self) -> bool:
+        return not self.blocking
+
+    def reasons(self) -> list[dict]:
+        return [i.as_dict() for i in self.issues]
+
+    def with_issues(self, more: list[Issue]) -> ValidationReport:
+        return ValidationReport(self.source, self.rows, self.issues + tuple(more))
+
+
+class _Checker:
+    def __init__(self, config: Config):
+        self.config = config
+        self.issues: list[Issue] = []
+
+    def add(self, check: str, message: str, column: str | None = None, value=None) -> None:
+        severity = self.config.validation.severity_of(check)
+        if severity == Severity.OFF:
+            return
+        value = None if value is None else round(float(value), 6)
+        self.issues.append(Issue(check, str(severity), message, column, value))
+
+
+def make_issue(config: Config, check: str, message: str, column=None, value=None) -> Issue | None:
+    """One issue with the configured severity, or None when the check is off."""
+    checker = _Checker(config)
+    checker.add(check, message, column, value)
+    return checker.issues[0] if checker.issues else None
+
+
+# --- the provisional schema of a first batch ----------------------------------------------
+
+
+def provisional_schema(
+    raw: pa.Table, dataset: DatasetConfig, personal: PersonalDataConfig | None = None
+) -> Schema:
+    """Kinds (and personal data) of a first batch, from its first chunk; no ranges yet.
+
+    Text that mostly parses as numbers is numeric (the rest are type errors); text that stands
+    for categories (a DataFrame's object column of non-text values) stays categorical.
+    """
+    personal = personal or PersonalDataConfig(detect=False)
+    columns: dict[str, ColumnSchema] = {}
+    for fld, arr in zip(raw.schema, raw.columns, strict=True):
+        name, t = fld.name, fld.type
+        typed_text = bool(fld.metadata and fld.metadata.get(TYPED))
+        lo = hi = None
+        if name == dataset.id:
+            kind = IDENTIFIER
+        elif name == dataset.timestamp or pa.types.is_timestamp(t) or pa.types.is_date(t):
+            kind = DATETIME
+        elif pa.types.is_boolean(t) or typed_text:
+            kind = CATEGORICAL
+        elif pa.types.is_integer(t) or pa.types.is_floating(t):
+            kind = NUMERIC
+        else:
+            present = len(arr) - arr.null_count
+            numbers = to_numbers(arr).values
+            parsed = len(numbers) - numbers.null_count
+            kind = NUMERIC if present == 0 or parsed / present > 0.5 else CATEGORICAL
+        found = None
+        if personal.detect and kind != DATETIME and name != dataset.target:
+            sample = as_text(arr.slice(0, 2000)).drop_null().to_pylist()
+            found = privacy.detect_personal(name, [str(v) for v in sample])
+        handling = privacy.decide(name, found, personal) if name != dataset.target else None
+        if found and kind == NUMERIC:
+            kind = CATEGORICAL  # card numbers and phones are identifiers, never quantities
+        if name == dataset.target and kind == NUMERIC:
+            numbers = to_numbers(arr).values
+            lo, hi = pc.min_max(numbers).values()
+            lo, hi = lo.as_py(), hi.as_py()
+        columns[name] = ColumnSchema(
+            name, kind, True, lo, hi, personal=found, handling=handling or None
+        )
+    target = dataset.target or ""
+    return Schema(0, target, str(dataset.task), columns, {})
+
+
+# --- typing a chunk -----------------------------------------------------------------------
+
+
+def type_chunk(
+    raw: pa.Table, schema: Schema, salt: bytes | None = None
+) -> tuple[pa.Table, dict[str, Conversion]]:
+    """A raw chunk typed to the schema, with personal data dropped or hashed.
+
+    Columns the schema does not know are kept as text. Returns the table a snapshot stores and
+    the conversion record of every column (for the type checks).
+    """
+    arrays, names, conversions = [], [], {}
+    for name, arr in zip(raw.column_names, raw.columns, strict=True):
+        col = schema.columns.get(name)
+        conv = to_type(arr, col, schema) if col is not None else Conversion(as_text(arr))
+        conversions[name] = conv
+        if col is not None and col.handling == "drop":
+            continue
+        values = conv.values
+        if col is not None and col.handling == "hash":
+            values = privacy.hash_values(as_text(arr), salt or b"")
+        arrays.append(values)
+        names.append(name)
+    return pa.Table.from_arrays(arrays, names=names), conversions
+
+
+# --- statistics gathered chunk by chunk ---------------------------------------------------
+
+
+@dataclass
+class ColumnStats:
+    rows: int = 0
+    nulls: int = 0
+    bad: int = 0
+    first_bad: str | None = None
+    lo: float | None = None
+    hi: float | None = None
+    outside: int = 0
+    counts: dict[str, int] | None = field(default_factory=dict)
+    unseen: int = 0
+    present: int = 0
+    unseen_examples: set[str] = field(default_factory=set)
+    t_lo: object = None
+    t_hi: object = None
+
+
+def _minmax(values) -> tuple[object, object]:
+    result = pc.min_max(values)
+    return result["min"].as_py(), result["max"].as_py()
+
+
+class BatchProfile:
+    """Statistics of one batch, gathered chunk by chunk, then checked all at once."""
+
+    def __init__(self, schema: Schema, config: Config, provisional: bool = False):
+        self.schema = schema
+        self.config = config
+        self.provisional = provisional
+        self.rows = 0
+        self.columns: list[str] | None = None
+        self.stats: dict[str, ColumnStats] = {}
+        self.labels: dict[str, int] = {}
+        self._hashes: list[np.ndarray] = []
+
+    def add(self, raw: pa.Table, conversions: dict[str, Conversion], hashes: np.ndarray) -> None:
+        """Add one chunk: its raw columns, how they converted, and its row hashes."""
+        if self.columns is None:
+            self.columns = list(raw.column_names)
+        offset = self.rows
+        self.rows += raw.num_rows
+        self._hashes.append(hashes)
+        v = self.config.validation
+        target = self.config.dataset.target
+        for name, arr in zip(raw.column_names, raw.columns, strict=True):
+            s = self.stats.setdefault(name, ColumnStats())
+            s.rows += len(arr)
+            s.nulls += arr.null_count
+            conv = conversions[name]
+            col = self.schema.columns.get(name)
+            if conv.bad:
+                if s.bad == 0:
+                    s.first_bad = (
+                        f"first at row {offset + conv.first_bad + 1}: {conv.first_bad_value!r}"
+                    )
+                s.bad += conv.bad
+            if col is None or len(arr) == 0:
+                continue
+            values = conv.values
+            if col.kind == NUMERIC:
+                lo, hi = _minmax(values)
+                if lo is not None:
+                    s.lo = lo if s.lo is None else min(s.lo, lo)
+                    s.hi = hi if s.hi is None else max(s.hi, hi)
+                if col.min is not None and col.max is not None and not self.provisional:
+                    margin = v.range_margin * max(col.max - col.min, abs(col.max) * 1e-9, 1e-9)
+                    out = pc.or_(
+                        pc.less(values, col.min - margin), pc.greater(values, col.max + margin)
+                    )
+                    s.outside += int(pc.sum(out).as_py() or 0)
+            elif col.kind == DATETIME:
+                lo, hi = _minmax(values)
+                if lo is not None:
+                    s.t_lo = lo if s.t_lo is None else min(s.t_lo, lo)
+                    s.t_hi = hi if s.t_hi is None else max(s.t_hi, hi)
+            elif col.kind == CATEGORICAL and not col.personal:
+                counted = pc.value_counts(values.drop_null())
+                pairs = zip(
+                    counted.field("values").to_pylist(),
+                    counted.field("counts").to_pylist(),
+                    strict=True,
+                )
+                present = 0
+                for key, count in pairs:
+                    present += count
+                    if s.counts is not None:
+                        s.counts[key] = s.counts.get(key, 0) + count
+                    if col.categories and key not in self._category_set(name):
+                        s.unseen += count
+                        if len(s.unseen_examples) < 50:
+                            s.unseen_examples.add(key)
+                s.present += present
+                if s.counts is not None and len(s.counts) > v.max_categories:
+                    s.counts = None  # too many to be categories: no category set
+            if name == target and self.config.dataset.task != Task.REGRESSION:
+                counted = pc.value_counts(as_text(arr).drop_null())
+                for key, count in zip(
+                    counted.field("values").to_pylist(),
+                    counted.field("counts").to_pylist(),
+                    strict=True,
+                ):
+                    label = _label_key(key)
+                    self.labels[label] = self.labels.get(label, 0) + count
+
+    _sets: dict[str, set[str]]
+
+    def _category_set(self, name: str) -> set[str]:
+        if not hasattr(self, "_sets"):
+            self._sets = {}
+        if name not in self._sets:
+            self._sets[name] = set(self.schema.columns[name].categories)
+        return self._sets[name]
+
+    @property
+    def duplicate_rows(self) -> int:
+        if not self._hashes:
+            return 0
+        hashes = np.concatenate(self._hashes)
+        if len(hashes) < 2:
+            return 0
+        hashes.sort()  # a radix-friendly sort beats a hash set for 8-byte keys
+        return int(np.count_nonzero(hashes[1:] == hashes[:-1]))
+
+    def time_range(self, column: str | None) -> tuple[str | None, str | None]:
+        s = self.stats.get(column or "")
+        if s is None or s.t_lo is None:
+            return None, None
+        return pd.Timestamp(s.t_lo).isoformat(), pd.Timestamp(s.t_hi).isoformat()
+
+    # -- the checks ---------------------------------------------------------------------
+
+    def report(self, source: str) -> ValidationReport:
+        """Every configured check on the gathered statistics."""
+        v = self.config.validation
+        check = _Checker(self.config)
+        target = self.config.require_target()
+        rows = self.rows
+        columns = self.columns or []
+        if rows < v.min_rows:
+            check.add("empty", f"batch has {rows} rows, at least {v.min_rows} needed", value=rows)
+            return ValidationReport(source, rows, tuple(check.issues))
+        if target not in columns:
+            shown = ", ".join(map(str, columns[:8]))
+            hint = ""
+            if len(columns) == 1 and any(d in columns[0] for d in ";\t|"):
+                hint = " (one column only: wrong delimiter?)"
+            check.add(
+                "missing_target",
+                f"target column '{target}' is missing (columns: {shown}){hint}",
+                column=target,
+            )
+
+        for column in columns:
+            share = self.stats[column].nulls / rows
+            if share > v.max_missing_share:
+                check.add(
+                    "missing_values",
+                    f"column '{column}': {share:.0%} missing, "
+                    f"at most {v.max_missing_share:.0%} allowed",
+                    column,
+                    share,
+                )
+
+        schema = self.schema
+        if target in columns and self.config.dataset.task != Task.REGRESSION:
+            if not self.provisional and schema.class_shares:
+                self._check_labels(check, target)
+
+        duplicate_share = self.duplicate_rows / rows
+        if duplicate_share > v.max_duplicate_share:
+            check.add(
+                "duplicates",
+                f"{duplicate_share:.0%} of rows are duplicates "
+                f"(at most {v.max_duplicate_share:.0%})",
+                value=duplicate_share,
+            )
+
+        if not self.provisional:
+            expected = [c for c in schema.columns if c != target]
+            for column in [c for c in expected if c not in columns]:
+                check.add("missing_column", f"column '{column}' is missing", column)
+            for column in [c for c in columns if c not in schema.columns]:
+                check.add(
+                    "extra_column", f"column '{column}' is not in schema v{schema.version}", column
+                )
+
+        for name, col in schema.columns.items():
+            if name not in columns:
+                continue
+            if name == target and self.config.dataset.task != Task.REGRESSION:
+                continue
+            s = self.stats[name]
+            if col.kind == NUMERIC:
+                if s.bad:
+                    check.add(
+                        "type_error",
+                        f"column '{name}': {s.bad} of {rows} values are not numbers "
+                        f"({s.first_bad})",
+                        name,
+                        s.bad,
+                    )
+                share = s.outside / rows
+                if share > v.max_out_of_range_share:
+                    check.add(
+                        "out_of_range",
+                        f"column '{name}': {share:.0%} of values outside "
+                        f"[{col.min:g}, {col.max:g}] (observed {s.lo:g}..{s.hi:g})",
+                        name,
+                        share,
+                    )
+            elif col.kind == DATETIME and s.bad:
+                check.add(
+                    "type_error",
+                    f"column '{name}': {s.bad} of {rows} values are not dates ({s.first_bad})",
+                    name,
+                    s.bad,
+                )
+            elif col.kind == CATEGORICAL and col.categories and s.present:
+                share = s.unseen / s.present
+                if share > v.max_unseen_category_share:
+                    examples = sorted(s.unseen_examples)[:5]
+                    check.add(
+                        "unseen_categories",
+                        f"column '{name}': {share:.0%} of values are unseen categories "
+                        f"(e.g. {examples}; at most {v.max_unseen_category_share:.0%} allowed)",
+                        name,
+                        share,
+                    )
+        return ValidationReport(source, rows, tuple(check.issues))
+
+    def _check_labels(self, check: _Checker, target: str) -> None:
+        v = self.config.validation
+        reference = self.schema.class_shares
+        unknown = sorted(set(self.labels) - set(reference))
+        if unknown:
+            check.add(
+                "unknown_label",
+                f"target '{target}': unknown classes {unknown[:5]}, expected {sorted(reference)}",
+                target,
+                len(unknown),
+            )
+            return
+        total = sum(self.labels.values())
+        if not total:
+            return
+        shares = {k: n / total for k, n in self.labels.items()}
+        gaps = {
+            k: abs(shares.get(k, 0.0) - reference.get(k, 0.0)) for k in set(shares) | set(reference)
+        }
+        worst = max(gaps, key=gaps.get)
+        if gaps[worst] > v.max_label_shift:
+            check.add(
+                "label_shift",
+                f"target '{target}': class {worst} is {shares.get(worst, 0):.0%} of rows, "
+                f"{reference.get(worst, 0):.0%} in the reference "
+                f"(shift {gaps[worst]:.0%} > {v.max_label_shift:.0%})",
+                target,
+                gaps[worst],
+            )
+
+    # -- the schema of a first batch ----------------------------------------------------
+
+    def inferred_schema(self, version: int = 1) -> Schema:
+        """The schema this batch defines: kinds, ranges, nullability, categories, class shares."""
+        columns: dict[str, ColumnSchema] = {}
+        for name, col in self.schema.columns.items():
+            s = self.stats.get(name, ColumnStats())
+            nullable = bool(s.nulls or s.bad)
+            lo = hi = None
+            categories: list[str] = []
+            if col.kind == NUMERIC and not col.personal:
+                lo = None if s.lo is None else float(s.lo)
+                hi = None if s.hi is None else float(s.hi)
+            if col.kind == CATEGORICAL and not col.personal and s.counts:
+                categories = sorted(s.counts)
+            columns[name] = ColumnSchema(
+                name, col.kind, nullable, lo, hi, categories, col.personal, col.handling
+            )
+        shares: dict[str, float] = {}
+        if self.config.dataset.task != Task.REGRESSION and self.labels:
+            total = sum(self.labels.values())
+            shares = {k: round(n / total, 6) for k, n in sorted(self.labels.items())}
+        return Schema(version, self.schema.target, self.schema.task, columns, shares)
+
+
+def profile_frame(
+    frame: pd.DataFrame, schema: Schema | None, config: Config, salt: bytes | None = None
+) -> tuple[BatchProfile, pa.Table]:
+    """Profile a whole DataFrame as one chunk; returns the profile and the typed table."""
+    raw = frame_to_raw(frame)
+    provisional = schema is None
+    if schema is None:
+        schema = provisional_schema(raw, config.dataset, config.personal_data)
+    typed, conversions = type_chunk(raw, schema, salt)
+    profile = BatchProfile(schema, config, provisional)
+    profile.add(raw, conversions, row_hashes(typed))
+    return profile, typed
+
+
+def validate_batch(
+    frame: pd.DataFrame, schema: Schema | None, config: Config, source: str = "batch"
+) -> ValidationReport:
+    """Check a raw batch (as read from its file) against the schema and the config.
+
+    With no schema yet (the first batch), only the checks that need none run.
+    """
+    config.require_target()
+    profile, _ = profile_frame(frame, schema, config)
+    return profile.report(source)
+
+
+def label_parity(
+    train_labels: pd.Series, validation_labels: pd.Series, config: Config
+) -> Issue | None:
+    """Class shares of the train and validation split must match (within the configured gap)."""
+    if config.dataset.task == Task.REGRESSION:
+        return None
+    a, b = class_shares(train_labels), class_shares(validation_labels)
+    gaps = {k: abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b)}
+    if not gaps:
+        return None
+    worst = max(gaps, key=gaps.get)
+    limit = config.validation.max_label_parity_gap
+    if gaps[worst] <= limit:
+        return None
+    return make_issue(
+        config,
+        "label_parity",
+        f"target '{config.dataset.target}': class {worst} is {a.get(worst, 0):.0%} of the train "
+        f"split and {b.get(worst, 0):.0%} of the validation split (gap {gaps[worst]:.0%} > "
+        f"{limit:.0%})",
+        config.dataset.target,
+        gaps[worst],
+    )
+
+
+def coerce_to_schema(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Cast an accepted batch to the schema's types (no feature engineering here)."""
+    out = frame.copy()
+    for name, col in schema.columns.items():
+        if name not in out.columns:
+            continue
+        if col.kind == NUMERIC:
+            out[name] = pd.to_numeric(out[name], errors="coerce")
+        elif col.kind == DATETIME:
+            out[name] = pd.to_datetime(out[name], errors="coerce", format="mixed")
+        else:
+            out[name] = out[name].map(lambda x: x if pd.isna(x) else _label_key(x)).astype(object)
+    return out
