@@ -13,6 +13,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
 from ctloop.config.settings import Config
+from ctloop.names import BATCH_ACCEPTED, DRIFT_DETECTED, PERFORMANCE_DEGRADED, PROJECT_LABEL
 from flows.ingest import ingest, ingest_landing
 from flows.monitor import monitor
 from flows.retrain import retrain
@@ -20,13 +21,10 @@ from flows.score_batch import score_batch
 
 # module paths, so a runner in any working directory finds the flows of the installed package
 MODULE = EntrypointType.MODULE_PATH
-BATCH_ACCEPTED = "ctloop.batch.accepted"
-DRIFT_DETECTED = "ctloop.drift.detected"
-PERFORMANCE_DEGRADED = "ctloop.performance.degraded"
 
 
 def _project_match(config: Config) -> dict[str, str]:
-    return {"ctloop.project": config.project}
+    return {PROJECT_LABEL: config.project}
 
 
 def build_deployments(config: Config) -> list:

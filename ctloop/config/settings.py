@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from ctloop.errors import ConfigError
+from ctloop.names import DISTANCE_METHODS, NOTIFIED_EVENTS, P_VALUE_METHODS
 
 CONFIG_FILENAME = "ctloop.yaml"
 ENV_PREFIX = "CTLOOP_"
@@ -247,8 +248,6 @@ class DriftConfig(_Strict):
     @field_validator("num_method", "cat_method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        from ctloop.monitor.drift import DISTANCE_METHODS, P_VALUE_METHODS
-
         known = DISTANCE_METHODS | P_VALUE_METHODS
         if value not in known:
             raise ValueError(f"unknown drift method {value!r}; one of {sorted(known)}")
@@ -405,14 +404,7 @@ class NotificationConfig(_Strict):
     webhook_url: str | None = None
     token: str | None = Field(default=None, description="sent as a bearer token")
     events: list[str] = Field(
-        default_factory=lambda: [
-            "ctloop.batch.quarantined",
-            "ctloop.drift.detected",
-            "ctloop.performance.degraded",
-            "ctloop.model.refused",
-            "ctloop.model.promoted",
-            "ctloop.model.rolled_back",
-        ],
+        default_factory=lambda: list(NOTIFIED_EVENTS),
         description="which events are sent (empty: all)",
     )
     retries: int = Field(default=2, ge=0, le=10)

@@ -7,15 +7,17 @@ from typing import Any
 
 from ctloop.config.settings import Config
 from ctloop.loop.notify import notify
-
-BATCH_ACCEPTED = "ctloop.batch.accepted"
-BATCH_QUARANTINED = "ctloop.batch.quarantined"
-DRIFT_DETECTED = "ctloop.drift.detected"
-PERFORMANCE_DEGRADED = "ctloop.performance.degraded"
-MODEL_REFUSED = "ctloop.model.refused"
-MODEL_PROMOTED = "ctloop.model.promoted"
-MODEL_CHALLENGER = "ctloop.model.challenger"
-MODEL_ROLLED_BACK = "ctloop.model.rolled_back"
+from ctloop.names import (  # noqa: F401 (the names publishers use, re-exported)
+    BATCH_ACCEPTED,
+    BATCH_QUARANTINED,
+    DRIFT_DETECTED,
+    MODEL_CHALLENGER,
+    MODEL_PROMOTED,
+    MODEL_REFUSED,
+    MODEL_ROLLED_BACK,
+    PERFORMANCE_DEGRADED,
+    PROJECT_LABEL,
+)
 
 
 def publish(config: Config, event: str, resource_id: str, payload: dict[str, Any]) -> None:
@@ -27,7 +29,7 @@ def publish(config: Config, event: str, resource_id: str, payload: dict[str, Any
     if emit_event is not None:
         emit_event(
             event=event,
-            resource={"prefect.resource.id": resource_id, "ctloop.project": config.project},
+            resource={"prefect.resource.id": resource_id, PROJECT_LABEL: config.project},
             payload=payload,
         )
     notify(config.notifications, event, payload, config.project)

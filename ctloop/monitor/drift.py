@@ -9,26 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.config.settings import DriftConfig
-
-# Evidently's stat tests by how their score reads: a distance drifts at or above the threshold,
-# a p-value below it. `DriftConfig` only accepts names from these two sets.
-DISTANCE_METHODS = frozenset({"wasserstein", "jensenshannon", "psi", "kl_div", "hellinger", "ed"})
-P_VALUE_METHODS = frozenset(
-    {
-        "ks",
-        "chisquare",
-        "z",
-        "t_test",
-        "mannw",
-        "anderson",
-        "cramer_von_mises",
-        "es",
-        "fisher_exact",
-        "g_test",
-        "TVD",
-        "empirical_mmd",
-    }
-)
+from ctloop.names import DISTANCE_METHODS, P_VALUE_METHODS  # noqa: F401 (re-exported)
 
 
 def is_p_value(method: str) -> bool:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
+from ctloop.names import CHALLENGER, CHAMPION  # noqa: F401 (re-exported)
+
 TAG_LIMIT = 4000
 # Types outside skops' defaults that ctloop's own model families need; reviewed, nothing else.
 TRUSTED_TYPES = frozenset(
