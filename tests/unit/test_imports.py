@@ -1,4 +1,4 @@
-"""The house's rules, read from the imports: no cycles, the core never reaches up, stages in order."""
+"""The house, read from the imports: no cycles, the core never reaches up, stages in order."""
 
 from __future__ import annotations
 
