@@ -7,6 +7,7 @@ validated in bounded memory, and a DataFrame is just a batch of one chunk.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,9 @@ from ctloop.data.schema import (
     _label_key,
     class_shares,
 )
+
+if TYPE_CHECKING:
+    from ctloop.lake.snapshots import SnapshotWriter
 
 
 @dataclass(frozen=True)
@@ -514,3 +518,22 @@ def coerce_to_schema(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         else:
             out[name] = out[name].map(lambda x: x if pd.isna(x) else _label_key(x)).astype(object)
     return out
+
+
+@dataclass
+class StagedBatch:
+    """A batch read, typed, profiled and written to a temporary file, waiting for the gate."""
+
+    source: str
+    format: str
+    report: ValidationReport
+    schema: Schema  # the schema it was checked against (or the one it defines)
+    new_schema: bool  # True when this batch defines the first schema
+    writer: SnapshotWriter | None = None
+    time_min: str | None = None
+    time_max: str | None = None
+    personal: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.report.passed
