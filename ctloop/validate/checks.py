@@ -321,6 +321,19 @@ class BatchProfile:
                 column=target,
             )
 
+        self._check_missing_values(check, columns)
+        schema = self.schema
+        if target in columns and self.config.dataset.task != Task.REGRESSION:
+            if not self.provisional and schema.class_shares:
+                self._check_labels(check, target)
+        self._check_duplicates(check)
+        if not self.provisional:
+            self._check_columns_against_schema(check, columns, target)
+        self._check_values(check, columns, target)
+        return ValidationReport(source, rows, tuple(check.issues))
+
+    def _check_missing_values(self, check: _Checker, columns: list[str]) -> None:
+        v, rows = self.config.validation, self.rows
         for column in columns:
             share = self.stats[column].nulls / rows
             if share > v.max_missing_share:
@@ -332,12 +345,9 @@ class BatchProfile:
                     share,
                 )
 
-        schema = self.schema
-        if target in columns and self.config.dataset.task != Task.REGRESSION:
-            if not self.provisional and schema.class_shares:
-                self._check_labels(check, target)
-
-        duplicate_share = self.duplicate_rows / rows
+    def _check_duplicates(self, check: _Checker) -> None:
+        v = self.config.validation
+        duplicate_share = self.duplicate_rows / self.rows
         if duplicate_share > v.max_duplicate_share:
             check.add(
                 "duplicates",
@@ -346,16 +356,22 @@ class BatchProfile:
                 value=duplicate_share,
             )
 
-        if not self.provisional:
-            expected = [c for c in schema.columns if c != target]
-            for column in [c for c in expected if c not in columns]:
-                check.add("missing_column", f"column '{column}' is missing", column)
-            for column in [c for c in columns if c not in schema.columns]:
-                check.add(
-                    "extra_column", f"column '{column}' is not in schema v{schema.version}", column
-                )
+    def _check_columns_against_schema(
+        self, check: _Checker, columns: list[str], target: str
+    ) -> None:
+        schema = self.schema
+        expected = [c for c in schema.columns if c != target]
+        for column in [c for c in expected if c not in columns]:
+            check.add("missing_column", f"column '{column}' is missing", column)
+        for column in [c for c in columns if c not in schema.columns]:
+            check.add(
+                "extra_column", f"column '{column}' is not in schema v{schema.version}", column
+            )
 
-        for name, col in schema.columns.items():
+    def _check_values(self, check: _Checker, columns: list[str], target: str) -> None:
+        """Types, ranges and categories of each column the schema knows."""
+        v, rows = self.config.validation, self.rows
+        for name, col in self.schema.columns.items():
             if name not in columns:
                 continue
             if name == target and self.config.dataset.task != Task.REGRESSION:
@@ -397,7 +413,6 @@ class BatchProfile:
                         name,
                         share,
                     )
-        return ValidationReport(source, rows, tuple(check.issues))
 
     def _check_labels(self, check: _Checker, target: str) -> None:
         v = self.config.validation
