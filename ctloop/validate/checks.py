@@ -28,6 +28,7 @@ from ctloop.data.schema import (
     _label_key,
     class_shares,
 )
+from ctloop.gates.verdict import BLOCK, INFO, WARN, Verdict
 
 if TYPE_CHECKING:
     from ctloop.lake.snapshots import SnapshotWriter
@@ -518,6 +519,21 @@ def label_parity(
         config.dataset.target,
         gaps[worst],
     )
+
+
+def split_parity(train: pd.DataFrame, holdout: pd.DataFrame, config: Config) -> Verdict:
+    """`label_parity` of the target between the train and validation split, as a verdict.
+
+    It passes (with no reason) when the shares match or the check is off or does not apply; a
+    gap fails with the configured severity (`warn` records it, `block` refuses the candidate).
+    """
+    target = config.require_target()
+    issue = label_parity(train[target], holdout[target], config)
+    configured = config.validation.severity_of("label_parity")
+    severity = {Severity.BLOCK: BLOCK, Severity.WARN: WARN}.get(configured, INFO)
+    if issue is None:
+        return Verdict("split_parity", True, (), severity)
+    return Verdict("split_parity", False, (issue.message,), severity, issue.as_dict())
 
 
 def coerce_to_schema(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
