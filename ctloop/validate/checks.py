@@ -506,7 +506,9 @@ def label_parity(
     gaps = {k: abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b)}
     if not gaps:
         return None
-    worst = max(gaps, key=gaps.get)
+    # a tie (two classes always tie in a binary task) names the rarer class, then by name, so
+    # the message does not depend on the order of a set
+    worst = min(gaps, key=lambda k: (-round(gaps[k], 12), a.get(k, 0.0), str(k)))
     limit = config.validation.max_label_parity_gap
     if gaps[worst] <= limit:
         return None
