@@ -1,4 +1,4 @@
-"""Names shared across ctloop: events, registry aliases, drift methods. No imports, no logic.
+"""Shared names: events, registry aliases, drift methods, the config file. No imports, no logic.
 
 Every module that emits, matches or lists one of these names takes it from here, so an event
 name or an alias is written once.
@@ -50,3 +50,6 @@ P_VALUE_METHODS = frozenset(
         "empirical_mmd",
     }
 )
+
+# -- the config file (`./ctloop.yaml`, or the one in the home)
+CONFIG_FILENAME = "ctloop.yaml"
