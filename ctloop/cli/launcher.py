@@ -3,12 +3,14 @@
 One launcher serves `ctloop up` (`deployments/stack.py`) and `ctloop ui`. Each child writes its
 stdout and stderr to `<log_dir>/<name>.log`; a child that exits while the others start is
 reported with its exit code, its log file and the log's last line. Used as a context manager,
-SIGTERM behaves like Ctrl-C, and leaving the block stops every child: terminate first, kill
-what is still running after the grace period.
+SIGTERM behaves like Ctrl-C, and leaving the block stops every child: each runs in its own
+process group, which is terminated first and killed after the grace period, so no grandchild
+(a uvicorn worker of `mlflow ui`, say) is left behind.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -105,6 +107,7 @@ class Launcher:
                 stdin=subprocess.DEVNULL,
                 stdout=handle,
                 stderr=subprocess.STDOUT if handle is not None else None,
+                start_new_session=True,  # its own process group: stopped with its children
             )
         finally:
             if handle is not None:
@@ -148,22 +151,24 @@ class Launcher:
             child.process.wait()
 
     def stop(self) -> None:
-        """Terminate every running child; kill those still running after the grace period.
+        """Terminate every child with what it started (its process group); kill what still
+        runs after the grace period.
 
         A second Ctrl-C or SIGTERM while stopping is ignored, so no child is left behind.
         """
         with _shielded():
             children = list(self.children.values())
             for child in children:
-                if child.process.poll() is None:
-                    child.process.terminate()
+                _signal_group(child.process, signal.SIGTERM)
             deadline = time.monotonic() + self.grace_seconds
             for child in children:
                 try:
                     child.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
                 except subprocess.TimeoutExpired:
-                    child.process.kill()
-                    child.process.wait()
+                    pass
+            for child in children:  # what still runs, the child or one it started: killed
+                _signal_group(child.process, signal.SIGKILL)
+                child.process.wait()
 
     def __enter__(self) -> Launcher:
         self._sigterm = stop_on_sigterm()
@@ -175,6 +180,14 @@ class Launcher:
             self.stop()
         finally:
             self._sigterm.__exit__(None, None, None)
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    """Send `sig` to the process group a child leads (it and what it started)."""
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone
 
 
 def _interrupt(signum, frame) -> None:

@@ -64,3 +64,32 @@ def test_stop_kills_a_child_that_ignores_terminate(tmp_path):
 def test_log_names_are_file_names():
     assert log_name("prefect worker 2") == "prefect-worker-2.log"
     assert log_name("MLflow UI") == "mlflow-ui.log"
+
+
+def test_stop_also_stops_what_a_child_started(tmp_path):
+    code = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    launcher = Launcher(tmp_path, grace_seconds=5)
+    launcher.start("parent", [PY, "-c", code])
+    log = tmp_path / "parent.log"
+    deadline = time.monotonic() + 60
+    while not log.read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(log.read_text().split()[0])
+    launcher.stop()
+    deadline = time.monotonic() + 30
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"  # a zombie is gone, only not yet reaped
+    except FileNotFoundError:
+        return False
