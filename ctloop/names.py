@@ -1,4 +1,4 @@
-"""Shared names: events, registry aliases, drift methods, the config file. No imports, no logic.
+"""Shared names: events, aliases, run tags, drift methods, the config file. No imports, no logic.
 
 Every module that emits, matches or lists one of these names takes it from here, so an event
 name or an alias is written once.
@@ -30,6 +30,29 @@ PROJECT_LABEL = "ctloop.project"
 # -- registry aliases
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+
+# -- run and version tags (the MLflow training run; a registered version carries them too)
+TAG_TRIGGER = "ctloop.trigger"
+TAG_REASON = "ctloop.reason"
+TAG_SNAPSHOTS = "ctloop.snapshots"
+TAG_SNAPSHOT_DIGESTS = "ctloop.snapshot_digests"
+TAG_GIT_COMMIT = "ctloop.git_commit"
+TAG_SIGNATURE = "ctloop.signature"
+TAG_TRAINED_ON = "ctloop.trained_on"
+TAG_SPLIT = "ctloop.split"
+TAG_FAMILY = "ctloop.family"
+TAG_PARAMS = "ctloop.params"
+TAG_RECIPE_PARAMS = "ctloop.recipe_params"
+TAG_BLESSED = "ctloop.blessed"
+TAG_BLESSING = "ctloop.blessing"
+TAG_PREFECT_FLOW_RUN = "ctloop.prefect_flow_run"
+TAG_REVIEW = "ctloop.review"
+TAG_REVIEW_REASON = "ctloop.review_reason"
+TAG_SPLIT_WARNING = "ctloop.split_warning"
+TAG_DP_EPSILON = "ctloop.dp_epsilon"
+TAG_TUNING_STUDY = "ctloop.tuning_study"
+# on the registered version only: its semantic version
+TAG_SEMVER = "semver"
 
 # Evidently's stat tests by how their score reads: a distance drifts at or above the threshold,
 # a p-value below it. `DriftConfig` only accepts names from these two sets.

@@ -27,97 +27,93 @@ def _project_match(config: Config) -> dict[str, str]:
     return {PROJECT_LABEL: config.project}
 
 
+ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
 def build_deployments(config: Config) -> list:
     """Every flow of one project as a deployment: retrain, monitor, ingest, ingest-landing,
     score-batch."""
     params = {"config": config.model_dump(mode="json")}
-    match = _project_match(config)
-    one_at_a_time = ConcurrencyLimitConfig(
-        limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
-    )
+    common = {"tags": ["ctloop", config.project], "entrypoint_type": MODULE}
+    return [
+        _retrain_deployment(config, params, common),
+        _monitor_deployment(config, params, common),
+        ingest.to_deployment(
+            name="ingest",
+            description="Ingest the files given as a parameter into the lake.",
+            parameters={**params, "paths": []},
+            **common,
+        ),
+        ingest_landing.to_deployment(
+            name="ingest-landing",
+            description="Ingest every new file of the watched landing folder, each exactly once.",
+            parameters=params,
+            concurrency_limit=ONE_AT_A_TIME,
+            **common,
+        ),
+        score_batch.to_deployment(
+            name="score-batch",
+            description="Score a file or snapshot with the champion and write the predictions.",
+            parameters=params,
+            **common,
+        ),
+    ]
+
+
+def _retrain_deployment(config: Config, params: dict, common: dict):
+    """One retrain deployment for all five triggers: manual, schedule, new data, drift, decay."""
     schedules = []
     if config.triggers.schedule_cron:
+        request = {"trigger": "schedule", "reason": "scheduled retrain"}
         schedules.append(
-            Cron(
-                config.triggers.schedule_cron,
-                parameters={
-                    **params,
-                    "request": {"trigger": "schedule", "reason": "scheduled retrain"},
-                },
-            )
+            Cron(config.triggers.schedule_cron, parameters={**params, "request": request})
         )
+    match = _project_match(config)
 
-    def on(event: str, trigger: str, reason: str, check_rules: bool) -> DeploymentEventTrigger:
+    def on(event: str, trigger: str, reason: str) -> DeploymentEventTrigger:
+        # the rules (bootstrap, min new rows, post-drift rows, cooldown) are checked in the run
+        request = {"trigger": trigger, "reason": reason, "check_rules": True}
         return DeploymentEventTrigger(
             name=f"retrain-on-{trigger.replace('_', '-')}",
             expect={event},
             match=match,
-            parameters={
-                **params,
-                "request": {"trigger": trigger, "reason": reason, "check_rules": check_rules},
-            },
+            parameters={**params, "request": request},
         )
 
-    retrain_deployment = retrain.to_deployment(
+    return retrain.to_deployment(
         name="retrain",
         description="Retrain, bless against the champion, register and promote.",
         schedules=schedules,
-        concurrency_limit=one_at_a_time,
+        concurrency_limit=ONE_AT_A_TIME,
         parameters={**params, "request": {"trigger": "manual", "reason": "manual run"}},
         triggers=[
-            # new data: the rule (min new rows, bootstrap) is checked inside the run
-            on(BATCH_ACCEPTED, "new_data", "new data accepted", check_rules=True),
-            on(DRIFT_DETECTED, "drift", "{{ event.payload.reason }}", check_rules=True),
-            on(PERFORMANCE_DEGRADED, "performance", "{{ event.payload.reason }}", check_rules=True),
+            on(BATCH_ACCEPTED, "new_data", "new data accepted"),
+            on(DRIFT_DETECTED, "drift", "{{ event.payload.reason }}"),
+            on(PERFORMANCE_DEGRADED, "performance", "{{ event.payload.reason }}"),
         ],
-        tags=["ctloop", config.project],
-        entrypoint_type=MODULE,
+        **common,
     )
-    monitor_deployment = monitor.to_deployment(
+
+
+def _monitor_deployment(config: Config, params: dict, common: dict):
+    """Monitor after every accepted batch and every `triggers.monitor_every_minutes`."""
+    every = config.triggers.monitor_every_minutes
+    return monitor.to_deployment(
         name="monitor",
         description="Drift of the newest snapshot against the champion's training window.",
         parameters=params,
-        schedules=[Interval(config.triggers.monitor_every_minutes * 60, parameters=params)]
-        if config.triggers.monitor_every_minutes
-        else [],
-        concurrency_limit=one_at_a_time,
+        schedules=[Interval(every * 60, parameters=params)] if every else [],
+        concurrency_limit=ONE_AT_A_TIME,
         triggers=[
             DeploymentEventTrigger(
-                name="monitor-on-batch", expect={BATCH_ACCEPTED}, match=match, parameters=params
+                name="monitor-on-batch",
+                expect={BATCH_ACCEPTED},
+                match=_project_match(config),
+                parameters=params,
             )
         ],
-        tags=["ctloop", config.project],
-        entrypoint_type=MODULE,
+        **common,
     )
-    ingest_deployment = ingest.to_deployment(
-        name="ingest",
-        description="Ingest the files given as a parameter into the lake.",
-        parameters={**params, "paths": []},
-        tags=["ctloop", config.project],
-        entrypoint_type=MODULE,
-    )
-    landing_deployment = ingest_landing.to_deployment(
-        name="ingest-landing",
-        description="Ingest every new file of the watched landing folder, each exactly once.",
-        parameters=params,
-        concurrency_limit=one_at_a_time,
-        tags=["ctloop", config.project],
-        entrypoint_type=MODULE,
-    )
-    score_deployment = score_batch.to_deployment(
-        name="score-batch",
-        description="Score a file or snapshot with the champion and write the predictions.",
-        parameters=params,
-        tags=["ctloop", config.project],
-        entrypoint_type=MODULE,
-    )
-    return [
-        retrain_deployment,
-        monitor_deployment,
-        ingest_deployment,
-        landing_deployment,
-        score_deployment,
-    ]
 
 
 def serve_deployments(config: Config) -> None:

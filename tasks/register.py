@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.transactions import get_transaction
 
 from ctloop.config.settings import Config
+from ctloop.registry.record import RunRecord
 from ctloop.registry.store import CHALLENGER, CHAMPION, ModelRef, open_registry
 
 
@@ -23,39 +24,28 @@ def load_champion(config: Config) -> tuple[ModelRef, object] | None:
 
 @task(name="log-candidate", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def log_candidate(
-    pipeline,
-    input_example: pd.DataFrame,
-    params: dict,
-    metrics: dict[str, float],
-    tags: dict[str, str],
-    artifacts: dict[str, str],
-    config: Config,
-    run_name: str,
-    images: dict[str, bytes] | None = None,
-    histories: list | None = None,
-    trials: list[dict] | None = None,
-    window: list[str] | None = None,
+    record: RunRecord, pipeline, input_example: pd.DataFrame, config: Config
 ) -> tuple[str, str]:
-    """Log the training run (params, metrics, tags, model, reports, plots, system metrics, tuning
-    trials as nested runs); returns (run id, model uri)."""
+    """Log the training run from its record (params, metrics, tags, model, reports, plots, system
+    metrics, tuning trials as nested runs, the window as dataset); returns (run id, model uri)."""
     inputs = []
-    if window:
+    if record.window:
         from ctloop.config.home import home_of
         from ctloop.lake import snapshots as lake
 
-        dataset, _profile = lake.mlflow_dataset(home_of(config), window)
+        dataset, _profile = lake.mlflow_dataset(home_of(config), list(record.window))
         inputs.append((dataset, "training"))
     return open_registry(config).log_candidate(
         pipeline=pipeline,
         input_example=input_example,
-        params=params,
-        metrics=metrics,
-        tags=tags,
-        artifacts=artifacts,
-        run_name=run_name,
-        images=images,
-        histories=histories,
-        trials=trials,
+        params=record.params,
+        metrics=record.metrics,
+        tags=record.tags,
+        artifacts=record.artifacts,
+        run_name=record.run_name,
+        images=record.images,
+        histories=record.histories,
+        trials=record.trials,
         inputs=inputs,
     )
 

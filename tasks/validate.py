@@ -10,8 +10,9 @@ from prefect.states import Failed
 from ctloop.config.home import home_of
 from ctloop.config.settings import Config
 from ctloop.errors import BatchRejected
+from ctloop.gates.verdict import Verdict
 from ctloop.ingest.stage import StagedBatch
-from ctloop.validate import quality
+from ctloop.validate import checks, quality
 from ctloop.validate.checks import ValidationReport
 
 
@@ -45,12 +46,10 @@ def gate_batch(report: ValidationReport):
 
 
 @task(name="check-split-parity", cache_policy=NO_CACHE)
-def check_split_parity(train: pd.DataFrame, holdout: pd.DataFrame, config: Config):
-    """Label-distribution parity between the train and validation split (an Issue or None)."""
-    from ctloop.validate.checks import label_parity
-
-    target = config.require_target()
-    issue = label_parity(train[target], holdout[target], config)
-    if issue is not None:
-        get_run_logger().warning("%s [%s] %s", issue.check, issue.severity, issue.message)
-    return issue
+def check_split_parity(train: pd.DataFrame, holdout: pd.DataFrame, config: Config) -> Verdict:
+    """Label-distribution parity between the train and validation split, as a `Verdict`."""
+    verdict = checks.split_parity(train, holdout, config)
+    if not verdict.passed:
+        issue = verdict.details
+        get_run_logger().warning("%s [%s] %s", issue["check"], issue["severity"], issue["message"])
+    return verdict

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -585,25 +584,81 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Settings from the environment: `CTLOOP_HOME`, `CTLOOP_LAKE`, `CTLOOP_TARGET`, ..."""
-    environ = dict(os.environ if environ is None else environ)
-    mapping = {
-        "HOME": "paths.home",
-        "TRACKING_URI": "paths.tracking_uri",
-        "LAKE": "paths.lake",
-        "REGISTRY_NAME": "paths.registry_name",
-        "PROFILE": "profile",
-        "TARGET": "dataset.target",
-        "TASK": "dataset.task",
-        "TIMESTAMP": "dataset.timestamp",
-        "ID": "dataset.id",
-        "EXCLUDE": "dataset.exclude",
-        "ADMIN_TOKEN": "serving.admin_token",
+# the documented short names: `CTLOOP_HOME` is `paths.home`, and so on
+SHORT_ENV_NAMES = {
+    "home": "paths.home",
+    "tracking_uri": "paths.tracking_uri",
+    "lake": "paths.lake",
+    "registry_name": "paths.registry_name",
+    "profile": "profile",
+    "project": "project",
+    "target": "dataset.target",
+    "task": "dataset.task",
+    "timestamp": "dataset.timestamp",
+    "id": "dataset.id",
+    "exclude": "dataset.exclude",
+    "admin_token": "serving.admin_token",
+}
+
+
+def _env_layer(environ: dict[str, str] | None):
+    """The environment as a pydantic-settings model: the short names above, and every setting
+    by its path with `__` between the parts (`CTLOOP_TRAINING__WINDOW_DAYS=7`)."""
+    from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+    class _Source(EnvSettingsSource):
+        def _load_env_vars(self):  # the given environment, not only `os.environ`
+            if environ is None:
+                return super()._load_env_vars()
+            return {k.lower(): v for k, v in environ.items() if v != ""}
+
+    sections = {
+        name: (dict[str, Any] | None, None)
+        for name, field in Config.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
     }
+    fields = {name: (str | None, None) for name in SHORT_ENV_NAMES} | sections
+
+    class EnvLayer(BaseSettings):
+        model_config = SettingsConfigDict(
+            env_prefix=ENV_PREFIX,
+            env_nested_delimiter="__",
+            env_ignore_empty=True,
+            case_sensitive=False,
+            extra="ignore",
+        )
+
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, *args, **kwargs):
+            return (_Source(settings_cls),)
+
+    from pydantic import create_model
+
+    return create_model("CtloopEnvironment", __base__=EnvLayer, **fields)()
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}", inner, out)
+    else:
+        out[prefix] = value
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Settings from the environment (`CTLOOP_*`, read by pydantic-settings) as dotted keys.
+
+    The short names (`CTLOOP_HOME`, `CTLOOP_LAKE`, `CTLOOP_TARGET`, ...) and any setting by its
+    path, parts joined by `__` (`CTLOOP_TRIGGERS__COOLDOWN_MINUTES=30`,
+    `CTLOOP_DATASET__EXCLUDE=a,b`). A short name wins over the long form of the same setting.
+    """
+    layer = _env_layer(environ)
     out: dict[str, Any] = {}
-    for suffix, dotted in mapping.items():
-        value = environ.get(ENV_PREFIX + suffix)
+    for name, value in layer.model_dump(exclude_none=True).items():
+        if name not in SHORT_ENV_NAMES:
+            _flatten(name, value, out)
+    for name, dotted in SHORT_ENV_NAMES.items():
+        value = getattr(layer, name)
         if value:
             out[dotted] = value
     return out

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from ctloop.config.settings import GateConfig
+from ctloop.gates.verdict import BLOCK, Verdict
 from ctloop.model.evaluate import higher_is_better
 
 
@@ -20,10 +21,29 @@ class Blessing:
     champion: dict[str, float] | None
     slices: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
+    def as_dict(self, decision: Verdict | None = None) -> dict:
+        """The blessing as recorded (`blessing.json`); with `decision`, the decision of all the
+        gates together (split parity, blessing, review) replaces this gate's own."""
         data = asdict(self)
         data["reasons"] = list(self.reasons)
+        if decision is not None:
+            data.update(blessed=decision.passed, reasons=list(decision.reasons))
         return data
+
+    def verdict(self) -> Verdict:
+        """This gate's decision as a `Verdict` (a refusal blocks); the metrics go in details."""
+        return Verdict(
+            gate="blessing",
+            passed=self.blessed,
+            reasons=self.reasons,
+            severity=BLOCK,
+            details={
+                "primary_metric": self.primary_metric,
+                "challenger": self.challenger,
+                "champion": self.champion,
+                "slices": self.slices,
+            },
+        )
 
 
 def _compare_slices(

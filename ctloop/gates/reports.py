@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ctloop.gates.blessing import Blessing
+from ctloop.gates.verdict import Verdict
 from ctloop.monitor.drift import DriftSummary
 
 
@@ -50,10 +51,15 @@ def drift_markdown(source: str, summary: DriftSummary, html_path: str | None) ->
     return "\n".join(lines)
 
 
-def blessing_markdown(blessing: Blessing, version: str | None) -> str:
-    verdict = "Blessed" if blessing.blessed else "Not blessed"
+def blessing_markdown(
+    blessing: Blessing, version: str | None, decision: Verdict | None = None
+) -> str:
+    """The decision, its reasons and the metrics; `decision` (all the gates together) replaces
+    the blessing's own decision when given."""
+    decision = decision or blessing.verdict()
+    verdict = "Blessed" if decision.passed else "Not blessed"
     lines = [f"## {verdict}" + (f": version {version}" if version else ""), ""]
-    lines += [f"- {r}" for r in blessing.reasons]
+    lines += [f"- {r}" for r in decision.reasons]
     names = sorted(set(blessing.challenger) | set(blessing.champion or {}))
     lines += ["", "| metric | challenger | champion |", "|---|---|---|"]
     for name in names:

@@ -8,7 +8,7 @@ gate then decides: `commit` makes it an immutable snapshot, `discard` leaves no 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -25,30 +25,12 @@ from ctloop.lake.storage import open_lake
 from ctloop.validate.checks import (
     BatchProfile,
     Issue,
+    StagedBatch,
     ValidationReport,
     make_issue,
     provisional_schema,
     type_chunk,
 )
-
-
-@dataclass
-class StagedBatch:
-    """A batch read, typed, profiled and written to a temporary file, waiting for the gate."""
-
-    source: str
-    format: str
-    report: ValidationReport
-    schema: Schema  # the schema it was checked against (or the one it defines)
-    new_schema: bool  # True when this batch defines the first schema
-    writer: lake.SnapshotWriter | None = None
-    time_min: str | None = None
-    time_max: str | None = None
-    personal: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return self.report.passed
 
 
 def _arrow_schema(raw: pa.Schema, schema: Schema) -> pa.Schema:

@@ -233,6 +233,21 @@ def _read_manifest(manifests: LakeFolder, snapshot: str) -> Manifest:
     return parse_manifest(manifests.read_bytes(f"{snapshot}.json"))
 
 
+def window_span(manifests: list[Manifest], ids: list[str], rows: int) -> str:
+    """The window as a person reads it: `2024-01-01..2024-01-24 (24 snapshots, 96000 rows)`.
+
+    Args:
+        manifests: the lake's manifests (at least those of `ids`).
+        ids: the snapshots of the window.
+        rows: the rows loaded from them.
+    """
+    by_id = {m.snapshot: m for m in manifests}
+    starts = [by_id[i].time_min for i in ids if by_id[i].time_min]
+    ends = [by_id[i].time_max for i in ids if by_id[i].time_max]
+    span = f"{min(starts)[:10]}..{max(ends)[:10]} " if starts and ends else ""
+    return f"{span}({len(ids)} snapshots, {rows} rows)"
+
+
 def current_schema(home: Home) -> Schema | None:
     """The newest schema version stored in the lake, or None before the first accepted batch."""
     return load_latest_schema(open_lake(home).schema)

@@ -1,32 +1,65 @@
-"""The live retrain policy: the trigger rules applied to the lake, the registry and the state."""
+"""The live retrain policy: what the loop knows is read once at the edge, then decided purely."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ctloop.config.home import home_of
-from ctloop.config.settings import Config
+from ctloop.config.settings import Config, TriggerConfig
 from ctloop.lake import snapshots as lake
+from ctloop.lake.snapshots import Manifest
 from ctloop.loop import triggers
 from ctloop.registry.store import CHAMPION, open_registry
 
 
-def current_decision(config: Config, ignore_cooldown: bool = False) -> triggers.RetrainDecision:
-    """What the trigger rules say now, from the lake, the champion and any pending drift."""
+@dataclass(frozen=True)
+class LoopState:
+    """Everything the trigger rules look at, read from the stores at one moment."""
+
+    manifests: tuple[Manifest, ...]
+    champion_snapshots: tuple[str, ...] | None  # None: no champion yet
+    pending: triggers.PendingDrift | None
+    last_retrain_at: str | None
+    last_retrain_by: str | None
+
+
+def read_state(config: Config) -> LoopState:
+    """The edge: the lake's manifests, the champion's snapshots and the trigger state."""
     home = home_of(config)
     champion = open_registry(config).by_alias(CHAMPION)
-    manifests = lake.list_snapshots(home)
+    return LoopState(
+        manifests=tuple(lake.list_snapshots(home)),
+        champion_snapshots=tuple(champion.snapshots) if champion is not None else None,
+        pending=triggers.load_pending(home),
+        last_retrain_at=triggers.last_retrain_at(home),
+        last_retrain_by=triggers.last_retrain_by(home),
+    )
+
+
+def decide(
+    state: LoopState, rules: TriggerConfig, ignore_cooldown: bool = False
+) -> triggers.RetrainDecision:
+    """What the trigger rules say about this state (pure: no store is read)."""
     champion_end = None
-    if champion is not None:
-        by_id = {m.snapshot: m for m in manifests}
-        ends = [by_id[s].time_max for s in champion.snapshots if s in by_id and by_id[s].time_max]
+    if state.champion_snapshots is not None:
+        by_id = {m.snapshot: m for m in state.manifests}
+        ends = [
+            by_id[s].time_max for s in state.champion_snapshots if s in by_id and by_id[s].time_max
+        ]
         champion_end = max(ends) if ends else None
     return triggers.decide_retrain(
-        manifests,
+        list(state.manifests),
         champion_end,
-        champion is not None,
-        triggers.load_pending(home),
-        config.triggers,
-        last_retrain_at=None if ignore_cooldown else triggers.last_retrain_at(home),
+        state.champion_snapshots is not None,
+        state.pending,
+        rules,
+        last_retrain_at=None if ignore_cooldown else state.last_retrain_at,
     )
+
+
+def current_decision(config: Config, ignore_cooldown: bool = False) -> triggers.RetrainDecision:
+    """What the trigger rules say now, from the lake, the champion and any pending drift."""
+    return decide(read_state(config), config.triggers, ignore_cooldown)
 
 
 def claim_decision(config: Config, claimant: str | None = None) -> triggers.RetrainDecision:
@@ -35,9 +68,9 @@ def claim_decision(config: Config, claimant: str | None = None) -> triggers.Retr
     A claimant (the flow run id) that made the last claim is the same run started again after
     its worker was lost: its own cooldown does not stop it.
     """
-    home = home_of(config)
-    resumed = claimant is not None and triggers.last_retrain_by(home) == claimant
-    decision = current_decision(config, ignore_cooldown=resumed)
+    state = read_state(config)
+    resumed = claimant is not None and state.last_retrain_by == claimant
+    decision = decide(state, config.triggers, ignore_cooldown=resumed)
     if decision.retrain:
-        triggers.claim_retrain(home, by=claimant)
+        triggers.claim_retrain(home_of(config), by=claimant)
     return decision

@@ -9,6 +9,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
 
 from ctloop.config.home import Home
 from ctloop.config.settings import TriggerConfig
@@ -39,6 +42,33 @@ class RetrainDecision:
     trigger: str
     reason: str
     since: str | None = None
+
+
+class RetrainRequest(BaseModel):
+    """Why this retrain runs; recorded on the Prefect run, the MLflow run and the version."""
+
+    trigger: Literal["manual", "schedule", "new_data", "drift", "performance"] = "manual"
+    reason: str = "manual run"
+    since: str | None = Field(
+        default=None, description="train only on data after this ISO time (drift onset)"
+    )
+    check_rules: bool = Field(
+        default=False,
+        description="event-triggered runs: retrain only when the trigger rules in the config hold",
+    )
+
+    def answering(self, decision: RetrainDecision) -> RetrainRequest:
+        """This request as the rules decided it: their trigger, reason and data onset."""
+        return self.model_copy(
+            update={"trigger": decision.trigger, "reason": decision.reason, "since": decision.since}
+        )
+
+
+def answered(home: Home, trigger: str) -> None:
+    """A drift or performance retrain answers the pending change (the monitor re-raises it
+    if it still holds); other triggers leave it."""
+    if trigger in (DRIFT, PERFORMANCE):
+        save_pending(home, None)
 
 
 def rows_after(manifests: list[Manifest], since: str | None) -> int:

@@ -60,6 +60,11 @@ class Analysis:
     confusion: dict[str, Any] | None = None
     plots: dict[str, bytes] = field(default_factory=dict, repr=False)
 
+    def gaps_of(self, columns) -> tuple[SliceGap, ...]:
+        """The slice gaps of these columns only (e.g. the sensitive ones, for the fairness gate)."""
+        wanted = set(columns)
+        return tuple(g for g in self.gaps if g.column in wanted)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "metrics": self.metrics,

@@ -189,6 +189,10 @@ class Candidate:
             [n, "categorical"] for n in self.categorical
         ]
 
+    def input_example(self, frame: pd.DataFrame, rows: int = 50) -> pd.DataFrame:
+        """The first `rows` of `frame` as the model reads them (the logged input example)."""
+        return prepare_features(frame.head(rows), self.numeric, self.categorical)
+
 
 def prepare_features(frame: pd.DataFrame, numeric: list[str], categorical: list[str]):
     """The model's input frame: numeric as float, categoricals as object strings."""

@@ -109,6 +109,16 @@ class ModelRef:
         return json.loads(self.tags.get("ctloop.signature", "[]"))
 
     @property
+    def numeric(self) -> list[str]:
+        """The numeric inputs of its signature, in the order the pipeline reads them."""
+        return [n for n, kind in self.signature if kind == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        """The categorical inputs of its signature, in the order the pipeline reads them."""
+        return [n for n, kind in self.signature if kind == "categorical"]
+
+    @property
     def trained_on(self) -> str:
         return self.tags.get("ctloop.trained_on", "")
 

@@ -246,8 +246,6 @@ def create_app(server: ModelServer, manage: bool = True) -> FastAPI:
         server: the core; its registry is opened and its versions loaded at startup.
         manage: start the server (and its watcher) with the app and stop it on shutdown.
     """
-    serving = server.serving
-    token = serving.admin_token
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -268,6 +266,18 @@ def create_app(server: ModelServer, manage: bool = True) -> FastAPI:
         responses={k: v for k, v in ERRORS.items() if k in (400, 422)},
     )
     app.state.server = server
+    _add_error_handlers(app)
+    _add_scoring_routes(app, server)
+    _add_feedback_routes(app, server)
+    _add_state_routes(app, server)
+    _add_admin_routes(app, server)
+    app.openapi = lambda: _openapi_with_records(app, server)
+    app.add_middleware(_Instrument, server=server)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error a client can cause answers 4xx with the field it names."""
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError):
@@ -290,26 +300,75 @@ def create_app(server: ModelServer, manage: bool = True) -> FastAPI:
         message = f"{field}: {first['msg']}{more}" if field else f"{first['msg']}{more}"
         return _json({"detail": message, "field": field}, 422)
 
-    def require_admin(request: Request) -> None:
-        if not token:
-            raise AdminError(
-                "admin routes are off: set serving.admin_token (CTLOOP_ADMIN_TOKEN)", 403
-            )
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            value.strip().encode(), token.encode()
-        ):
-            raise AdminError("admin routes need 'Authorization: Bearer <serving.admin_token>'", 401)
 
-    def model_headers(model, request_id: str, target: str) -> dict[str, str]:
-        return {
-            "x-model-version": str(model.version),
-            "x-request-id": request_id,
-            "x-model-target": target,
-        }
+def _require_admin(request: Request, token: str | None) -> None:
+    if not token:
+        raise AdminError("admin routes are off: set serving.admin_token (CTLOOP_ADMIN_TOKEN)", 403)
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    ):
+        raise AdminError("admin routes need 'Authorization: Bearer <serving.admin_token>'", 401)
 
-    # -- scoring ----------------------------------------------------------------------------
+
+def _model_headers(model, request_id: str, target: str) -> dict[str, str]:
+    return {
+        "x-model-version": str(model.version),
+        "x-request-id": request_id,
+        "x-model-target": target,
+    }
+
+
+def _predict_arguments(payload: Any, request: Request) -> tuple[Any, str | None, str | None]:
+    """The records, routing key and request id of a `/predict` body, each checked."""
+    if not isinstance(payload, dict):
+        raise RequestError("expected a JSON object with 'records'", 422)
+    unknown = [k for k in payload if k not in ("records", "key", "request_id")]
+    if unknown:
+        raise RequestError(
+            f"{unknown[0]}: unknown key (expected records, key, request_id)", 422, unknown[0]
+        )
+    if "records" not in payload:
+        raise RequestError("records: missing field", 422, "records")
+    key = payload.get("key") or request.headers.get("x-routing-key")
+    if key is not None and (not isinstance(key, str) or len(key) > 256):
+        raise RequestError("key: expected a string of at most 256 characters", 422, "key")
+    request_id = payload.get("request_id")
+    if request_id is not None and (
+        not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id)
+    ):
+        raise RequestError(
+            "request_id: expected 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+            422,
+            "request_id",
+        )
+    return payload["records"], key, request_id
+
+
+def _parse_feedback(payload: Any, max_records: int) -> list[FeedbackItem]:
+    """One feedback item or a list of them, each validated; the error names the item."""
+    single = not isinstance(payload, list)
+    raw = [payload] if single else payload
+    if not raw:
+        raise RequestError("feedback: empty list", 422)
+    if len(raw) > max_records:
+        raise RequestError(f"feedback: at most {max_records} items", 413)
+    items: list[FeedbackItem] = []
+    for i, entry in enumerate(raw):
+        try:
+            items.append(FeedbackItem.model_validate(entry))
+        except PydanticValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"][:1])
+            prefix = "" if single else f"[{i}]"
+            field = f"{prefix}.{loc}".strip(".") if loc else prefix or None
+            raise RequestError(f"{field or 'body'}: {first['msg']}", 422, field) from None
+    return items
+
+
+def _add_scoring_routes(app: FastAPI, server: ModelServer) -> None:
+    serving = server.serving
 
     @app.post(
         "/predict",
@@ -324,29 +383,9 @@ def create_app(server: ModelServer, manage: bool = True) -> FastAPI:
     async def predict(request: Request):
         _check_json_type(request)
         payload = parse_json(await _read_body(request, serving.max_body_bytes))
-        if not isinstance(payload, dict):
-            raise RequestError("expected a JSON object with 'records'", 422)
-        unknown = [k for k in payload if k not in ("records", "key", "request_id")]
-        if unknown:
-            raise RequestError(
-                f"{unknown[0]}: unknown key (expected records, key, request_id)", 422, unknown[0]
-            )
-        if "records" not in payload:
-            raise RequestError("records: missing field", 422, "records")
-        key = payload.get("key") or request.headers.get("x-routing-key")
-        if key is not None and (not isinstance(key, str) or len(key) > 256):
-            raise RequestError("key: expected a string of at most 256 characters", 422, "key")
-        request_id = payload.get("request_id")
-        if request_id is not None and (
-            not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id)
-        ):
-            raise RequestError(
-                "request_id: expected 1 to 128 characters of A-Z a-z 0-9 . _ : -",
-                422,
-                "request_id",
-            )
+        records, key, request_id = _predict_arguments(payload, request)
         request_id, target, model, scores, _ = await server.score(
-            payload["records"], where="records", key=key, request_id=request_id
+            records, where="records", key=key, request_id=request_id
         )
         body = {
             "request_id": request_id,
@@ -356,7 +395,7 @@ def create_app(server: ModelServer, manage: bool = True) -> FastAPI:
             "predictions": scores.predictions,
             "probabilities": scores.probabilities,
         }
-        return _json(body, headers=model_headers(model, request_id, target))
+        return _json(body, headers=_model_headers(model, request_id, target))
 
     @app.post(
         "/invocations",
@@ -384,10 +423,12 @@ def create_app(server: ModelServer, manage: bool = True) -> FastAPI:
         key = request.headers.get("x-routing-key")
         request_id, target, model, scores, _ = await server.score(records, where=where, key=key)
         return _json(
-            {"predictions": scores.predictions}, headers=model_headers(model, request_id, target)
+            {"predictions": scores.predictions}, headers=_model_headers(model, request_id, target)
         )
 
-    # -- feedback ---------------------------------------------------------------------------
+
+def _add_feedback_routes(app: FastAPI, server: ModelServer) -> None:
+    serving = server.serving
 
     @app.post(
         "/feedback",
@@ -400,22 +441,7 @@ def create_app(server: ModelServer, manage: bool = True) -> FastAPI:
     async def feedback(request: Request):
         _check_json_type(request)
         payload = parse_json(await _read_body(request, serving.max_body_bytes))
-        single = not isinstance(payload, list)
-        raw = [payload] if single else payload
-        if not raw:
-            raise RequestError("feedback: empty list", 422)
-        if len(raw) > serving.max_records:
-            raise RequestError(f"feedback: at most {serving.max_records} items", 413)
-        items: list[FeedbackItem] = []
-        for i, entry in enumerate(raw):
-            try:
-                items.append(FeedbackItem.model_validate(entry))
-            except PydanticValidationError as exc:
-                first = exc.errors()[0]
-                loc = ".".join(str(p) for p in first["loc"][:1])
-                prefix = "" if single else f"[{i}]"
-                field = f"{prefix}.{loc}".strip(".") if loc else prefix or None
-                raise RequestError(f"{field or 'body'}: {first['msg']}", 422, field) from None
+        items = _parse_feedback(payload, serving.max_records)
         if server.log is None:
             raise RequestError("the prediction log is off (serving.prediction_log)", 409)
         stored = await run_in_threadpool(_store_feedback, server, items)
@@ -433,8 +459,8 @@ def create_app(server: ModelServer, manage: bool = True) -> FastAPI:
             }
         )
 
-    # -- state ------------------------------------------------------------------------------
 
+def _add_state_routes(app: FastAPI, server: ModelServer) -> None:
     @app.get("/models", summary="Live versions, traffic shares, shadow, swaps")
     async def models():
         return _json(server.describe())
@@ -455,8 +481,10 @@ def create_app(server: ModelServer, manage: bool = True) -> FastAPI:
                 server.metrics.log_rows.labels(state).set(value)
         return Response(server.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    # -- admin ------------------------------------------------------------------------------
 
+def _add_admin_routes(app: FastAPI, server: ModelServer) -> None:
+    """Traffic, promotion, rollback and reload: a bearer token (`serving.admin_token`)."""
+    token = server.serving.admin_token
     admin_errors = {
         401: ERRORS[401],
         403: {"model": ErrorBody, "description": "admin routes are off"},
@@ -466,50 +494,47 @@ def create_app(server: ModelServer, manage: bool = True) -> FastAPI:
 
     @app.post("/admin/traffic", responses=admin_errors, summary="Set traffic weights and shadow")
     async def set_traffic(body: TrafficRequest, request: Request):
-        require_admin(request)
+        _require_admin(request, token)
         return _json(await run_in_threadpool(server.set_traffic, body.weights, body.shadow))
 
     @app.post("/admin/promote", responses=admin_errors, summary="Make a version the champion")
     async def promote(body: PromoteRequest, request: Request):
-        require_admin(request)
+        _require_admin(request, token)
         return _json(await run_in_threadpool(server.promote, body.version))
 
     @app.post("/admin/rollback", responses=admin_errors, summary="Return to the previous champion")
     async def rollback(request: Request):
-        require_admin(request)
+        _require_admin(request, token)
         return _json(await run_in_threadpool(server.rollback))
 
     @app.post("/admin/reload", responses=admin_errors, summary="Look up the aliases now")
     async def reload(request: Request):
-        require_admin(request)
+        _require_admin(request, token)
         changes = await run_in_threadpool(server.refresh)
         return _json({"changes": changes, "live": server.describe()})
 
-    def openapi() -> dict[str, Any]:
-        """The OpenAPI document, with record schemas of the version live behind the champion."""
-        from fastapi.openapi.utils import get_openapi
 
-        schema = get_openapi(
-            title=app.title,
-            version=app.version,
-            description=app.description,
-            routes=app.routes,
-        )
-        live = server.live
-        model = live.models.get("champion") or next(iter(live.models.values()), None)
-        features = model.schema if model is not None else FeatureSchema((), ())
-        record = features.record_json_schema()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components["Record"] = record
-        ref = {"$ref": "#/components/schemas/Record"}
-        components["PredictRequest"] = _predict_schema(ref)
-        components["InvocationsRequest"] = _invocations_schema(ref, list(features.features))
-        components["FeedbackItem"] = FeedbackItem.model_json_schema()
-        return schema
+def _openapi_with_records(app: FastAPI, server: ModelServer) -> dict[str, Any]:
+    """The OpenAPI document, with record schemas of the version live behind the champion."""
+    from fastapi.openapi.utils import get_openapi
 
-    app.openapi = openapi
-    app.add_middleware(_Instrument, server=server)
-    return app
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+    )
+    live = server.live
+    model = live.models.get("champion") or next(iter(live.models.values()), None)
+    features = model.schema if model is not None else FeatureSchema((), ())
+    record = features.record_json_schema()
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Record"] = record
+    ref = {"$ref": "#/components/schemas/Record"}
+    components["PredictRequest"] = _predict_schema(ref)
+    components["InvocationsRequest"] = _invocations_schema(ref, list(features.features))
+    components["FeedbackItem"] = FeedbackItem.model_json_schema()
+    return schema
 
 
 def _store_feedback(server: ModelServer, items: list[FeedbackItem]) -> int:

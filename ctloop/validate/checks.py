@@ -7,6 +7,7 @@ validated in bounded memory, and a DataFrame is just a batch of one chunk.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,10 @@ from ctloop.data.schema import (
     _label_key,
     class_shares,
 )
+from ctloop.gates.verdict import BLOCK, INFO, WARN, Verdict
+
+if TYPE_CHECKING:
+    from ctloop.lake.snapshots import SnapshotWriter
 
 
 @dataclass(frozen=True)
@@ -317,6 +322,19 @@ class BatchProfile:
                 column=target,
             )
 
+        self._check_missing_values(check, columns)
+        schema = self.schema
+        if target in columns and self.config.dataset.task != Task.REGRESSION:
+            if not self.provisional and schema.class_shares:
+                self._check_labels(check, target)
+        self._check_duplicates(check)
+        if not self.provisional:
+            self._check_columns_against_schema(check, columns, target)
+        self._check_values(check, columns, target)
+        return ValidationReport(source, rows, tuple(check.issues))
+
+    def _check_missing_values(self, check: _Checker, columns: list[str]) -> None:
+        v, rows = self.config.validation, self.rows
         for column in columns:
             share = self.stats[column].nulls / rows
             if share > v.max_missing_share:
@@ -328,12 +346,9 @@ class BatchProfile:
                     share,
                 )
 
-        schema = self.schema
-        if target in columns and self.config.dataset.task != Task.REGRESSION:
-            if not self.provisional and schema.class_shares:
-                self._check_labels(check, target)
-
-        duplicate_share = self.duplicate_rows / rows
+    def _check_duplicates(self, check: _Checker) -> None:
+        v = self.config.validation
+        duplicate_share = self.duplicate_rows / self.rows
         if duplicate_share > v.max_duplicate_share:
             check.add(
                 "duplicates",
@@ -342,16 +357,22 @@ class BatchProfile:
                 value=duplicate_share,
             )
 
-        if not self.provisional:
-            expected = [c for c in schema.columns if c != target]
-            for column in [c for c in expected if c not in columns]:
-                check.add("missing_column", f"column '{column}' is missing", column)
-            for column in [c for c in columns if c not in schema.columns]:
-                check.add(
-                    "extra_column", f"column '{column}' is not in schema v{schema.version}", column
-                )
+    def _check_columns_against_schema(
+        self, check: _Checker, columns: list[str], target: str
+    ) -> None:
+        schema = self.schema
+        expected = [c for c in schema.columns if c != target]
+        for column in [c for c in expected if c not in columns]:
+            check.add("missing_column", f"column '{column}' is missing", column)
+        for column in [c for c in columns if c not in schema.columns]:
+            check.add(
+                "extra_column", f"column '{column}' is not in schema v{schema.version}", column
+            )
 
-        for name, col in schema.columns.items():
+    def _check_values(self, check: _Checker, columns: list[str], target: str) -> None:
+        """Types, ranges and categories of each column the schema knows."""
+        v, rows = self.config.validation, self.rows
+        for name, col in self.schema.columns.items():
             if name not in columns:
                 continue
             if name == target and self.config.dataset.task != Task.REGRESSION:
@@ -393,7 +414,6 @@ class BatchProfile:
                         name,
                         share,
                     )
-        return ValidationReport(source, rows, tuple(check.issues))
 
     def _check_labels(self, check: _Checker, target: str) -> None:
         v = self.config.validation
@@ -501,6 +521,21 @@ def label_parity(
     )
 
 
+def split_parity(train: pd.DataFrame, holdout: pd.DataFrame, config: Config) -> Verdict:
+    """`label_parity` of the target between the train and validation split, as a verdict.
+
+    It passes (with no reason) when the shares match or the check is off or does not apply; a
+    gap fails with the configured severity (`warn` records it, `block` refuses the candidate).
+    """
+    target = config.require_target()
+    issue = label_parity(train[target], holdout[target], config)
+    configured = config.validation.severity_of("label_parity")
+    severity = {Severity.BLOCK: BLOCK, Severity.WARN: WARN}.get(configured, INFO)
+    if issue is None:
+        return Verdict("split_parity", True, (), severity)
+    return Verdict("split_parity", False, (issue.message,), severity, issue.as_dict())
+
+
 def coerce_to_schema(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     """Cast an accepted batch to the schema's types (no feature engineering here)."""
     out = frame.copy()
@@ -514,3 +549,22 @@ def coerce_to_schema(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         else:
             out[name] = out[name].map(lambda x: x if pd.isna(x) else _label_key(x)).astype(object)
     return out
+
+
+@dataclass
+class StagedBatch:
+    """A batch read, typed, profiled and written to a temporary file, waiting for the gate."""
+
+    source: str
+    format: str
+    report: ValidationReport
+    schema: Schema  # the schema it was checked against (or the one it defines)
+    new_schema: bool  # True when this batch defines the first schema
+    writer: SnapshotWriter | None = None
+    time_min: str | None = None
+    time_max: str | None = None
+    personal: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.report.passed

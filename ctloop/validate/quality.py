@@ -15,10 +15,9 @@ import pandas as pd
 
 from ctloop.config.home import Home
 from ctloop.config.settings import Config
-from ctloop.ingest.stage import StagedBatch
 from ctloop.lake import snapshots as lake
 from ctloop.monitor.drift import DriftSummary, fast_drift, profile_reference
-from ctloop.validate.checks import Issue, make_issue
+from ctloop.validate.checks import Issue, StagedBatch, make_issue
 
 
 @dataclass(frozen=True)

@@ -262,3 +262,30 @@ def test_unknown_drift_method_is_rejected(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path, environ={})
     assert "drift.num_method" in str(info.value)
+
+
+def test_any_setting_by_its_path_from_the_environment():
+    cfg = load_config(
+        environ={
+            "CTLOOP_TRIGGERS__COOLDOWN_MINUTES": "30",
+            "ctloop_training__window_days": "3",  # names are case-insensitive
+            "CTLOOP_DATASET__EXCLUDE": "a,b",
+        }
+    )
+    assert cfg.triggers.cooldown_minutes == 30
+    assert cfg.training.window_days == 3
+    assert cfg.dataset.exclude == ["a", "b"]
+
+
+def test_environment_precedence_file_then_short_name_then_flag(tmp_path):
+    path = write(tmp_path / "ctloop.yaml", "dataset:\n  target: from_file\n  id: file_id\n")
+    env = {"CTLOOP_DATASET__TARGET": "long", "CTLOOP_TARGET": "short", "CTLOOP_DATASET__ID": "e"}
+    cfg = load_config(path, environ=env)
+    assert (cfg.dataset.target, cfg.dataset.id) == ("short", "e")
+    cfg = load_config(path, overrides={"dataset.target": "flag"}, environ=env)
+    assert cfg.dataset.target == "flag"
+
+
+def test_a_misspelt_setting_in_the_environment_names_the_field():
+    with pytest.raises(ConfigError, match="training.windowdays"):
+        load_config(environ={"CTLOOP_TRAINING__WINDOWDAYS": "3"})
