@@ -1,4 +1,4 @@
-"""Names shared across ctloop: events, aliases, run tags, drift methods. No imports, no logic.
+"""Shared names: events, aliases, run tags, drift methods, the config file. No imports, no logic.
 
 Every module that emits, matches or lists one of these names takes it from here, so an event
 name or an alias is written once.
@@ -73,3 +73,6 @@ P_VALUE_METHODS = frozenset(
         "empirical_mmd",
     }
 )
+
+# -- the config file (`./ctloop.yaml`, or the one in the home)
+CONFIG_FILENAME = "ctloop.yaml"

@@ -7,10 +7,10 @@ migrations on start), a work pool that exists is updated, deployments are upsert
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
+from ctloop.cli.launcher import Launcher
 from ctloop.config.home import Home
 from ctloop.config.settings import ClusterConfig, Config
 from ctloop.errors import CtloopError
@@ -82,59 +82,54 @@ def server_environment(config: Config) -> dict[str, str]:
     }
 
 
-def _spawn(cmd: list[str], env: dict[str, str], quiet: bool = True) -> subprocess.Popen:
-    out = subprocess.DEVNULL if quiet else None
-    return subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=out, stderr=out)
-
-
-def start_prefect_server(config: Config, env: dict[str, str]) -> subprocess.Popen:
+def start_prefect_server(launcher: Launcher, config: Config, env: dict[str, str]) -> None:
     bindir = Path(sys.executable).parent
     c = config.cluster
-    return _spawn(
+    launcher.start(
+        "prefect server",
         [str(bindir / "prefect"), "server", "start", "--host", c.host, "--port",
          str(c.prefect_port)],
         {**env, **server_environment(config)},
+        cwd=REPO_ROOT,
     )  # fmt: skip
 
 
-def start_mlflow_server(config: Config, home: Home, env: dict[str, str]) -> subprocess.Popen:
+def start_mlflow_server(
+    launcher: Launcher, config: Config, home: Home, env: dict[str, str]
+) -> None:
     bindir = Path(sys.executable).parent
     c = config.cluster
     artifacts = c.artifact_root or home.artifact_root()
-    return _spawn(
+    launcher.start(
+        "mlflow server",
         [str(bindir / "mlflow"), "server", "--host", c.host, "--port", str(c.mlflow_port),
          "--backend-store-uri", c.database_url("mlflow", "psycopg2"),
          "--default-artifact-root", artifacts, "--workers", "1"],
         env,
+        cwd=REPO_ROOT,
     )  # fmt: skip
 
 
-def start_dask(config: Config, env: dict[str, str]) -> list[tuple[str, subprocess.Popen]]:
+def start_dask(launcher: Launcher, config: Config, env: dict[str, str]) -> None:
+    """A Dask scheduler and `cluster.dask_workers` single-threaded workers."""
     bindir = Path(sys.executable).parent
     c = config.cluster
-    procs = [
-        (
-            "dask scheduler",
-            _spawn(
-                [str(bindir / "dask"), "scheduler", "--host", c.host, "--port", str(c.dask_port),
-                 "--dashboard-address", ":0"],
-                env,
-            ),
-        )
-    ]  # fmt: skip
+    launcher.start(
+        "dask scheduler",
+        [str(bindir / "dask"), "scheduler", "--host", c.host, "--port", str(c.dask_port),
+         "--dashboard-address", ":0"],
+        env,
+        cwd=REPO_ROOT,
+    )  # fmt: skip
     for i in range(c.dask_workers):
-        procs.append(
-            (
-                f"dask worker {i + 1}",
-                _spawn(
-                    [str(bindir / "dask"), "worker", c.dask_scheduler(), "--nworkers", "1",
-                     "--nthreads", "1", "--host", c.host, "--dashboard-address", ":0",
-                     "--name", f"ctloop-{i + 1}"],
-                    env,
-                ),
-            )
+        launcher.start(
+            f"dask worker {i + 1}",
+            [str(bindir / "dask"), "worker", c.dask_scheduler(), "--nworkers", "1",
+             "--nthreads", "1", "--host", c.host, "--dashboard-address", ":0",
+             "--name", f"ctloop-{i + 1}"],
+            env,
+            cwd=REPO_ROOT,
         )  # fmt: skip
-    return procs
 
 
 def dask_workers_ready(config: Config, count: int) -> bool:
@@ -157,12 +152,16 @@ def worker_environment(config: Config) -> dict[str, str]:
     }
 
 
-def start_prefect_worker(config: Config, env: dict[str, str], index: int) -> subprocess.Popen:
+def start_prefect_worker(
+    launcher: Launcher, config: Config, env: dict[str, str], index: int
+) -> None:
     bindir = Path(sys.executable).parent
-    return _spawn(
+    launcher.start(
+        f"prefect worker {index}",
         [str(bindir / "prefect"), "worker", "start", "--pool", config.cluster.work_pool,
          "--type", "process", "--name", f"ctloop-worker-{index}", "--limit", "4"],
         {**env, **worker_environment(config)},
+        cwd=REPO_ROOT,
     )  # fmt: skip
 
 

@@ -10,20 +10,17 @@ Ctrl-C (or SIGTERM) stops everything it started.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ctloop.cli.launcher import Launcher, stop_on_sigterm
 from ctloop.config.home import Home
 from ctloop.config.settings import Config, Profile
-from ctloop.errors import CtloopError
 
+STOP_GRACE_SECONDS = 15  # terminate, then kill what still runs after this
 LOCAL_TUNING = {
     "PREFECT_RUNNER_POLL_FREQUENCY": "2",
     "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "3",
@@ -42,41 +39,13 @@ class StackOptions:
 
 @dataclass
 class Stack:
-    """What `up` started, to be stopped together."""
+    """What `up` started (one `Launcher`, stopped together) and the URLs to announce."""
 
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    launcher: Launcher
     urls: dict[str, str] = field(default_factory=dict)
 
     def stop(self) -> None:
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 15
-        for proc in self.processes.values():
-            try:
-                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _wait_until(check: Callable[[], bool], what: str, timeout: float, procs: Stack) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        for name, proc in procs.processes.items():
-            if proc.poll() is not None:
-                raise CtloopError(f"{name} exited with code {proc.returncode} during start-up")
-        time.sleep(0.5)
-    raise CtloopError(f"{what} did not become ready within {timeout:.0f} s")
+        self.launcher.stop()
 
 
 class LandingWatcher:
@@ -121,10 +90,14 @@ class LandingWatcher:
 
 
 def start_stack(config: Config, config_path: Path, home: Home, options: StackOptions) -> Stack:
-    """Start every component; returns when they answer. Sets `PREFECT_API_URL` here."""
+    """Start every component; returns when they answer. Sets `PREFECT_API_URL` here.
+
+    Each child writes to `<home>/logs/<name>.log`; on any failure what started is stopped.
+    """
     if config.profile == Profile.CLUSTER:
         return start_cluster_stack(config, config_path, home, options)
-    stack = Stack()
+    stack = Stack(Launcher(home.logs, grace_seconds=STOP_GRACE_SECONDS))
+    launcher = stack.launcher
     # one machine: poll and retry often, so a landed file reaches the champion in seconds
     for key, value in LOCAL_TUNING.items():
         os.environ.setdefault(key, value)
@@ -133,50 +106,51 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
     api_url = os.environ.get("PREFECT_API_URL")
     try:
         if not api_url:
-            stack.processes["prefect server"] = subprocess.Popen(
+            launcher.start(
+                "prefect server",
                 [str(bindir / "prefect"), "server", "start", "--host", "127.0.0.1",
                  "--port", str(options.prefect_port)],
-                env={**env, "PREFECT_UI_API_URL": f"http://127.0.0.1:{options.prefect_port}/api"},
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                {**env, "PREFECT_UI_API_URL": f"http://127.0.0.1:{options.prefect_port}/api"},
             )  # fmt: skip
             api_url = f"http://127.0.0.1:{options.prefect_port}/api"
-            _wait_until(
-                lambda: _healthy(f"{api_url}/health"),
-                "the Prefect server",
-                options.startup_timeout,
-                stack,
+            launcher.wait_for_url(
+                f"{api_url}/health", "the Prefect server", options.startup_timeout
             )
         os.environ["PREFECT_API_URL"] = env["PREFECT_API_URL"] = api_url
         stack.urls["Prefect UI"] = api_url.removesuffix("/api")
-        stack.processes["deployments"] = subprocess.Popen(
-            [sys.executable, "-m", "deployments.serve", "--config", str(config_path)], env=env
+        launcher.start(
+            "deployments",
+            [sys.executable, "-m", "deployments.serve", "--config", str(config_path)],
+            env,
         )
         if options.mlflow_port:
-            stack.processes["mlflow ui"] = subprocess.Popen(
+            launcher.start(
+                "mlflow ui",
                 [str(bindir / "mlflow"), "ui", "--host", "127.0.0.1", "--port",
                  str(options.mlflow_port), "--backend-store-uri", home.tracking_uri(config)],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env,
             )  # fmt: skip
             stack.urls["MLflow UI"] = f"http://127.0.0.1:{options.mlflow_port}"
         if options.server_port:
             _start_model_server(stack, config_path, options.server_port, env)
-        _wait_until(
-            lambda: _deployments_registered(config), "the deployments", options.startup_timeout,
-            stack,
-        )  # fmt: skip
+        launcher.wait_until(
+            lambda: _deployments_registered(config), "the deployments", options.startup_timeout
+        )
         if options.mlflow_port:
-            _wait_until(lambda: _healthy(stack.urls["MLflow UI"]), "the MLflow UI", 60, stack)
+            launcher.wait_for_url(stack.urls["MLflow UI"], "the MLflow UI", 60)
     except BaseException:
         stack.stop()
         raise
+    stack.urls["logs"] = str(home.logs)
     return stack
 
 
 def _start_model_server(stack: Stack, config_path: Path, port: int, env: dict) -> None:
     bindir = Path(sys.executable).parent
-    stack.processes["model server"] = subprocess.Popen(
+    stack.launcher.start(
+        "model server",
         [str(bindir / "ctloop"), "serve", "--config", str(config_path), "--port", str(port)],
-        env=env,
+        env,
     )
     stack.urls["model server"] = f"http://127.0.0.1:{port}"
 
@@ -192,7 +166,8 @@ def start_cluster_stack(
     from deployments import cluster as cl
 
     c = config.cluster
-    stack = Stack()
+    stack = Stack(Launcher(home.logs, grace_seconds=STOP_GRACE_SECONDS))
+    launcher = stack.launcher
     for key, value in LOCAL_TUNING.items():
         os.environ.setdefault(key, value)
     env = dict(os.environ)
@@ -200,35 +175,33 @@ def start_cluster_stack(
     try:
         cl.ensure_databases(c)
         if not c.prefect_api_url:
-            stack.processes["prefect server"] = cl.start_prefect_server(config, env)
-        _wait_until(lambda: _healthy(f"{api_url}/health"), "the Prefect server",
-                    options.startup_timeout, stack)  # fmt: skip
+            cl.start_prefect_server(launcher, config, env)
+        launcher.wait_for_url(f"{api_url}/health", "the Prefect server", options.startup_timeout)
         os.environ["PREFECT_API_URL"] = env["PREFECT_API_URL"] = api_url
         stack.urls["Prefect UI"] = api_url.removesuffix("/api")
         mlflow_url = c.mlflow_tracking_url()
         if not c.mlflow_url:
-            stack.processes["mlflow server"] = cl.start_mlflow_server(config, home, env)
+            cl.start_mlflow_server(launcher, config, home, env)
         stack.urls["MLflow"] = mlflow_url
         if not c.dask_address:
-            for name, proc in cl.start_dask(config, env):
-                stack.processes[name] = proc
+            cl.start_dask(launcher, config, env)
         stack.urls["Dask scheduler"] = c.dask_scheduler()
-        _wait_until(lambda: _healthy(f"{mlflow_url}/health"), "the MLflow server",
-                    options.startup_timeout, stack)  # fmt: skip
+        launcher.wait_for_url(f"{mlflow_url}/health", "the MLflow server", options.startup_timeout)
         cl.deploy_to_pool(config)
         stack.urls["work pool"] = c.work_pool
         for i in range(c.prefect_workers):
-            stack.processes[f"prefect worker {i + 1}"] = cl.start_prefect_worker(config, env, i + 1)
+            cl.start_prefect_worker(launcher, config, env, i + 1)
         if options.server_port:
             _start_model_server(stack, config_path, options.server_port, env)
-        _wait_until(lambda: cl.dask_workers_ready(config, c.dask_workers if not c.dask_address
-                                                  else 1),
-                    "the Dask workers", options.startup_timeout, stack)  # fmt: skip
-        _wait_until(lambda: cl.prefect_workers_online(config, c.prefect_workers),
-                    "the Prefect workers", options.startup_timeout, stack)  # fmt: skip
+        workers = c.dask_workers if not c.dask_address else 1
+        launcher.wait_until(lambda: cl.dask_workers_ready(config, workers),
+                            "the Dask workers", options.startup_timeout)  # fmt: skip
+        launcher.wait_until(lambda: cl.prefect_workers_online(config, c.prefect_workers),
+                            "the Prefect workers", options.startup_timeout)  # fmt: skip
     except BaseException:
         stack.stop()
         raise
+    stack.urls["logs"] = str(home.logs)
     return stack
 
 
@@ -266,23 +239,19 @@ def run_stack(
     announce: Callable[[dict[str, str]], None],
 ) -> None:
     """Start everything, announce the URLs, watch the landing folder until Ctrl-C/SIGTERM."""
-    stack = start_stack(config, config_path, home, options)
     from ctloop.ingest.landing import landing_folder
 
     folder = landing_folder(config, home, None)
-    folder.mkdir(parents=True, exist_ok=True)
-    watcher = LandingWatcher(folder, start_landing_run, options.poll_seconds)
-    stack.urls["landing folder"] = str(folder)
-
-    def _stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        announce(stack.urls)
-        watcher.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        watcher.stop()
-        stack.stop()
+    with stop_on_sigterm():  # SIGTERM as Ctrl-C, from the first child on
+        stack = start_stack(config, config_path, home, options)
+        folder.mkdir(parents=True, exist_ok=True)
+        watcher = LandingWatcher(folder, start_landing_run, options.poll_seconds)
+        stack.urls["landing folder"] = str(folder)
+        try:
+            announce(stack.urls)
+            watcher.run()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            watcher.stop()
+            stack.stop()

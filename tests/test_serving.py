@@ -468,11 +468,10 @@ def test_no_model_yet_is_503_not_a_crash(tmp_path):
 def test_cli_promote_and_rollback(home, reset_aliases):
     from typer.testing import CliRunner
 
-    from ctloop.cli.main import _register_extensions, app
+    from ctloop.cli.main import app
     from ctloop.config.settings import CONFIG_FILENAME, dump_config
 
     v1, v2, v3 = home["versions"]
-    _register_extensions()
     runner = CliRunner()
     root = str(home["config"].paths.home)
     dump_config(home["config"], home["config"].paths.home / CONFIG_FILENAME)

@@ -1,5 +1,4 @@
-"""Data-layer commands (`ctloop snapshots`, `ctloop schema`, `ctloop landing`): registered on
-the main CLI by `ctloop.cli.main`."""
+"""Data commands: `ingest`, `landing`, `snapshots`, `schema`."""
 
 from __future__ import annotations
 
@@ -10,82 +9,132 @@ from typing import Annotated
 
 import typer  # module level: typer resolves the string annotations in these globals
 
-from ctloop.cli.options import ConfigOpt, HomeOpt, JsonOpt, print_json
+from ctloop.cli import run
+from ctloop.cli.app import app, err, handles_errors, make_config, out
+from ctloop.cli.options import (
+    ConfigOpt,
+    ExcludeOpt,
+    HomeOpt,
+    IdOpt,
+    JsonOpt,
+    TargetOpt,
+    TaskOpt,
+    TimeOpt,
+    print_json,
+)
+from ctloop.errors import InputError, NotEnoughData
 
 
-def register(app, make_config, handles_errors) -> None:
-    """Add this area's commands to the app (contract: `ctloop.cli.main._register_extensions`)."""
-
-    @app.command()
-    @handles_errors
-    def snapshots(
-        config_path: ConfigOpt = None, home: HomeOpt = None, as_json: JsonOpt = False
-    ) -> None:
-        """The lake's snapshots, oldest data first (id, rows, time range, source)."""
-        from ctloop.lake import snapshots as lake
-
-        _config, root = make_config(config_path, home)
-        manifests = lake.list_snapshots(root)
-        if as_json:
-            print_json({"snapshots": [asdict(m) for m in manifests]})
-            return
-        for m in manifests:
-            span = f"{(m.time_min or '')[:19]}..{(m.time_max or '')[:19]}"
-            typer.echo(f"{m.snapshot}  {m.rows:>9} rows  {span}  v{m.schema_version}  {m.source}")
-        typer.echo(f"{len(manifests)} snapshots")
-
-    @app.command()
-    @handles_errors
-    def schema(
-        config_path: ConfigOpt = None, home: HomeOpt = None, as_json: JsonOpt = False
-    ) -> None:
-        """The current schema (edit the file it names to change it; save as a new version)."""
-        from ctloop.errors import NotEnoughData
-        from ctloop.lake import snapshots as lake
-
-        _config, root = make_config(config_path, home)
-        current = lake.current_schema(root)
-        if current is None:
-            raise NotEnoughData("no schema yet: the first accepted batch defines it")
-        path = lake.schema_location(root, current.version)
-        if as_json:
-            print_json({"path": str(path), "schema": json.loads(current.to_json())})
-            return
-        typer.echo(f"schema v{current.version}: {path}")
-        for c in current.columns.values():
-            detail = (
-                f"[{c.min:g}, {c.max:g}]"
-                if c.min is not None and c.max is not None
-                else (", ".join(c.categories[:8]) + (" ..." if len(c.categories) > 8 else ""))
+@app.command()
+@handles_errors
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="CSV or Parquet files")],
+    config_path: ConfigOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+    target: TargetOpt = None,
+    task: TaskOpt = None,
+    timestamp: TimeOpt = None,
+    id_col: IdOpt = None,
+    exclude: ExcludeOpt = None,
+) -> None:
+    """Validate files and store them as snapshots; quarantine bad ones (exit 1)."""
+    for path in paths:
+        if not path.exists():
+            raise InputError(f"{path}: file not found")
+    config, _ = make_config(config_path, home, target, task, timestamp, id_col, exclude)
+    config.require_target()
+    result = run.ingest([str(p) for p in paths], config)
+    if as_json:
+        print_json(result)
+    else:
+        for a in result["accepted"]:
+            note = "new snapshot" if a["new"] else "already in the lake"
+            out.print(
+                f"[green]accepted[/green] {a['path']}: {a['rows']} rows → {a['snapshot']} ({note})"
             )
-            personal = f"  personal: {c.personal} -> {c.handling}" if c.handling else ""
-            typer.echo(f"  {c.name:<24} {c.kind:<12} {detail}{personal}")
-        if current.class_shares:
-            typer.echo(f"  target {current.target}: {current.class_shares}")
+            for w in a["warnings"]:
+                out.print(f"  [yellow]warn[/yellow] {w['message']}")
+        for q in result["quarantined"]:
+            blocking = [r["message"] for r in q["reasons"] if r["severity"] == "block"]
+            more = f" (+{len(blocking) - 1} more)" if len(blocking) > 1 else ""
+            err.print(
+                f"[red]error:[/red] {q['path']}: quarantined: {blocking[0] if blocking else ''}"
+                f"{more}",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if result["quarantined"]:
+        raise typer.Exit(1)
 
-    @app.command()
-    @handles_errors
-    def landing(
-        folder: Annotated[
-            Path | None, typer.Argument(help="landing folder (default <home>/landing)")
-        ] = None,
-        config_path: ConfigOpt = None,
-        home: HomeOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Ingest every new file of the landing folder once (exit 1 if any is quarantined)."""
-        config, _root = make_config(config_path, home)
-        config.require_target()
-        from flows.ingest import ingest_landing
 
-        result = ingest_landing(str(folder) if folder else None, config)
-        if as_json:
-            print_json(result)
-        else:
-            for a in result["accepted"]:
-                typer.echo(f"accepted {a['path']}: {a['rows']} rows -> {a['snapshot']}")
-            for q in result["quarantined"]:
-                first = next((r["message"] for r in q["reasons"] if r["severity"] == "block"), "")
-                typer.echo(f"quarantined {q['path']}: {first}", err=True)
-        if result["quarantined"]:
-            raise typer.Exit(1)
+@app.command()
+@handles_errors
+def landing(
+    folder: Annotated[
+        Path | None, typer.Argument(help="landing folder (default <home>/landing)")
+    ] = None,
+    config_path: ConfigOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest every new file of the landing folder once (exit 1 if any is quarantined)."""
+    config, _root = make_config(config_path, home)
+    config.require_target()
+    result = run.ingest_landing(str(folder) if folder else None, config)
+    if as_json:
+        print_json(result)
+    else:
+        for a in result["accepted"]:
+            typer.echo(f"accepted {a['path']}: {a['rows']} rows -> {a['snapshot']}")
+        for q in result["quarantined"]:
+            first = next((r["message"] for r in q["reasons"] if r["severity"] == "block"), "")
+            typer.echo(f"quarantined {q['path']}: {first}", err=True)
+    if result["quarantined"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
+def snapshots(
+    config_path: ConfigOpt = None, home: HomeOpt = None, as_json: JsonOpt = False
+) -> None:
+    """The lake's snapshots, oldest data first (id, rows, time range, source)."""
+    from ctloop.lake import manifests as lake
+
+    _config, root = make_config(config_path, home, create=False)
+    found = lake.list_snapshots(root)
+    if as_json:
+        print_json({"snapshots": [asdict(m) for m in found]})
+        return
+    for m in found:
+        span = f"{(m.time_min or '')[:19]}..{(m.time_max or '')[:19]}"
+        typer.echo(f"{m.snapshot}  {m.rows:>9} rows  {span}  v{m.schema_version}  {m.source}")
+    typer.echo(f"{len(found)} snapshots")
+
+
+@app.command()
+@handles_errors
+def schema(config_path: ConfigOpt = None, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """The current schema (edit the file it names to change it; save as a new version)."""
+    from ctloop.lake import snapshots as lake
+
+    _config, root = make_config(config_path, home, create=False)
+    current = lake.current_schema(root)
+    if current is None:
+        raise NotEnoughData("no schema yet: the first accepted batch defines it")
+    path = lake.schema_location(root, current.version)
+    if as_json:
+        print_json({"path": str(path), "schema": json.loads(current.to_json())})
+        return
+    typer.echo(f"schema v{current.version}: {path}")
+    for c in current.columns.values():
+        detail = (
+            f"[{c.min:g}, {c.max:g}]"
+            if c.min is not None and c.max is not None
+            else (", ".join(c.categories[:8]) + (" ..." if len(c.categories) > 8 else ""))
+        )
+        personal = f"  personal: {c.personal} -> {c.handling}" if c.handling else ""
+        typer.echo(f"  {c.name:<24} {c.kind:<12} {detail}{personal}")
+    if current.class_shares:
+        typer.echo(f"  target {current.target}: {current.class_shares}")

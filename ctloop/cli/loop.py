@@ -1,12 +1,16 @@
-"""Continuous-training commands: `ctloop replay` (and `ctloop up`)."""
+"""Loop commands: `status`, `monitor`, `demo` (the whole loop on a scripted stream), `replay`."""
 
-import sys
+from __future__ import annotations
+
+import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-import typer
+import typer  # module level: typer resolves the string annotations in these globals
 
+from ctloop.cli import run
+from ctloop.cli.app import app, err, handles_errors, make_config, out, prepare_environment
 from ctloop.cli.options import (
     ConfigOpt,
     ExcludeOpt,
@@ -18,130 +22,227 @@ from ctloop.cli.options import (
     TimeOpt,
     print_json,
 )
+from ctloop.errors import InputError
+from ctloop.names import CONFIG_FILENAME
+
+if TYPE_CHECKING:
+    from ctloop.config.home import Home
+    from ctloop.config.settings import Config
 
 
-def register(app, make_config, handles_errors) -> None:
-    """Add this area's commands to the app (contract: `ctloop.cli.main._register_extensions`)."""
+def collect_status(config: Config, root: Home) -> dict[str, Any]:
+    """Champion, challenger, snapshot and quarantine counts (read only: no Prefect, no MLflow
+    import on the embedded SQLite registry)."""
+    from ctloop.lake import manifests as lake
+    from ctloop.names import CHALLENGER, CHAMPION
+    from ctloop.registry.view import open_registry_view
 
-    @app.command()
-    @handles_errors
-    def replay(
-        data: Annotated[Path, typer.Argument(help="labelled history, CSV or Parquet")],
-        target: TargetOpt = None,
-        timestamp: TimeOpt = None,
-        freq: Annotated[str, typer.Option(help="batch length, a pandas frequency")] = "1D",
-        task: TaskOpt = None,
-        id_col: IdOpt = None,
-        exclude: ExcludeOpt = None,
-        schedule_every: Annotated[int, typer.Option(help="batches between scheduled retrains")] = 7,
-        policies: Annotated[
-            str, typer.Option(help="comma list")
-        ] = "never,every_batch,schedule,ctloop",
-        min_new_rows: Annotated[
-            int | None,
-            typer.Option(help="new-data rule for ctloop (off unless set here or in config)"),
-        ] = None,
-        out: Annotated[
-            Path | None, typer.Option(help="folder for replay.png and replay.html")
-        ] = None,
-        config_path: ConfigOpt = None,
-        home: HomeOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Replay a labelled history as batches and compare retraining policies (prequential)."""
-        from rich.console import Console
-        from rich.table import Table
+    registry = open_registry_view(config)
+    champion = registry.by_alias(CHAMPION)
+    challenger = registry.by_alias(CHALLENGER)
+    quarantined = lake.list_quarantined(root)
+    return {
+        "champion": champion.summary() if champion else None,
+        "challenger": challenger.summary() if challenger else None,
+        "snapshots": len(lake.list_snapshots(root)),
+        "quarantined": len(quarantined),
+        "quarantine": [
+            {"path": q.path, "folder": q.folder, "reasons": q.reasons} for q in quarantined
+        ],
+        "versions": [
+            {"version": v.version, "semver": v.semver, "trigger": v.tags.get("ctloop.trigger")}
+            for v in registry.versions()
+        ],
+        "home": str(root.root),
+        "tracking_uri": registry.tracking_uri,
+    }
 
-        from ctloop.errors import InputError
-        from ctloop.lake.snapshots import read_batch
-        from ctloop.loop.replay import plot_replay, report_html
-        from ctloop.loop.replay import replay as run_replay
 
-        if not data.exists():
-            raise InputError(f"{data}: file not found")
-        config, root = make_config(config_path, home, target, task, timestamp, id_col, exclude)
-        config.require_target()
-        if min_new_rows is not None:
-            config.triggers.min_new_rows = min_new_rows
-        elif "min_new_rows" not in config.triggers.model_fields_set:
-            config.triggers.min_new_rows = None  # a volume rule is a schedule by rows: off here
-        frame = read_batch(data)
-        chosen = tuple(p.strip() for p in policies.split(",") if p.strip())
-        result = run_replay(frame, config, freq, schedule_every, chosen)
-        folder = out or root.reports / f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-        png = plot_replay(result, folder / "replay.png")
-        page = report_html(result, png, folder / "replay.html")
-        answer = result.as_json()
-        answer.update({"plot": str(png), "report": str(page)})
-        if as_json:
-            print_json(answer)
-            return
-        console = Console()
-        table = Table(title=f"replay of {data.name}: {result.batches} batches of {freq}")
-        for col in ("policy", f"mean {result.metric_name}", "retrains", "compute s"):
-            table.add_column(col)
-        for name, p in result.policies.items():
-            metric = "n/a" if p.mean_metric is None else f"{p.mean_metric:.4f}"
-            table.add_row(name, metric, str(p.retrains), f"{p.seconds:.1f}")
-        console.print(table)
-        console.print(f"plot: {png}\nreport: {page}")
-
-    @app.command()
-    @handles_errors
-    def up(
-        config_path: ConfigOpt = None,
-        home: HomeOpt = None,
-        profile: Annotated[
-            str | None,
-            typer.Option(help="embedded or cluster (default: the config's profile)"),
-        ] = None,
-        prefect_port: Annotated[
-            int, typer.Option(help="Prefect server port (cluster: cluster.prefect_port)")
-        ] = 4200,
-        mlflow_port: Annotated[int, typer.Option(help="MLflow UI port (0: none)")] = 5000,
-        server_port: Annotated[int, typer.Option(help="model server port (0: none)")] = 8000,
-        poll_seconds: Annotated[float, typer.Option(help="landing folder poll interval")] = 1.0,
-        target: TargetOpt = None,
-        task: TaskOpt = None,
-        timestamp: TimeOpt = None,
-        id_col: IdOpt = None,
-        exclude: ExcludeOpt = None,
-    ) -> None:
-        """Run the whole loop: Prefect server, deployments, model server, landing watcher.
-
-        `--profile cluster`: PostgreSQL-backed Prefect server with process workers, MLflow
-        server, Dask scheduler and workers (see the `cluster` section of the config).
-        """
-        from rich.console import Console
-
-        from ctloop.config.settings import dump_config
-
-        config, root = make_config(config_path, home, target, task, timestamp, id_col, exclude)
-        config.require_target()
-        if profile:
-            from ctloop.config.settings import Profile
-            from ctloop.errors import ConfigError
-
-            try:
-                config.profile = Profile(profile)
-            except ValueError:
-                raise ConfigError(f"--profile: {profile!r} is not embedded or cluster") from None
-        resolved = root.root / "up-config.yaml"
-        dump_config(config, resolved)
-        from deployments.stack import StackOptions, run_stack
-
-        options = StackOptions(
-            prefect_port=prefect_port,
-            mlflow_port=mlflow_port or None,
-            server_port=server_port or None,
-            poll_seconds=poll_seconds,
+@app.command()
+@handles_errors
+def status(config_path: ConfigOpt = None, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """What serves now, what is in the lake, what was quarantined."""
+    config, root = make_config(config_path, home, create=False)
+    data = collect_status(config, root)
+    if as_json:
+        print_json(data)
+        return
+    champ = data["champion"]
+    if champ:
+        out.print(
+            f"champion: version {champ['version']} ({champ['semver']}), trained on "
+            f"{champ['trained_on']}, trigger {champ['trigger']}"
         )
-        console = Console()
+    else:
+        out.print("champion: none yet")
+    out.print(f"snapshots: {data['snapshots']}  quarantined: {data['quarantined']}")
+    for q in data["quarantine"]:
+        first = q["reasons"][0]["message"] if q["reasons"] else ""
+        out.print(f"  [red]quarantined[/red] {Path(q['path']).name}: {first}")
 
-        def announce(urls: dict[str, str]) -> None:
-            for name, url in urls.items():
-                console.print(f"{name:>15}: {url}")
-            console.print("ctloop is up; drop files into the landing folder. Ctrl-C stops all.")
-            sys.stdout.flush()
 
-        run_stack(config, resolved, root, options, announce)
+@app.command()
+@handles_errors
+def monitor(
+    path: Annotated[
+        Path | None, typer.Argument(help="batch file; newest snapshot if omitted")
+    ] = None,
+    config_path: ConfigOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+    target: TargetOpt = None,
+    timestamp: TimeOpt = None,
+    id_col: IdOpt = None,
+) -> None:
+    """Check a batch for drift against the champion's training window (Evidently)."""
+    if path is not None and not path.exists():
+        raise InputError(f"{path}: file not found")
+    config, _ = make_config(config_path, home, target, None, timestamp, id_col)
+    result = run.monitor(str(path) if path else None, config)
+    if as_json:
+        print_json(result)
+        return
+    head = "[red]drift detected[/red]" if result["drift"] else "[green]no drift[/green]"
+    out.print(f"{head} in {result['source']}")
+    for r in result["reasons"]:
+        out.print(f"  - {r}")
+    if result.get("report"):
+        out.print(f"  report: {result['report']}")
+
+
+@app.command()
+@handles_errors
+def demo(
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+    days: Annotated[int, typer.Option(help="days in the stream")] = 28,
+    rows_per_day: Annotated[int, typer.Option(help="applications per day")] = 600,
+    fresh: Annotated[bool, typer.Option(help="start from an empty home")] = True,
+) -> None:
+    """Replay a scripted stream of loan batches through the whole loop, then show what happened."""
+    import shutil
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from ctloop.config.home import home_of
+    from ctloop.config.settings import dump_config
+    from ctloop.data.demo import DemoScript, demo_config
+
+    if days < 24:
+        raise InputError(f"--days {days}: the scripted episodes need at least 24 days")
+    root_path = Path(home or os.environ.get("CTLOOP_HOME", ".ctloop")).resolve()
+    if fresh and root_path.exists():
+        shutil.rmtree(root_path)
+    config = demo_config(str(root_path), rows_per_day)
+    root = home_of(config).ensure()
+    dump_config(config, root.root / CONFIG_FILENAME)
+    # the table at the end reports every warning and rejection; Prefect's console lines would
+    # only interleave with the progress bar (they still reach the Prefect UI)
+    for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
+        os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "CRITICAL")
+    prepare_environment(root)
+    script = DemoScript(days=days, rows_per_day=rows_per_day)
+
+    console = err if as_json else out
+    with Progress(
+        TextColumn("[bold]demo[/bold]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=as_json,
+    ) as bar:
+        task_id = bar.add_task("starting Prefect", total=None)
+
+        def progress(i: int, total: int, text: str) -> None:
+            bar.update(task_id, completed=i, total=total, description=text)
+
+        rows = run.demo(config, script, progress)
+    data = collect_status(config, root)
+    if as_json:
+        print_json({**data, "events": [r.__dict__ for r in rows]})
+        return
+    table = Table(title="What happened, batch by batch", show_lines=False)
+    for col in ("day", "file", "episode", "outcome", "why"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        style = "red" if "quarantined" in r.outcome or "drift detected" in r.outcome else None
+        style = "bold green" if "promoted" in r.outcome else style
+        table.add_row(str(r.day), r.file, r.episode, r.outcome, r.why, style=style)
+    out.print(table)
+    champ = data["champion"]
+    if champ:
+        out.print(
+            f"\nchampion: version {champ['version']} ({champ['semver']}), trigger "
+            f"{champ['trigger']}, trained on {champ['trained_on']}"
+        )
+    out.print(f"snapshots: {data['snapshots']}, quarantined: {data['quarantined']}")
+    out.print(
+        "\nWhere to look:\n"
+        f"  make ui            Prefect UI (http://127.0.0.1:4200) and MLflow UI "
+        "(http://127.0.0.1:5000) on this demo's state\n"
+        f"  ctloop status      the same summary, also with --json\n"
+        f"  {root.quarantine}  quarantined files with reasons.json\n"
+        f"  {root.reports}     Evidently drift reports (HTML)"
+    )
+
+
+@app.command()
+@handles_errors
+def replay(
+    data: Annotated[Path, typer.Argument(help="labelled history, CSV or Parquet")],
+    target: TargetOpt = None,
+    timestamp: TimeOpt = None,
+    freq: Annotated[str, typer.Option(help="batch length, a pandas frequency")] = "1D",
+    task: TaskOpt = None,
+    id_col: IdOpt = None,
+    exclude: ExcludeOpt = None,
+    schedule_every: Annotated[int, typer.Option(help="batches between scheduled retrains")] = 7,
+    policies: Annotated[str, typer.Option(help="comma list")] = "never,every_batch,schedule,ctloop",
+    min_new_rows: Annotated[
+        int | None,
+        typer.Option(help="new-data rule for ctloop (off unless set here or in config)"),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for replay.png and replay.html")] = None,
+    config_path: ConfigOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay a labelled history as batches and compare retraining policies (prequential)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ctloop.lake.snapshots import read_batch
+    from ctloop.loop.replay import plot_replay, report_html
+    from ctloop.loop.replay import replay as run_replay
+
+    if not data.exists():
+        raise InputError(f"{data}: file not found")
+    config, root = make_config(config_path, home, target, task, timestamp, id_col, exclude)
+    config.require_target()
+    if min_new_rows is not None:
+        config.triggers.min_new_rows = min_new_rows
+    elif "min_new_rows" not in config.triggers.model_fields_set:
+        config.triggers.min_new_rows = None  # a volume rule is a schedule by rows: off here
+    frame = read_batch(data)
+    chosen = tuple(p.strip() for p in policies.split(",") if p.strip())
+    result = run_replay(frame, config, freq, schedule_every, chosen)
+    folder = out or root.reports / f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    png = plot_replay(result, folder / "replay.png")
+    page = report_html(result, png, folder / "replay.html")
+    answer = result.as_json()
+    answer.update({"plot": str(png), "report": str(page)})
+    if as_json:
+        print_json(answer)
+        return
+    console = Console()
+    table = Table(title=f"replay of {data.name}: {result.batches} batches of {freq}")
+    for col in ("policy", f"mean {result.metric_name}", "retrains", "compute s"):
+        table.add_column(col)
+    for name, p in result.policies.items():
+        metric = "n/a" if p.mean_metric is None else f"{p.mean_metric:.4f}"
+        table.add_row(name, metric, str(p.retrains), f"{p.seconds:.1f}")
+    console.print(table)
+    console.print(f"plot: {png}\nreport: {page}")

@@ -74,6 +74,11 @@ class Home:
         return self.root / "reports"
 
     @property
+    def logs(self) -> Path:
+        """One log file per child process of `ctloop up` and `ctloop ui`."""
+        return self.root / "logs"
+
+    @property
     def lake_is_local(self) -> bool:
         from ctloop.lake.storage import local_path
 

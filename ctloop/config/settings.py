@@ -17,9 +17,8 @@ from pydantic import (
 )
 
 from ctloop.errors import ConfigError
-from ctloop.names import DISTANCE_METHODS, NOTIFIED_EVENTS, P_VALUE_METHODS
+from ctloop.names import CONFIG_FILENAME, DISTANCE_METHODS, NOTIFIED_EVENTS, P_VALUE_METHODS
 
-CONFIG_FILENAME = "ctloop.yaml"
 ENV_PREFIX = "CTLOOP_"
 
 

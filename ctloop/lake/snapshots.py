@@ -10,7 +10,7 @@ import json
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -23,6 +23,13 @@ from ctloop.config.home import Home
 from ctloop.data.batches import ContentHasher, check_file, row_hashes, table_of
 from ctloop.data.schema import Schema, load_latest_schema, schema_name
 from ctloop.errors import InputError, NotEnoughData
+from ctloop.lake.manifests import (  # noqa: F401 (re-exported: the lake's read-only half)
+    Manifest,
+    QuarantineRecord,
+    list_quarantined,
+    list_snapshots,
+    parse_manifest,
+)
 from ctloop.lake.storage import Lake, LakeFolder, open_lake
 
 
@@ -57,26 +64,6 @@ def content_hash(frame: pd.DataFrame | pa.Table) -> str:
     hasher = ContentHasher(table.schema)
     hasher.update(row_hashes(table))
     return hasher.hexdigest()
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What a snapshot holds and where it came from."""
-
-    snapshot: str
-    sha256: str
-    source: str
-    rows: int
-    columns: list[str]
-    schema_version: int
-    arrived_at: str
-    time_min: str | None = None
-    time_max: str | None = None
-    warnings: int = 0
-    format: str | None = None  # csv, parquet or dataframe
-    bytes: int | None = None  # size of the snapshot file
-    row_groups: int | None = None
-    personal_data: dict[str, str] = field(default_factory=dict)  # column -> drop/hash/keep
 
 
 @dataclass(frozen=True)
@@ -237,14 +224,6 @@ def sweep_temporaries(home: Home, max_age_seconds: float = STALE_TEMPORARY_SECON
     return removed
 
 
-_MANIFEST_FIELDS = {f.name for f in fields(Manifest)}
-
-
-def parse_manifest(body: bytes | str) -> Manifest:
-    data = json.loads(body)
-    return Manifest(**{k: v for k, v in data.items() if k in _MANIFEST_FIELDS})
-
-
 def read_manifest(path: Path) -> Manifest:
     """A manifest file of a local lake."""
     return parse_manifest(Path(path).read_text())
@@ -252,14 +231,6 @@ def read_manifest(path: Path) -> Manifest:
 
 def _read_manifest(manifests: LakeFolder, snapshot: str) -> Manifest:
     return parse_manifest(manifests.read_bytes(f"{snapshot}.json"))
-
-
-def list_snapshots(home: Home) -> list[Manifest]:
-    """All committed snapshots, oldest data first."""
-    folder = open_lake(home).manifests
-    bodies = folder.read_many(folder.names("*.json"))
-    manifests = [parse_manifest(body) for body in bodies.values()]
-    return sorted(manifests, key=lambda m: (m.time_max or "", m.arrived_at))
 
 
 def window_span(manifests: list[Manifest], ids: list[str], rows: int) -> str:
@@ -306,13 +277,6 @@ def load_snapshots(home: Home, ids: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-@dataclass(frozen=True)
-class QuarantineRecord:
-    path: str
-    folder: str
-    reasons: list[dict]
-
-
 def quarantine_batch(
     home: Home, source: Path, reasons: list[dict], html: str | None = None
 ) -> QuarantineRecord:
@@ -339,15 +303,6 @@ def quarantine_batch(
         lines += ["", "Evidently data-quality and drift report: [report.html](report.html)"]
     (folder / "README.md").write_text("\n".join(lines) + "\n")
     return record
-
-
-def list_quarantined(home: Home) -> list[QuarantineRecord]:
-    if not home.quarantine.is_dir():
-        return []
-    out = []
-    for reasons in sorted(home.quarantine.glob("*/reasons.json")):
-        out.append(QuarantineRecord(**json.loads(reasons.read_text())))
-    return out
 
 
 def select_window(

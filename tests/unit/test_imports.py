@@ -123,6 +123,25 @@ def test_the_core_never_imports_flows_tasks_or_deployments_at_module_level():
     assert upward == set()
 
 
+# the one module of the core that may reach up: the CLI's door to the flows and deployments
+UPWARD_DOOR = "ctloop.cli.run"
+
+
+def test_only_the_cli_door_imports_flows_tasks_or_deployments_even_inside_functions():
+    graph = _graph(top_level_only=False)
+    upward = {
+        (name, target)
+        for name, targets in graph.items()
+        if name.startswith("ctloop") and name != UPWARD_DOOR
+        for target in targets
+        if target.split(".")[0] in ("flows", "tasks", "deployments")
+    }
+    assert upward == set(), f"only {UPWARD_DOOR} may import flows/, tasks/, deployments/"
+    assert UPWARD_DOOR in graph and any(
+        t.split(".")[0] in ("flows", "deployments") for t in graph[UPWARD_DOOR]
+    )
+
+
 def test_package_inits_hold_no_code():
     # packages are rooms, not re-export layers: importing one stage never pulls in another
     for name, path in _modules().items():

@@ -1,0 +1,85 @@
+"""The CLI's one way up into `flows/` and `deployments/`: each function imports its flow inside.
+
+Every other module of `ctloop` stays importable without Prefect (a unit test reads the imports).
+Call `ctloop.cli.app.make_config` first: it points Prefect at the home before Prefect loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ctloop.config.home import Home
+    from ctloop.config.settings import Config
+    from ctloop.data.demo import DemoScript
+
+
+def ingest(paths: list[str], config: Config) -> dict[str, Any]:
+    """The `ingest` flow on files: `{accepted, quarantined}`."""
+    from flows.ingest import ingest as ingest_flow
+
+    return ingest_flow(paths, config)
+
+
+def ingest_landing(folder: str | None, config: Config) -> dict[str, Any]:
+    """The `ingest-landing` flow: every new file of the landing folder, once."""
+    from flows.ingest import ingest_landing as ingest_landing_flow
+
+    return ingest_landing_flow(folder, config)
+
+
+def retrain(config: Config, reason: str) -> dict[str, Any]:
+    """The `retrain` flow, triggered by hand (tagged `trigger:manual`)."""
+    from prefect import tags
+
+    from flows.retrain import RetrainRequest
+    from flows.retrain import retrain as retrain_flow
+
+    with tags("trigger:manual"):
+        return retrain_flow(RetrainRequest(trigger="manual", reason=reason), config)
+
+
+def monitor(path: str | None, config: Config) -> dict[str, Any]:
+    """The `monitor` flow on a batch file, or on the newest snapshot."""
+    from flows.monitor import monitor as monitor_flow
+
+    return monitor_flow(path, config)
+
+
+def score_batch(source: str, out: str, config: Config) -> dict[str, Any]:
+    """The `score-batch` flow: a file or snapshot scored by the champion."""
+    from flows.score_batch import score_batch as score_batch_flow
+
+    return score_batch_flow(source, out, config)
+
+
+def demo(config: Config, script: DemoScript, progress: Callable[[int, int, str], None]) -> list:
+    """The scripted demo stream through the whole loop; one row per batch."""
+    from flows.demo import run_demo
+
+    return run_demo(config, script, progress)
+
+
+def up(
+    config: Config,
+    config_path: Path,
+    home: Home,
+    *,
+    prefect_port: int,
+    mlflow_port: int | None,
+    server_port: int | None,
+    poll_seconds: float,
+    announce: Callable[[dict[str, str]], None],
+) -> None:
+    """The whole loop (`deployments/stack.py`) until Ctrl-C or SIGTERM."""
+    from deployments.stack import StackOptions, run_stack
+
+    options = StackOptions(
+        prefect_port=prefect_port,
+        mlflow_port=mlflow_port,
+        server_port=server_port,
+        poll_seconds=poll_seconds,
+    )
+    run_stack(config, config_path, home, options, announce)
