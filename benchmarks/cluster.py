@@ -38,10 +38,10 @@ from pathlib import Path
 import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from ctloop.config.home import home_of
 from ctloop.config.settings import Profile
 from ctloop.data.demo import DemoScript, demo_config, demo_stream
 from ctloop.lake import snapshots as lake
+from ctloop.stores.home import home_of
 from deployments.stream import drive_stream
 
 BIN = Path(sys.executable).parent

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     train, base = _data(args.rows_per_day, args.days)
     root = Path(tempfile.mkdtemp(prefix="ctloop-hpo-"))
     if args.prefect:
-        from ctloop.config.home import Home, activate
+        from ctloop.stores.home import Home, activate
 
         activate(Home(root / "home").ensure())  # a private Prefect API; before Prefect is imported
     try:

@@ -38,7 +38,7 @@ CHILD_CTLOOP = """
 import json, resource, sys, time
 from pathlib import Path
 from ctloop.data.demo import demo_config
-from ctloop.config.home import Home
+from ctloop.stores.home import Home
 from ctloop.ingest.stage import ingest_path
 config = demo_config(sys.argv[2])
 home = Home(Path(sys.argv[2])).ensure()

@@ -164,7 +164,7 @@ def direct(tmp: Path, data: Path) -> float:
     home = tmp / "direct-home"
     code = (
         "import sys, time\n"
-        "from ctloop.config.home import activate, home_of\n"
+        "from ctloop.stores.home import activate, home_of\n"
         "from ctloop.config.settings import Config\n"
         "import yaml\n"
         "config = Config.model_validate(yaml.safe_load(open(sys.argv[1])))\n"

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before scikit-learn is imported
-    from ctloop.config.home import Home, activate
+    from ctloop.stores.home import Home, activate
 
     root = Path(tempfile.mkdtemp(prefix="ctloop-overhead-"))
     activate(Home(root))  # before anything imports Prefect

@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ctloop.cli.launcher import Launcher
-from ctloop.config.home import Home
 from ctloop.config.settings import ClusterConfig, Config
 from ctloop.errors import CtloopError
+from ctloop.launcher import Launcher
+from ctloop.stores.home import Home
 
 COMPONENTS = ("prefect", "mlflow", "optuna", "predictions")
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ctloop.config.home import activate, home_of
 from ctloop.config.settings import load_config
+from ctloop.stores.home import activate, home_of
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctloop.cli.launcher import Launcher, stop_on_sigterm
-from ctloop.config.home import Home
 from ctloop.config.settings import Config, Profile
+from ctloop.launcher import Launcher, stop_on_sigterm
+from ctloop.stores.home import Home
 
 STOP_GRACE_SECONDS = 15  # terminate, then kill what still runs after this
 LOCAL_TUNING = {

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from prefect import tags
 
-from ctloop.config.home import home_of
 from ctloop.config.settings import Config
 from ctloop.data.demo import DemoScript, demo_stream, write_event
 from ctloop.loop.policy import current_decision
+from ctloop.stores.home import home_of
 from flows.ingest import ingest
 from flows.monitor import monitor
 from flows.retrain import RetrainRequest, retrain

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from ctloop.config.home import home_of
 from ctloop.config.settings import Config, load_config
 from ctloop.ingest import landing
 from ctloop.ingest.stage import Outcome, SchemaRace, unreadable
+from ctloop.stores.home import home_of
 from tasks.ingest import commit_snapshot, quarantine_batch, stage_batch
 from tasks.validate import compare_to_reference, gate_batch, log_findings
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow
 
-from ctloop.config.home import home_of
 from ctloop.config.settings import Config, load_config
 from ctloop.lake import snapshots as lake
 from ctloop.loop import triggers
 from ctloop.registry.store import CHAMPION, open_registry
+from ctloop.stores.home import home_of
 from ctloop.validate.checks import coerce_to_schema
 from tasks.ingest import read_batch
 from tasks.monitor import (

@@ -10,7 +10,6 @@ from prefect.runtime import flow_run
 from prefect.transactions import transaction
 from pydantic import Field
 
-from ctloop.config.home import home_of
 from ctloop.config.settings import Config, load_config
 from ctloop.gates.blessing import Blessing
 from ctloop.gates.review import review_request, review_verdict
@@ -19,12 +18,13 @@ from ctloop.lake import snapshots as lake
 from ctloop.loop import triggers
 from ctloop.loop.events import publish
 from ctloop.loop.policy import claim_decision
+from ctloop.loop.record import RunRecord, build_run_record, skipped_answer
 from ctloop.loop.triggers import RetrainRequest
 from ctloop.model.analyse import Analysis, slice_columns
 from ctloop.model.train import Candidate
 from ctloop.model.tune import TuningResult
-from ctloop.registry.record import RunRecord, build_run_record, skipped_answer
 from ctloop.registry.store import ModelRef, git_commit, open_registry
+from ctloop.stores.home import home_of
 from flows.fanout import evaluate_slices, tune_study
 from flows.ingest import ingest
 from tasks.analyse import analyse_challenger, publish_model_card

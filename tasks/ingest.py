@@ -9,12 +9,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ctloop.config.home import home_of
 from ctloop.config.settings import Config
 from ctloop.gates.reports import issues_markdown
 from ctloop.ingest import stage as ingestion
 from ctloop.lake import snapshots as lake
 from ctloop.loop import events
+from ctloop.stores.home import home_of
 
 
 @task(name="read-batch", cache_policy=NO_CACHE, retries=0)

@@ -11,9 +11,10 @@ from prefect.cache_policies import NO_CACHE
 
 from ctloop.config.settings import Config, DriftConfig
 from ctloop.gates.reports import drift_markdown
+from ctloop.loop.decay import OnlinePerformance, check_online_performance
 from ctloop.loop.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED, publish
 from ctloop.monitor.drift import DriftSummary, detect_drift
-from ctloop.monitor.performance import OnlinePerformance, check_online_performance, served_feedback
+from ctloop.monitor.performance import served_feedback
 from tasks.ingest import record_data_report
 
 

@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.transactions import get_transaction
 
 from ctloop.config.settings import Config
-from ctloop.registry.record import RunRecord
+from ctloop.loop.record import RunRecord
 from ctloop.registry.store import CHALLENGER, CHAMPION, ModelRef, open_registry
 
 
@@ -30,8 +30,8 @@ def log_candidate(
     metrics, tuning trials as nested runs, the window as dataset); returns (run id, model uri)."""
     inputs = []
     if record.window:
-        from ctloop.config.home import home_of
         from ctloop.lake import snapshots as lake
+        from ctloop.stores.home import home_of
 
         dataset, _profile = lake.mlflow_dataset(home_of(config), list(record.window))
         inputs.append((dataset, "training"))

@@ -8,11 +8,11 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ctloop.config.home import home_of
 from ctloop.config.settings import Config
 from ctloop.errors import NotEnoughData
 from ctloop.lake import snapshots as lake
 from ctloop.model import train as training
+from ctloop.stores.home import home_of
 
 
 @task(name="select-window", cache_policy=NO_CACHE)

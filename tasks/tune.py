@@ -16,10 +16,10 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ctloop.config.home import home_of
 from ctloop.config.settings import Config
 from ctloop.model import tune as tuning
 from ctloop.registry.store import ModelRef
+from ctloop.stores.home import home_of
 
 
 @task(name="prepare-study", cache_policy=NO_CACHE)

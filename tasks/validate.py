@@ -7,11 +7,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from ctloop.config.home import home_of
 from ctloop.config.settings import Config
 from ctloop.errors import BatchRejected
 from ctloop.gates.verdict import Verdict
 from ctloop.ingest.stage import StagedBatch
+from ctloop.stores.home import home_of
 from ctloop.validate import checks, quality
 from ctloop.validate.checks import ValidationReport
 

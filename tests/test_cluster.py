@@ -145,9 +145,9 @@ class WorkerKiller(threading.Thread):
 
 def _outcome(config) -> dict:
     """What a stream leaves behind, in the stores every profile has."""
-    from ctloop.config.home import home_of
     from ctloop.lake import snapshots as lake
     from ctloop.registry.store import CHAMPION, open_registry
+    from ctloop.stores.home import home_of
 
     registry = open_registry(config)
     versions = sorted(registry.versions(), key=lambda r: int(r.version))

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctloop.config.home import home_of
 from ctloop.data.demo import DemoScript, corrupt, demo_config, generate_day
 from ctloop.lake import snapshots as lake
+from ctloop.stores.home import home_of
 
 pytestmark = pytest.mark.slow
 

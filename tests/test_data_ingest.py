@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config.home import Home
 from ctloop.data.demo import DemoScript, corrupt, demo_config, generate_day
 from ctloop.data.schema import infer_schema, load_latest_schema
 from ctloop.ingest.landing import LEDGER, scan_landing
 from ctloop.ingest.stage import ingest_path, stage_file, stage_frame
 from ctloop.lake import snapshots as lake
+from ctloop.stores.home import Home
 
 SCRIPT = DemoScript(rows_per_day=400)
 

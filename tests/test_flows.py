@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ctloop.config.home import home_of
 from ctloop.data.demo import DemoScript, corrupt, demo_config, generate_day
 from ctloop.lake import snapshots as lake
 from ctloop.loop import triggers
 from ctloop.registry.store import CHAMPION, open_registry
+from ctloop.stores.home import home_of
 
 pytestmark = pytest.mark.slow
 

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from ctloop.config.home import home_of
 from ctloop.data.demo import DemoScript, demo_config, generate_day
 from ctloop.lake import snapshots as lake
 from ctloop.registry.store import CHAMPION, open_registry
+from ctloop.stores.home import home_of
 
 pytestmark = pytest.mark.slow
 

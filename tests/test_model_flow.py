@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctloop.config.home import home_of
 from ctloop.config.settings import dump_config
 from ctloop.data.demo import TARGET, DemoScript, demo_config, generate_day
 from ctloop.lake import snapshots as lake
 from ctloop.registry.store import CHAMPION, open_registry
+from ctloop.stores.home import home_of
 
 pytestmark = pytest.mark.slow
 

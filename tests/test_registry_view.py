@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ctloop.config.home import home_of
 from ctloop.config.settings import load_config
 from ctloop.names import CHALLENGER, CHAMPION
 from ctloop.registry.view import SqliteRegistryView, open_registry_view, sqlite_file
+from ctloop.stores.home import home_of
 
 
 @pytest.fixture

@@ -24,10 +24,10 @@ from ctloop.serving.inputs import (
     parse_json,
     to_frame,
 )
-from ctloop.serving.predlog import SERVED, SHADOW, PredictionLog, online_metrics
 from ctloop.serving.routing import Router, key_point, parse_target
 from ctloop.serving.sample import demo_frame, register_version
 from ctloop.serving.server import ModelServer
+from ctloop.stores.predlog import SERVED, SHADOW, PredictionLog, online_metrics
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

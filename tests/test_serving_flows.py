@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from ctloop.config.home import home_of
 from ctloop.data.demo import ID, TARGET, TIMESTAMP, DemoScript, demo_config, generate_day
 from ctloop.lake import snapshots as lake
 from ctloop.model.train import prepare_features
 from ctloop.registry.store import CHAMPION, open_registry
 from ctloop.serving.app import create_app
-from ctloop.serving.predlog import labelled_rows
 from ctloop.serving.sample import register_version
 from ctloop.serving.server import ModelServer
+from ctloop.stores.home import home_of
+from ctloop.stores.predlog import labelled_rows
 
 pytestmark = pytest.mark.slow
 SCRIPT = DemoScript(rows_per_day=250)

@@ -20,8 +20,8 @@ from ctloop.config.settings import CONFIG_FILENAME, dump_config
 from ctloop.data.demo import ID, TARGET, TIMESTAMP, demo_config
 from ctloop.registry.store import CHALLENGER, CHAMPION, open_registry
 from ctloop.serving.loadgen import encode_post, run_load
-from ctloop.serving.predlog import SERVED, PredictionLog, default_log_url
 from ctloop.serving.sample import demo_frame, register_version
+from ctloop.stores.predlog import SERVED, PredictionLog, default_log_url
 
 pytestmark = pytest.mark.slow
 TOKEN = "process-token"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ctloop.config.home import home_of
 from ctloop.data.demo import DemoScript, demo_config, generate_day
 from ctloop.loop import triggers
 from ctloop.registry.store import CHAMPION, open_registry
+from ctloop.stores.home import home_of
 
 pytestmark = pytest.mark.slow
 SCRIPT = DemoScript(rows_per_day=250)
@@ -54,7 +54,7 @@ def test_manual_and_schedule_are_recorded(trained, trigger, reason):
 def test_performance_decay_is_detected_from_joined_feedback(trained, tmp_path):
     """Labels that contradict the champion's served answers: the monitor raises the trigger."""
     from ctloop.model.train import prepare_features
-    from ctloop.serving.predlog import SERVED, LoggedPrediction, PredictionLog, default_log_url
+    from ctloop.stores.predlog import SERVED, LoggedPrediction, PredictionLog, default_log_url
     from flows.monitor import monitor
 
     config = trained
@@ -154,7 +154,7 @@ def test_refusal_and_promotion_reach_the_webhook(trained):
 def _log_served(config, version: int, labels_agree: bool, start: int) -> None:
     """Serve one day through `version` (as the server's log would hold it), then its labels."""
     from ctloop.model.train import prepare_features
-    from ctloop.serving.predlog import SERVED, LoggedPrediction, PredictionLog, default_log_url
+    from ctloop.stores.predlog import SERVED, LoggedPrediction, PredictionLog, default_log_url
 
     registry = open_registry(config)
     ref = registry.version(version)

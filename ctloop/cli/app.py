@@ -21,8 +21,8 @@ from ctloop.errors import CtloopError
 from ctloop.names import CONFIG_FILENAME
 
 if TYPE_CHECKING:
-    from ctloop.config.home import Home
     from ctloop.config.settings import Config
+    from ctloop.stores.home import Home
 
 app = typer.Typer(
     add_completion=False,
@@ -81,8 +81,8 @@ def make_config(
     Args:
         create: make the home's folders; False for commands that only read.
     """
-    from ctloop.config.home import home_of
     from ctloop.config.settings import load_config
+    from ctloop.stores.home import home_of
 
     overrides: dict[str, Any] = {
         "paths.home": str(home) if home else None,
@@ -103,7 +103,7 @@ def prepare_environment(root: Home) -> None:
 
     Prefect's own console lines would bury the answer; its logs still reach the API (the UI).
     """
-    from ctloop.config.home import activate
+    from ctloop.stores.home import activate
 
     activate(root)
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")

@@ -26,8 +26,8 @@ from ctloop.errors import InputError
 from ctloop.names import CONFIG_FILENAME
 
 if TYPE_CHECKING:
-    from ctloop.config.home import Home
     from ctloop.config.settings import Config
+    from ctloop.stores.home import Home
 
 
 def collect_status(config: Config, root: Home) -> dict[str, Any]:
@@ -125,9 +125,9 @@ def demo(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from ctloop.config.home import home_of
     from ctloop.config.settings import dump_config
     from ctloop.data.demo import DemoScript, demo_config
+    from ctloop.stores.home import home_of
 
     if days < 24:
         raise InputError(f"--days {days}: the scripted episodes need at least 24 days")

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ctloop.config.home import Home
     from ctloop.config.settings import Config
     from ctloop.data.demo import DemoScript
+    from ctloop.stores.home import Home
 
 
 def ingest(paths: list[str], config: Config) -> dict[str, Any]:

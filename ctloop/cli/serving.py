@@ -125,9 +125,9 @@ def feedback_export(
     as_json: JsonOpt = False,
 ) -> None:
     """Write served predictions that have true labels as a labelled batch to ingest."""
-    from ctloop.config.home import home_of
     from ctloop.errors import NotEnoughData
-    from ctloop.serving.predlog import PredictionLog, default_log_url, labelled_rows
+    from ctloop.stores.home import home_of
+    from ctloop.stores.predlog import PredictionLog, default_log_url, labelled_rows
 
     config, _ = make_config(config_path, home)
     target = config.require_target()

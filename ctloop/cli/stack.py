@@ -92,7 +92,7 @@ def ui(
     """Serve the Prefect UI and the MLflow UI on this home's state until Ctrl-C."""
     import os
 
-    from ctloop.cli.launcher import Launcher
+    from ctloop.launcher import Launcher
 
     config, root = make_config(config_path, home)
     env = dict(os.environ)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ctloop.config.settings import PersonalDataConfig
-from ctloop.lake.storage import LakeFolder
+from ctloop.stores.storage import LakeFolder
 
 EMAIL = re.compile(r"^[\w.+-]+@[\w-]+(\.[\w-]+)+$")
 PHONE = re.compile(r"^\+?[\d\s().-]{7,20}$")
@@ -100,7 +100,7 @@ def decide(name: str, personal: str | None, cfg: PersonalDataConfig) -> str | No
 def load_salt(cfg: PersonalDataConfig, folder: LakeFolder, name: str = "privacy.salt") -> bytes:
     """The configured salt, or a random one created once and kept in the lake (mode 600 locally).
 
-    `folder`: the lake's root (`ctloop.lake.storage.open_lake(home).root`), so every host that
+    `folder`: the lake's root (`ctloop.stores.storage.open_lake(home).root`), so every host that
     writes to a shared lake hashes with the same salt.
     """
     if cfg.salt:

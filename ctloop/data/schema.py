@@ -11,7 +11,7 @@ import pandas as pd
 
 from ctloop.config.settings import DatasetConfig, Task
 from ctloop.errors import InputError
-from ctloop.lake.storage import LakeFolder
+from ctloop.stores.storage import LakeFolder
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -136,7 +136,7 @@ def _lake_folder(folder: Path | LakeFolder) -> LakeFolder:
 def save_schema(schema: Schema, folder: Path | LakeFolder) -> Path | str:
     """Write (or replace) a schema version; returns its path (a URL on a remote lake).
 
-    `folder`: a local folder, or the lake's `schema` folder (`ctloop.lake.storage.open_lake`).
+    `folder`: a local folder, or the lake's `schema` folder (`ctloop.stores.storage.open_lake`).
     """
     folder = _lake_folder(folder)
     name = schema_name(schema.version)
@@ -149,7 +149,7 @@ def save_schema_if_absent(schema: Schema, folder: Path | LakeFolder) -> Schema:
 
     Concurrent first batches (several processes) each infer a schema; the creation is exclusive
     (a hard link locally, a conditional write on memory:// and S3), so every process ends up on
-    the same version 1. On a filesystem without an exclusive create (see `ctloop.lake.storage`) it
+    the same version 1. On a filesystem without an exclusive create (see `ctloop.stores.storage`) it
     is check-then-write: two first batches racing within that window may both write v1, the last
     one wins, and the other writer's snapshot names a v1 that differs from the stored one
     (ingest the first batch alone to avoid it).

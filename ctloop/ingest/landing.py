@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ctloop.config.home import Home
 from ctloop.config.settings import Config
+from ctloop.stores.home import Home
 
 LEDGER = ".ctloop-ingested.jsonl"
 LOCK = ".ctloop-landing.lock"

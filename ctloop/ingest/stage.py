@@ -14,14 +14,14 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from ctloop.config.home import Home
 from ctloop.config.settings import Config
 from ctloop.data import privacy
 from ctloop.data.batches import frame_to_raw, read_chunks, row_hashes, storage_type
 from ctloop.data.schema import Schema, load_latest_schema, save_schema_if_absent
 from ctloop.errors import InputError
 from ctloop.lake import snapshots as lake
-from ctloop.lake.storage import open_lake
+from ctloop.stores.home import Home
+from ctloop.stores.storage import open_lake
 from ctloop.validate.checks import (
     BatchProfile,
     Issue,

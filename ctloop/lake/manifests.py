@@ -10,10 +10,10 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
-from ctloop.lake.storage import open_lake
+from ctloop.stores.storage import open_lake
 
 if TYPE_CHECKING:
-    from ctloop.config.home import Home
+    from ctloop.stores.home import Home
 
 
 @dataclass(frozen=True)

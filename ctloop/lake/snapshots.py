@@ -1,7 +1,7 @@
 """The data lake: reading batches, immutable content-addressed snapshots, manifests, quarantine.
 
 The lake (snapshots, manifests, schema versions) lives in a local folder or under any fsspec URL
-(`paths.lake`); every read and write goes through `ctloop.lake.storage`. Quarantine stays local.
+(`paths.lake`); every read and write goes through `ctloop.stores.storage`. Quarantine stays local.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ctloop.config.home import Home
 from ctloop.data.batches import ContentHasher, check_file, row_hashes, table_of
 from ctloop.data.schema import Schema, load_latest_schema, schema_name
 from ctloop.errors import InputError, NotEnoughData
@@ -30,7 +29,8 @@ from ctloop.lake.manifests import (  # noqa: F401 (re-exported: the lake's read-
     list_snapshots,
     parse_manifest,
 )
-from ctloop.lake.storage import Lake, LakeFolder, open_lake
+from ctloop.stores.home import Home
+from ctloop.stores.storage import Lake, LakeFolder, open_lake
 
 
 def read_batch(path: str | Path) -> pd.DataFrame:
@@ -77,7 +77,7 @@ class SnapshotWriter:
 
     Nothing is visible until `commit`: the file is made durable and moved to its content hash
     (local: fsync, rename, folder fsync; remote: upload to a temporary key, `fs.mv`), and the
-    manifest (the commit mark) created last and exclusively (see `ctloop.lake.storage`).
+    manifest (the commit mark) created last and exclusively (see `ctloop.stores.storage`).
     `on_row_group` is called after each row group with the count so far (tests use it to kill
     a writer mid-write).
     """
@@ -160,7 +160,7 @@ class SnapshotWriter:
 
 
 def _publish_manifest(lake: Lake, manifest: Manifest) -> SnapshotWrite:
-    """Create the manifest exclusively: the commit mark of a snapshot (`ctloop.lake.storage`)."""
+    """Create the manifest exclusively: the commit mark of a snapshot (`ctloop.stores.storage`)."""
     body = json.dumps(asdict(manifest), indent=2).encode()
     if lake.manifests.create_exclusive(f"{manifest.snapshot}.json", body):
         return SnapshotWrite(manifest, new=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ctloop.config.home import home_of
 from ctloop.config.settings import Config, TriggerConfig
 from ctloop.lake import snapshots as lake
 from ctloop.lake.snapshots import Manifest
 from ctloop.loop import triggers
 from ctloop.registry.store import CHAMPION, open_registry
+from ctloop.stores.home import home_of
 
 
 @dataclass(frozen=True)

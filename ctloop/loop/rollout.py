@@ -75,7 +75,7 @@ def online_rows(
         joined: `served_feedback(config)`, when the caller already read it.
     """
     from ctloop.monitor.performance import ONLINE_METRICS, served_feedback
-    from ctloop.serving.predlog import online_metrics
+    from ctloop.stores.predlog import online_metrics
 
     champion, challenger = registry.by_alias(CHAMPION), registry.by_alias(CHALLENGER)
     metric = config.gates.primary_metric

@@ -13,9 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ctloop.config.home import Home
 from ctloop.config.settings import TriggerConfig
 from ctloop.lake.snapshots import Manifest
+from ctloop.stores.home import Home
 
 MANUAL = "manual"
 SCHEDULE = "schedule"

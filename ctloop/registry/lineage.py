@@ -186,9 +186,9 @@ def describe(
 
 
 def _recorded(config: Config, version: int):
-    from ctloop.config.home import home_of
     from ctloop.lake import snapshots as lake
     from ctloop.registry.store import open_registry
+    from ctloop.stores.home import home_of
 
     registry = open_registry(config)
     ref = registry.version(version)
@@ -213,8 +213,8 @@ def rebuild_version(config: Config, version: int) -> Rebuild:
     Raises:
         InputError: no lineage record, or its snapshots are missing or changed.
     """
-    from ctloop.config.home import home_of
     from ctloop.lake import snapshots as lake
+    from ctloop.stores.home import home_of
 
     _ref, recipe, manifests = _recorded(config, version)
     if recipe is None:

@@ -403,7 +403,7 @@ class Registry:
 
 def open_registry(config) -> Registry:
     """The registry of a config: the embedded SQLite store unless a tracking URI is set."""
-    from ctloop.config.home import home_of
+    from ctloop.stores.home import home_of
 
     home = home_of(config).ensure()
     return Registry(

@@ -136,7 +136,7 @@ class SqliteRegistryView:
 def open_registry_view(config: Config) -> SqliteRegistryView | Registry:
     """A read-only view of a config's registry: direct SQLite reads on the embedded store,
     else the MLflow-backed `Registry`. Creates nothing."""
-    from ctloop.config.home import home_of
+    from ctloop.stores.home import home_of
 
     home = home_of(config)
     uri = home.tracking_uri(config)

@@ -25,8 +25,8 @@ from ctloop.serving.inputs import (
     mlflow_records,
     parse_json,
 )
-from ctloop.serving.predlog import SERVED, online_metrics
 from ctloop.serving.server import ModelServer
+from ctloop.stores.predlog import SERVED, online_metrics
 
 JSON = "application/json"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctloop.config.home import home_of
 from ctloop.config.settings import Config
 from ctloop.errors import InputError
 from ctloop.lake import snapshots as lake
 from ctloop.model.train import prepare_features
 from ctloop.registry.store import ModelRef
+from ctloop.stores.home import home_of
 
 
 @dataclass(frozen=True)

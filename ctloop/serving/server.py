@@ -24,8 +24,8 @@ from ctloop.serving import admin
 from ctloop.serving.inputs import Records, RequestError, check_records, concat_columns
 from ctloop.serving.metrics import ServingMetrics
 from ctloop.serving.models import LoadedModel, Scores, WarmupFailed, load_version, warm_up
-from ctloop.serving.predlog import SERVED, SHADOW, LoggedPrediction, PredictionLog
 from ctloop.serving.routing import Router, parse_target
+from ctloop.stores.predlog import SERVED, SHADOW, LoggedPrediction, PredictionLog
 
 log = logging.getLogger("ctloop.serving")
 CACHE_VERSIONS = 6
@@ -174,8 +174,8 @@ class ModelServer:
 
             self.registry = open_registry(self.config)
         if self.log is None and self.serving.prediction_log:
-            from ctloop.config.home import home_of
-            from ctloop.serving.predlog import default_log_url
+            from ctloop.stores.home import home_of
+            from ctloop.stores.predlog import default_log_url
 
             url = self.serving.prediction_log_url or default_log_url(home_of(self.config).root)
             self.log = PredictionLog(

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ctloop.config.home import Home
 from ctloop.config.settings import Config
 from ctloop.lake import snapshots as lake
 from ctloop.monitor.drift import DriftSummary, fast_drift, profile_reference
+from ctloop.stores.home import Home
 from ctloop.validate.checks import Issue, StagedBatch, make_issue
 
 

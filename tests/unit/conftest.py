@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config.home import Home
 from ctloop.config.settings import Config
 from ctloop.data.demo import ID, TARGET, TIMESTAMP, DemoScript, generate_day
 from ctloop.lake.snapshots import read_batch
+from ctloop.stores.home import Home
 
 
 def _loan_config(**sections) -> Config:

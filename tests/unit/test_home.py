@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ctloop.config.home import Home, activate, home_of
 from ctloop.config.settings import load_config
+from ctloop.stores.home import Home, activate, home_of
 
 
 def test_ensure_creates_every_folder_under_the_root(tmp_path):
@@ -51,7 +51,7 @@ def test_activate_points_prefect_at_the_home_and_keeps_explicit_settings(tmp_pat
 def test_core_imports_without_prefect_or_mlflow():
     code = (
         "import sys\n"
-        "import ctloop.config.settings, ctloop.errors, ctloop.config.home, ctloop.data.schema\n"
+        "import ctloop.config.settings, ctloop.errors, ctloop.stores.home, ctloop.data.schema\n"
         "import ctloop.validate.checks, ctloop.lake.snapshots, ctloop.model.train\n"
         "import ctloop.model.evaluate, ctloop.gates.blessing, ctloop.monitor.drift\n"
         "import ctloop.loop.triggers, ctloop.data.demo, ctloop.registry.store\n"

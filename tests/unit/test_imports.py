@@ -168,6 +168,7 @@ def test_stage_packages_read_like_the_pipeline():
             "monitor",
             "registry",
             "serving",
+            "stores",
             "validate",
         ]
     )
@@ -175,3 +176,24 @@ def test_stage_packages_read_like_the_pipeline():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _package_of(module: str) -> str:
+    """The room of a module: `ctloop.<stage>` in the core, else its top-level folder."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "ctloop" else parts[0]
+
+
+def _package_graph() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for name, targets in _without_packages(_graph(top_level_only=False)).items():
+        source = _package_of(name)
+        edges.setdefault(source, set()).update(
+            _package_of(t) for t in targets if _package_of(t) != source
+        )
+    return edges
+
+
+def test_no_cycle_between_stage_packages():
+    # rooms, not only modules, stay a ladder: a stage never needs a stage that needs it
+    assert _cycles(_package_graph()) == []

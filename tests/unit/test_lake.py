@@ -190,7 +190,7 @@ def test_manifest_is_the_commit_mark(home):
 
 
 def test_list_snapshots_orders_by_data_time(home, tmp_path):
-    from ctloop.config.home import Home
+    from ctloop.stores.home import Home
 
     assert list_snapshots(Home(tmp_path / "never-created")) == []
     order = [2, 0, 3, 1]

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config.home import Home, home_of
 from ctloop.config.settings import load_config
 from ctloop.data.demo import DemoScript, corrupt, demo_config, generate_day
 from ctloop.data.schema import load_latest_schema, save_schema, save_schema_if_absent
 from ctloop.errors import ConfigError, LakeNotLocal
 from ctloop.ingest.stage import ingest_path
 from ctloop.lake import snapshots as lake
-from ctloop.lake.storage import open_lake, tmp_name
+from ctloop.stores.home import Home, home_of
+from ctloop.stores.storage import open_lake, tmp_name
 
 SCRIPT = DemoScript(rows_per_day=300)
 

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from test_lake_fsspec import SCRIPT, without_arrival, write_day
 
-from ctloop.config.home import home_of
 from ctloop.data.demo import demo_config
 from ctloop.ingest.stage import ingest_path
 from ctloop.lake import snapshots as lake
-from ctloop.lake.storage import open_lake, tmp_name
+from ctloop.stores.home import home_of
+from ctloop.stores.storage import open_lake, tmp_name
 
 
 @pytest.fixture(scope="module")

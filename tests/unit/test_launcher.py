@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from ctloop.cli.launcher import Launcher, log_name
 from ctloop.errors import CtloopError
+from ctloop.launcher import Launcher, log_name
 
 PY = sys.executable
 

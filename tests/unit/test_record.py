@@ -11,13 +11,13 @@ from ctloop.gates.blessing import bless
 from ctloop.gates.review import review_verdict
 from ctloop.gates.verdict import BLOCK, WARN, Verdict, combine
 from ctloop.lake.snapshots import Manifest, window_span
+from ctloop.loop.record import build_run_record, skipped_answer
 from ctloop.loop.triggers import RetrainRequest
 from ctloop.model.analyse import Analysis, SliceGap
 from ctloop.model.train import Candidate, Split
 from ctloop.model.tune import TrialRecord, TuningResult
 from ctloop.names import MODEL_CHALLENGER, MODEL_PROMOTED, MODEL_REFUSED
 from ctloop.registry.lineage import RECIPE_FILE
-from ctloop.registry.record import build_run_record, skipped_answer
 from ctloop.registry.store import ModelRef
 
 SNAPSHOTS = ["s-001", "s-002"]

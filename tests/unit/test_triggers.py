@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from ctloop.config.home import Home
 from ctloop.config.settings import TriggerConfig
 from ctloop.lake.snapshots import Manifest
 from ctloop.loop.triggers import (
@@ -18,6 +17,7 @@ from ctloop.loop.triggers import (
     rows_after,
     save_pending,
 )
+from ctloop.stores.home import Home
 
 RULES = TriggerConfig(bootstrap_rows=1000, min_new_rows=3000, drift_min_rows=800)
 

@@ -16,8 +16,9 @@ class Home:
     """Paths of the embedded profile's state, all under `root` except a configured lake.
 
     `lake_location`: the data lake as a folder or any fsspec URL (`paths.lake`); None means
-    `<root>/lake`. Read and write the lake through `ctloop.lake.snapshots` (its storage layer is
-    `ctloop.lake.storage`); quarantine, reports, MLflow, Prefect and the landing folder stay local.
+    `<root>/lake`. Read and write the lake through `ctloop.lake.snapshots` (its storage layer
+    is `ctloop.stores.storage`); quarantine, reports, MLflow, Prefect and the landing folder stay
+    local.
     """
 
     root: Path
@@ -36,7 +37,7 @@ class Home:
         Raises:
             LakeNotLocal: the lake is a remote URL (read it through `ctloop.lake`).
         """
-        from ctloop.lake.storage import local_path
+        from ctloop.stores.storage import local_path
 
         folder = local_path(self.lake_url)
         if folder is None:
@@ -80,7 +81,7 @@ class Home:
 
     @property
     def lake_is_local(self) -> bool:
-        from ctloop.lake.storage import local_path
+        from ctloop.stores.storage import local_path
 
         return local_path(self.lake_url) is not None
 
@@ -111,7 +112,7 @@ class Home:
 
 def home_of(config: Config) -> Home:
     """The home of a config; a plain-path `paths.lake` is made absolute like the home."""
-    from ctloop.lake.storage import is_url
+    from ctloop.stores.storage import is_url
 
     lake = config.paths.lake
     if lake and not is_url(lake):

@@ -1,0 +1,66 @@
+"""The performance-decay rule: the champion's online metric (served predictions joined to
+feedback, `ctloop.monitor.performance`) against what it scored on its holdout when blessed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from ctloop.config.settings import Config
+from ctloop.loop import triggers
+from ctloop.model.evaluate import higher_is_better
+from ctloop.monitor.performance import ONLINE_METRICS, served_feedback
+from ctloop.registry.store import CHAMPION, Registry
+
+
+@dataclass(frozen=True)
+class OnlinePerformance:
+    version: int | None
+    metric_name: str | None
+    online: float | None
+    baseline: float | None
+    labelled: int
+    first_served: str | None
+    decision: triggers.RetrainDecision
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_online_performance(
+    config: Config, registry: Registry, joined: pd.DataFrame | None = None
+) -> OnlinePerformance:
+    """Has the champion decayed on labelled live traffic?
+
+    Args:
+        joined: `served_feedback(config)`, when the caller already read it.
+    """
+    from ctloop.stores.predlog import online_metrics
+
+    rules = config.triggers
+    champion = registry.by_alias(CHAMPION)
+    nothing = triggers.RetrainDecision(False, triggers.PERFORMANCE, "no champion or no feedback")
+    if champion is None:
+        return OnlinePerformance(None, None, None, None, 0, None, nothing)
+    joined = served_feedback(config) if joined is None else joined
+    if not joined.empty:
+        joined = joined[joined["version"] == champion.version]
+    rows = online_metrics(joined, str(config.dataset.task)) if not joined.empty else []
+    row = rows[0] if rows else {}
+    primary = config.gates.primary_metric
+    name = primary if primary in row else next((m for m in ONLINE_METRICS if m in row), None)
+    baseline = None
+    if name is not None:
+        run = registry.client.get_run(champion.run_id)
+        baseline = run.data.metrics.get(f"holdout_{name}")
+    online = row.get(name) if name else None
+    labelled = int(row.get("labelled", 0))
+    first = None
+    if not joined.empty:
+        first = datetime.fromtimestamp(float(joined["ts"].min()), UTC).isoformat()
+    decision = triggers.decide_performance(
+        online, baseline, labelled, rules, higher_is_better(name) if name else True
+    )
+    return OnlinePerformance(champion.version, name, online, baseline, labelled, first, decision)

@@ -1,0 +1,1 @@
+"""Stores: the state home, the storage layer of the lake, the prediction log, the catalog."""
