@@ -197,3 +197,37 @@ def _package_graph() -> dict[str, set[str]]:
 def test_no_cycle_between_stage_packages():
     # rooms, not only modules, stay a ladder: a stage never needs a stage that needs it
     assert _cycles(_package_graph()) == []
+
+
+def _floors() -> dict[str, int]:
+    """Each core package's floor: 1 + the highest floor it imports from (1: imports none)."""
+    graph = {
+        name: {t for t in targets if t.startswith("ctloop.")}
+        for name, targets in _package_graph().items()
+        if name.startswith("ctloop.")
+    }
+    floors: dict[str, int] = {}
+
+    def floor(name: str) -> int:
+        if name not in floors:
+            floors[name] = 1 + max((floor(t) for t in graph.get(name, ())), default=0)
+        return floors[name]
+
+    for name in graph:
+        floor(name)
+    return floors
+
+
+def test_the_architecture_page_draws_the_floors_the_imports_make():
+    page = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    drawn: dict[str, int] = {}
+    for line in page.splitlines():
+        words = line.split()
+        if len(words) > 2 and words[0] == "floor" and words[1].isdigit():
+            for word in words[2:]:
+                name = word.rstrip("/")
+                if (ROOT / "ctloop" / name).is_dir() or (ROOT / "ctloop" / f"{name}.py").is_file():
+                    drawn[f"ctloop.{name}"] = int(words[1])
+                elif not word.endswith("/"):
+                    break  # the description starts
+    assert drawn == _floors()
