@@ -67,8 +67,7 @@ def monitor(
         current = load_window([newest], config)
         source = f"snapshot {newest}"
     else:
-        current = read_batch(path)
-        source = path
+        current, source = read_batch(path), path
     schema = lake.current_schema(home)
     if schema is not None:
         current = coerce_to_schema(current, schema)

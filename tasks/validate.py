@@ -39,8 +39,9 @@ def gate_batch(report: ValidationReport):
     first blocking check and how many more), not a raised exception: a rejected batch is an
     expected outcome, so it is logged as one line, without a traceback.
     """
-    if report.blocking:
-        rejected = BatchRejected(report.source, [i.as_dict() for i in report.blocking])
+    verdict = report.verdict()
+    if not verdict.passed:
+        rejected = BatchRejected(report.source, [v.details for v in verdict.parts if v.blocks])
         return Failed(message=str(rejected), data=rejected)
     return report
 

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from ctloop.config.settings import Config
+from ctloop.gates.verdict import BLOCK, INFO, Verdict
 from ctloop.model.evaluate import higher_is_better
 from ctloop.registry.store import CHALLENGER, CHAMPION, Registry
 
@@ -29,6 +30,12 @@ class RolloutDecision:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def verdict(self) -> Verdict:
+        """The canary decision as a verdict: a promotion passes, a rollback fails (it blocks),
+        a wait fails for information only (nothing changes yet)."""
+        severity = INFO if self.action == WAIT else BLOCK
+        return Verdict("canary", self.action == PROMOTE, (self.reason,), severity, self.as_dict())
 
 
 def decide_rollout(

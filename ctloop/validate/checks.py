@@ -28,7 +28,7 @@ from ctloop.data.schema import (
     _label_key,
     class_shares,
 )
-from ctloop.gates.verdict import BLOCK, INFO, WARN, Verdict
+from ctloop.gates.verdict import BLOCK, INFO, WARN, Verdict, combine
 
 if TYPE_CHECKING:
     from ctloop.lake.snapshots import SnapshotWriter
@@ -68,6 +68,19 @@ class ValidationReport:
 
     def reasons(self) -> list[dict]:
         return [i.as_dict() for i in self.issues]
+
+    def verdict(self) -> Verdict:
+        """The batch gate as a verdict: one part per finding, with its check's severity.
+
+        It fails when any finding blocks; its reasons are the blocking findings' messages, and
+        the warnings stay in `Verdict.warnings`.
+        """
+        severity = {Severity.BLOCK: BLOCK, Severity.WARN: WARN}
+        parts = [
+            Verdict(i.check, False, (i.message,), severity.get(i.severity, INFO), i.as_dict())
+            for i in self.issues
+        ]
+        return combine(*parts, gate="batch")
 
     def with_issues(self, more: list[Issue]) -> ValidationReport:
         return ValidationReport(self.source, self.rows, self.issues + tuple(more))

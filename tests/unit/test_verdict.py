@@ -136,3 +136,38 @@ def test_split_parity_verdict(make_config, severity, expected):
         "(gap 30% > 10%)",
     )
     assert skewed.details["check"] == "label_parity" and skewed.details["value"] == 0.3
+
+
+def test_batch_report_as_verdict():
+    from ctloop.validate.checks import Issue, ValidationReport
+
+    missing = Issue("missing", "warn", "column income: 30% missing > 20%", "income", 0.3)
+    schema = Issue("schema", "block", "column age: text in a numeric column", "age")
+    drift = Issue("data_drift", "block", "3 of 5 columns drifted (share 0.60 > 0.50)", None, 0.6)
+    refused = ValidationReport("day3.csv", 100, (missing, schema, drift)).verdict()
+    assert refused.gate == "batch" and not refused.passed
+    assert refused.reasons == (
+        "column age: text in a numeric column",
+        "3 of 5 columns drifted (share 0.60 > 0.50)",
+    )
+    assert refused.warnings == ("column income: 30% missing > 20%",)
+    assert [v.details for v in refused.parts if v.blocks] == [schema.as_dict(), drift.as_dict()]
+    warned = ValidationReport("day4.csv", 100, (missing,)).verdict()
+    assert warned.passed and warned.reasons == () and warned.warnings == (missing.message,)
+    assert ValidationReport("day5.csv", 100, ()).verdict().passed
+
+
+@pytest.mark.parametrize(
+    ("action", "passed", "severity"),
+    [("promote", True, BLOCK), ("rollback", False, BLOCK), ("wait", False, INFO)],
+)
+def test_canary_decision_as_verdict(action, passed, severity):
+    from ctloop.loop.rollout import RolloutDecision
+
+    decision = RolloutDecision(action, "online roc_auc: challenger v3 0.8100 vs champion v2 0.7900")
+    verdict = decision.verdict()
+    assert (verdict.gate, verdict.passed, verdict.severity) == ("canary", passed, severity)
+    assert verdict.reasons == ("online roc_auc: challenger v3 0.8100 vs champion v2 0.7900",)
+    assert verdict.details["action"] == action
+    # a wait never blocks a combined decision; a rollback does
+    assert combine(verdict).passed is (action != "rollback")
