@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ctloop.config.settings import Config, Profile
 from ctloop.launcher import Launcher, stop_on_sigterm
+from ctloop.registry.store import open_registry
 from ctloop.stores.home import Home
 
 STOP_GRACE_SECONDS = 15  # terminate, then kill what still runs after this
@@ -118,6 +119,10 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
             )
         os.environ["PREFECT_API_URL"] = env["PREFECT_API_URL"] = api_url
         stack.urls["Prefect UI"] = api_url.removesuffix("/api")
+        # the embedded MLflow database is created (and migrated) here, once, before the
+        # children that open it start: processes creating one new SQLite file at once race
+        # (`table ... already exists`, or alembic's version row missing)
+        open_registry(config)
         launcher.start(
             "deployments",
             [sys.executable, "-m", "deployments.serve", "--config", str(config_path)],
