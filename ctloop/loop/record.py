@@ -196,6 +196,84 @@ def _metrics(
     return metrics
 
 
+def _summary(
+    request: RetrainRequest,
+    candidate: Candidate,
+    analysis: Analysis,
+    decision: Verdict,
+    champion_metrics: dict[str, float] | None,
+    snapshots: list[str],
+    semver: str | None,
+    tuning: dict | None,
+) -> dict[str, Any]:
+    """The flow's answer before registration (version, run id and promotion come later)."""
+    return {
+        "version": None,
+        "semver": semver,
+        "blessed": decision.passed,
+        "reasons": list(decision.reasons),
+        "promoted": False,
+        "trigger": request.trigger,
+        "reason": request.reason,
+        "run_id": None,
+        "snapshots": list(snapshots),
+        "metrics": analysis.metrics,
+        "champion_metrics": champion_metrics,
+        "family": candidate.family,
+        "params": candidate.recipe_params,
+        "tuning": tuning,
+        "gaps": [{"column": g.column, "gap": g.gap} for g in analysis.gaps],
+        "ingested": None,
+    }
+
+
+def _card(
+    analysis: Analysis,
+    config: Config,
+    candidate: Candidate,
+    split: Split,
+    snapshots: list[str],
+    trained_on: str,
+    decision: Verdict,
+    semver: str | None,
+) -> str:
+    return model_card(
+        analysis,
+        project=config.project,
+        family=candidate.family,
+        params=candidate.params,
+        trained_on=trained_on,
+        snapshots=snapshots,
+        train_rows=candidate.train_rows,
+        holdout_rows=len(split.holdout),
+        split=split.strategy,
+        config=config,
+        blessing_reasons=list(decision.reasons),
+        blessed=decision.passed,
+        semver=semver,
+        dp_epsilon=candidate.dp_epsilon,
+    )
+
+
+def _artifacts(
+    config: Config,
+    blessing: Blessing,
+    decision: Verdict,
+    analysis: Analysis,
+    card: str,
+    recipe: str,
+    semver: str | None,
+) -> dict[str, str]:
+    return {
+        "blessing.json": json.dumps(blessing.as_dict(decision), indent=2, default=str),
+        "blessing.md": blessing_markdown(blessing, semver, decision),
+        "model_card.md": card,
+        "analysis.json": json.dumps(analysis.as_dict(), indent=2, default=str),
+        RECIPE_FILE: recipe,
+        "config.json": config.model_dump_json(indent=2),
+    }
+
+
 def build_run_record(
     *,
     request: RetrainRequest,
@@ -250,50 +328,10 @@ def build_run_record(
         analysis.metrics,
         tuning,
     )
-    card = model_card(
-        analysis,
-        project=config.project,
-        family=candidate.family,
-        params=candidate.params,
-        trained_on=trained_on,
-        snapshots=snapshots,
-        train_rows=candidate.train_rows,
-        holdout_rows=len(split.holdout),
-        split=split.strategy,
-        config=config,
-        blessing_reasons=list(decision.reasons),
-        blessed=decision.passed,
-        semver=semver,
-        dp_epsilon=candidate.dp_epsilon,
-    )
-    artifacts = {
-        "blessing.json": json.dumps(blessing.as_dict(decision), indent=2, default=str),
-        "blessing.md": blessing_markdown(blessing, semver, decision),
-        "model_card.md": card,
-        "analysis.json": json.dumps(analysis.as_dict(), indent=2, default=str),
-        RECIPE_FILE: recipe.to_json(),
-        "config.json": config.model_dump_json(indent=2),
-    }
+    card = _card(analysis, config, candidate, split, snapshots, trained_on, decision, semver)
+    artifacts = _artifacts(config, blessing, decision, analysis, card, recipe.to_json(), semver)
     if tuned is not None:
         artifacts["tuning.json"] = json.dumps(tuning, indent=2, default=str)
-    summary = {
-        "version": None,
-        "semver": semver,
-        "blessed": decision.passed,
-        "reasons": list(decision.reasons),
-        "promoted": False,
-        "trigger": request.trigger,
-        "reason": request.reason,
-        "run_id": None,
-        "snapshots": list(snapshots),
-        "metrics": analysis.metrics,
-        "champion_metrics": champion_metrics,
-        "family": candidate.family,
-        "params": candidate.recipe_params,
-        "tuning": tuning,
-        "gaps": [{"column": g.column, "gap": g.gap} for g in analysis.gaps],
-        "ingested": None,
-    }
     return RunRecord(
         run_name=f"{request.trigger}-{semver or 'refused'}",
         tags=_tags(
@@ -318,6 +356,8 @@ def build_run_record(
         images=analysis.plots,
         histories=list(system_samples or []),
         trials=[asdict(t) for t in tuned.trials] if tuned else None,
-        summary=summary,
+        summary=_summary(
+            request, candidate, analysis, decision, champion_metrics, snapshots, semver, tuning
+        ),
         resource=f"ctloop.model.{config.registry_name}",
     )
