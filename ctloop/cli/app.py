@@ -33,6 +33,23 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from ctloop import __version__
+
+        typer.echo(f"ctloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version"
+    ),
+) -> None:
+    """ctloop: continuous training for tabular ML on Prefect and MLflow."""
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print one `error:` line on stderr and exit with `code`."""
     err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
