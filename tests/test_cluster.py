@@ -32,23 +32,25 @@ from deployments import cluster as cl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-# every episode of the demo, in 8 days (labels a day late): 4 labelled days bootstrap the first
-# model, a gradual shift from day 2, day 4 is corrupt, the concept drift on day 5 (retrain once
-# 3 labelled days of it arrived, the last file of the stream). Every flow run on a process
-# worker pays a process start: no day more than the episodes need.
+# every episode of the demo, in 5 days (labels a day late): 2 labelled days bootstrap the first
+# model, a gradual shift from day 1, day 2 is corrupt, the concept drift on day 3 (retrain once
+# 2 labelled days of it arrived: the last file). Every flow run on a process worker pays a
+# process start: no day more than the episodes need, and the rules sized to the script.
 SCRIPT = DemoScript(
-    days=8,
+    days=5,
     rows_per_day=300,
     label_lag_days=1,
-    shift_start=2,
-    shift_end=5,
-    concept_drift_day=5,
-    corrupt_day=4,
+    shift_start=1,
+    shift_end=3,
+    concept_drift_day=3,
+    corrupt_day=2,
 )
 
 
 def _config(home):
     config = demo_config(str(home), rows_per_day=SCRIPT.rows_per_day)
+    config.triggers.bootstrap_rows = 2 * SCRIPT.rows_per_day
+    config.triggers.drift_min_rows = 2 * SCRIPT.rows_per_day
     config.triggers.schedule_cron = None
     config.triggers.monitor_every_minutes = None
     config.tuning.enabled = True
@@ -189,7 +191,7 @@ def test_demo_stream_on_the_cluster_matches_the_embedded_demo(
     # the script did its job: a first model, then a drift retrain is champion
     assert expected["versions"] == [("1.0.0", "new_data"), ("1.1.0", "drift")], expected
     assert expected["champion"] == ("1.1.0", "drift"), expected
-    assert expected["quarantined"] == ["day04_labelled.csv"]
+    assert expected["quarantined"] == ["day02_labelled.csv"]
 
     wait_for(lambda: any("ctloop is up" in x for x in log), 300, "start-up", proc, log)
 
