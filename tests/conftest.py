@@ -2,8 +2,8 @@
 
 `make test` runs the suite on pytest-xdist workers (`-n 3 --dist loadfile`, in pyproject.toml):
 each test file runs whole on one worker, so module fixtures are built once; each worker has its
-own Prefect home and its own session Prefect API. The files start longest first, and the
-worker running the cluster test takes no other file until it is done.
+own Prefect home and its own session Prefect API. The files start longest first; the cluster
+test starts at once, alone on its worker.
 """
 
 from __future__ import annotations
@@ -59,16 +59,18 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`--dist loadfile` in the order above; a worker running an ALONE file gets nothing more
-    until that file is done."""
+    """`--dist loadfile` in the order above; a worker given an ALONE file gets nothing else."""
     if config.getoption("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
     class LongestFirst(LoadFileScheduling):
         def _reschedule(self, node):
-            busy = self.assigned_work.get(node, {})
-            if any(s in ALONE and not all(u.values()) for s, u in busy.items()):
+            if any(scope in ALONE for scope in self.assigned_work.get(node, {})):
+                # a worker holds back its last test until it gets more or is told to stop:
+                # told to stop now, it runs the ALONE file at once, then exits
+                if not node.shutting_down:
+                    node.shutdown()
                 return
             super()._reschedule(node)
 
