@@ -1,4 +1,10 @@
-"""Test setup: Prefect state under the project's own folder, no telemetry, no network."""
+"""Test setup: Prefect state under the project's own folder, no telemetry, no network.
+
+`make test` runs the suite on pytest-xdist workers (`-n 3 --dist loadfile`, in pyproject.toml):
+each test file runs whole on one worker, so module fixtures are built once; each worker has its
+own Prefect home and its own session Prefect API. The files start longest first; the cluster
+test starts at once, alone on its worker.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / ".ctloop-test"
+# one state folder per xdist worker ("main" without xdist)
+STATE = ROOT / ".ctloop-test" / os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 (STATE / "prefect").mkdir(parents=True, exist_ok=True)
 # Before anything imports Prefect: a private Prefect home, analytics off.
@@ -21,10 +28,58 @@ os.environ.pop("PREFECT_API_URL", None)
 for key in [k for k in os.environ if k.startswith("CTLOOP_")]:
     os.environ.pop(key)
 
+# Files that run alone on their worker (the cluster profile: a whole stack of its own).
+ALONE = ("tests/test_cluster.py",)
+# The longest files first (roughly, from timings on this 2-core machine), so that no long file
+# starts last; the other files keep their order.
+FIRST = (
+    *ALONE,
+    "tests/test_up.py",
+    "tests/test_cli.py",
+    "tests/test_triggers_flow.py",
+    "tests/test_replay.py",
+    "tests/test_flows.py",
+    "tests/test_model_flow.py",
+    "tests/test_serving_process.py",
+    "tests/test_fanout.py",
+    "tests/test_serving.py",
+    "tests/test_data_ingest.py",
+)
+
+
+def _file_of(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest files first; within a file, the collected order."""
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(_file_of(item), len(FIRST)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` in the order above; a worker given an ALONE file gets nothing else."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestFirst(LoadFileScheduling):
+        def _reschedule(self, node):
+            if any(scope in ALONE for scope in self.assigned_work.get(node, {})):
+                # a worker holds back its last test until it gets more or is told to stop:
+                # told to stop now, it runs the ALONE file at once, then exits
+                if not node.shutting_down:
+                    node.shutdown()
+                return
+            super()._reschedule(node)
+
+    return LongestFirst(config, log)
+
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """One temporary Prefect API (SQLite) for all flow tests of the session."""
+    """One temporary Prefect API (SQLite) for all flow tests of the session (of the worker)."""
     from prefect.testing.utilities import prefect_test_harness
 
     shutil.rmtree(STATE / "prefect", ignore_errors=True)

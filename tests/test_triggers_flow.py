@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -14,21 +16,34 @@ pytestmark = pytest.mark.slow
 SCRIPT = DemoScript(rows_per_day=250)
 
 
-@pytest.fixture
-def trained(prefect_harness, tmp_path):
-    """A home with four labelled days and a first champion."""
+@pytest.fixture(scope="module")
+def bootstrapped(prefect_harness, tmp_path_factory):
+    """A home with four labelled days and a first champion, built once for the module."""
     from flows.ingest import ingest
     from flows.retrain import RetrainRequest, retrain
 
-    config = demo_config(str(tmp_path / "home"), rows_per_day=SCRIPT.rows_per_day)
+    folder = tmp_path_factory.mktemp("bootstrapped")
+    config = demo_config(str(folder / "home"), rows_per_day=SCRIPT.rows_per_day)
     paths = []
     for day in range(4):
-        path = tmp_path / f"day{day}.csv"
+        path = folder / f"day{day}.csv"
         generate_day(SCRIPT, day, np.random.default_rng(day)).to_csv(path, index=False)
         paths.append(str(path))
     ingest(paths, config)
     first = retrain(RetrainRequest(trigger="new_data", reason="bootstrap"), config)
     assert first["promoted"]
+    return config
+
+
+@pytest.fixture
+def trained(bootstrapped, tmp_path):
+    """A home with four labelled days and a first champion: each test its own copy of it (the
+    lake, the MLflow registry, the trigger state); the first model's artifacts are read where
+    they were written."""
+    home = tmp_path / "home"
+    shutil.copytree(bootstrapped.paths.home, home)
+    config = bootstrapped.model_copy(deep=True)
+    config.paths.home = str(home)
     return config
 
 
