@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,17 +178,9 @@ class Registry:
         self.name = name
         self.artifact_root = artifact_root
         self.allow_pickle = allow_pickle
-        # every call names its store: opening a registry leaves MLflow's process-wide URIs alone
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-    @contextmanager
-    def _fluent(self) -> Iterator[Any]:
-        """MLflow's fluent API (runs, `log_model`, `register_model`, `load_text`) reads only the
-        process-wide URIs: they are pointed at this store right before each such call (and stay
-        so until another store's call points them elsewhere); every other call names its store."""
-        self.mlflow.set_tracking_uri(self.tracking_uri)
-        self.mlflow.set_registry_uri(self.tracking_uri)
-        yield self.mlflow
 
     def experiment_id(self) -> str:
         experiment = self.client.get_experiment_by_name(self.name)
@@ -274,12 +264,7 @@ class Registry:
         from mlflow.artifacts import download_artifacts
 
         with tempfile.TemporaryDirectory() as tmp:
-            local = download_artifacts(
-                artifact_uri=ref.uri,
-                dst_path=tmp,
-                tracking_uri=self.tracking_uri,
-                registry_uri=self.tracking_uri,
-            )
+            local = download_artifacts(artifact_uri=ref.uri, dst_path=tmp)
             return load_model_dir(local, self.allow_pickle)
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
@@ -290,8 +275,7 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            with self._fluent() as mlflow:
-                return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+            return self.mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
         except (MlflowException, OSError):
             return None
 
@@ -322,11 +306,9 @@ class Registry:
         import sklearn
         from mlflow.models import infer_signature
 
+        mlflow = self.mlflow
         experiment_id = self.experiment_id()
-        with (
-            self._fluent() as mlflow,
-            mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run,
-        ):
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
             mlflow.set_tags({k: str(v)[:TAG_LIMIT] for k, v in tags.items()})
@@ -393,8 +375,7 @@ class Registry:
 
     def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelRef:
         """Register a logged model as a new version with its tags; undone on failure."""
-        with self._fluent() as mlflow:
-            mv = mlflow.register_model(model_uri, self.name, tags=None)
+        mv = self.mlflow.register_model(model_uri, self.name, tags=None)
         try:
             for key, value in tags.items():
                 self.client.set_model_version_tag(

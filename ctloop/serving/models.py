@@ -157,10 +157,7 @@ def load_version(registry, ref, passthrough: list[str] | tuple[str, ...] = ()) -
     schema = FeatureSchema.from_signature(ref.signature, passthrough)
     with tempfile.TemporaryDirectory(prefix="ctloop-model-") as tmp:
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=ref.uri,
-            dst_path=tmp,
-            tracking_uri=registry.tracking_uri,
-            registry_uri=registry.tracking_uri,
+            artifact_uri=ref.uri, dst_path=tmp, tracking_uri=registry.tracking_uri
         )
         # ctloop's own trusted-type list, not the one stored in the model; pickles refused
         pipeline = load_model_dir(local, getattr(registry, "allow_pickle", False))
