@@ -12,6 +12,7 @@ from ctloop.config.settings import Config
 from ctloop.errors import InputError
 from ctloop.model.evaluate import evaluate_predictions
 from ctloop.model.train import Candidate, prepare_features, split_holdout, train_candidate
+from ctloop.names import TAG_BLESSED, TAG_BLESSING, TAG_GIT_COMMIT, TAG_SPLIT
 
 RECIPE_FILE = "lineage.json"
 
@@ -166,15 +167,15 @@ def describe(
         "trigger": summary.get("trigger"),
         "reason": summary.get("reason"),
         "trained_on": summary.get("trained_on"),
-        "blessed": tags.get("ctloop.blessed"),
-        "blessing": tags.get("ctloop.blessing"),
+        "blessed": tags.get(TAG_BLESSED),
+        "blessing": tags.get(TAG_BLESSING),
         "data": data,
-        "code": {"git_commit": recipe.git_commit if recipe else tags.get("ctloop.git_commit")},
+        "code": {"git_commit": recipe.git_commit if recipe else tags.get(TAG_GIT_COMMIT)},
         "model": {
             "family": recipe.family if recipe else None,
             "params": recipe.params if recipe else None,
             "seed": recipe.seed if recipe else None,
-            "split": recipe.split if recipe else tags.get("ctloop.split"),
+            "split": recipe.split if recipe else tags.get(TAG_SPLIT),
             "tuning": recipe.tuning if recipe else None,
         },
         "config": {"dataset": recipe.dataset, "training": recipe.training} if recipe else None,

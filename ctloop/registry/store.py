@@ -5,11 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ctloop.names import CHALLENGER, CHAMPION  # noqa: F401 (re-exported)
+from ctloop.names import (  # noqa: F401 (re-exported)
+    CHALLENGER,
+    CHAMPION,
+    TAG_REASON,
+    TAG_SIGNATURE,
+    TAG_SNAPSHOTS,
+    TAG_TRAINED_ON,
+    TAG_TRIGGER,
+)
 
 TAG_LIMIT = 4000
 # Types outside skops' defaults that ctloop's own model families need; reviewed, nothing else.
@@ -102,11 +113,11 @@ class ModelRef:
 
     @property
     def snapshots(self) -> list[str]:
-        return [s for s in self.tags.get("ctloop.snapshots", "").split(",") if s]
+        return [s for s in self.tags.get(TAG_SNAPSHOTS, "").split(",") if s]
 
     @property
     def signature(self) -> list[list[str]]:
-        return json.loads(self.tags.get("ctloop.signature", "[]"))
+        return json.loads(self.tags.get(TAG_SIGNATURE, "[]"))
 
     @property
     def numeric(self) -> list[str]:
@@ -120,15 +131,15 @@ class ModelRef:
 
     @property
     def trained_on(self) -> str:
-        return self.tags.get("ctloop.trained_on", "")
+        return self.tags.get(TAG_TRAINED_ON, "")
 
     def summary(self) -> dict[str, Any]:
         return {
             "version": self.version,
             "semver": self.semver,
             "trained_on": self.trained_on,
-            "trigger": self.tags.get("ctloop.trigger"),
-            "reason": self.tags.get("ctloop.reason"),
+            "trigger": self.tags.get(TAG_TRIGGER),
+            "reason": self.tags.get(TAG_REASON),
             "snapshots": self.snapshots,
             "run_id": self.run_id,
         }
@@ -178,9 +189,17 @@ class Registry:
         self.name = name
         self.artifact_root = artifact_root
         self.allow_pickle = allow_pickle
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+        # every call names its store: opening a registry leaves MLflow's process-wide URIs alone
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @contextmanager
+    def _fluent(self) -> Iterator[Any]:
+        """MLflow's fluent API (runs, `log_model`, `register_model`) reads only the
+        process-wide URIs: they are pointed at this store right before each such call (and stay
+        so until another store's call points them elsewhere); every other call names its store."""
+        self.mlflow.set_tracking_uri(self.tracking_uri)
+        self.mlflow.set_registry_uri(self.tracking_uri)
+        yield self.mlflow
 
     def experiment_id(self) -> str:
         experiment = self.client.get_experiment_by_name(self.name)
@@ -261,22 +280,40 @@ class Registry:
         `load_model_dir`)."""
         import tempfile
 
+        with tempfile.TemporaryDirectory() as tmp:
+            return load_model_dir(self.download(ref, tmp), self.allow_pickle)
+
+    def download(self, ref: ModelRef, dst: str) -> str:
+        """A version's model folder, downloaded under `dst`; returns its local path.
+
+        The version's storage location is asked of this store first: MLflow resolves a
+        `models:/` URI through the process-wide registry URI whatever the call names (3.x
+        `ModelsArtifactRepository._get_model_uri_infos`), so a process that never set it would
+        look in `./mlflow.db`."""
         from mlflow.artifacts import download_artifacts
 
-        with tempfile.TemporaryDirectory() as tmp:
-            local = download_artifacts(artifact_uri=ref.uri, dst_path=tmp)
-            return load_model_dir(local, self.allow_pickle)
+        source = self.client.get_model_version_download_uri(ref.name, str(ref.version))
+        return download_artifacts(
+            artifact_uri=source,
+            dst_path=dst,
+            tracking_uri=self.tracking_uri,
+            registry_uri=self.tracking_uri,
+        )
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
 
     def run_text(self, run_id: str, path: str) -> str | None:
         """A text artifact of a run, or None when it is not there."""
+        import tempfile
+
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
-        except (MlflowException, OSError):
+            with tempfile.TemporaryDirectory() as tmp:
+                local = self.client.download_artifacts(run_id, path, tmp)
+                return Path(local).read_text(encoding="utf-8")
+        except (MlflowException, OSError, UnicodeDecodeError):
             return None
 
     def log_candidate(
@@ -306,9 +343,11 @@ class Registry:
         import sklearn
         from mlflow.models import infer_signature
 
-        mlflow = self.mlflow
         experiment_id = self.experiment_id()
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        with (
+            self._fluent() as mlflow,
+            mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run,
+        ):
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
             mlflow.set_tags({k: str(v)[:TAG_LIMIT] for k, v in tags.items()})
@@ -375,7 +414,8 @@ class Registry:
 
     def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelRef:
         """Register a logged model as a new version with its tags; undone on failure."""
-        mv = self.mlflow.register_model(model_uri, self.name, tags=None)
+        with self._fluent() as mlflow:
+            mv = mlflow.register_model(model_uri, self.name, tags=None)
         try:
             for key, value in tags.items():
                 self.client.set_model_version_tag(
@@ -401,14 +441,28 @@ class Registry:
             pass
 
 
+_OPEN: dict[tuple[Any, ...], Registry] = {}
+_OPEN_LOCK = threading.Lock()
+
+
 def open_registry(config) -> Registry:
-    """The registry of a config: the embedded SQLite store unless a tracking URI is set."""
+    """The registry of a config: the embedded SQLite store unless a tracking URI is set.
+
+    Opened once per process and store: later calls (every task of a run) get the same
+    `Registry`, without creating the home's folders again. It is opened anew when the embedded
+    store's folder has gone (a `ctloop demo --fresh` in the same process)."""
     from ctloop.stores.home import home_of
 
-    home = home_of(config).ensure()
-    return Registry(
+    home = home_of(config)
+    key = (
         home.tracking_uri(config),
         config.registry_name,
         config.cluster.artifact_root or home.artifact_root(),
-        allow_pickle=config.training.allow_pickle,
+        config.training.allow_pickle,
     )
+    with _OPEN_LOCK:
+        registry = _OPEN.get(key)
+        if registry is None or not home.mlflow.is_dir():
+            home.ensure()
+            registry = _OPEN[key] = Registry(*key[:3], allow_pickle=key[3])
+        return registry

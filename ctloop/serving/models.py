@@ -145,7 +145,6 @@ def load_version(registry, ref, passthrough: list[str] | tuple[str, ...] = ()) -
     """Download a registered version once, load its pipeline and its logged input example."""
     import os
 
-    import mlflow
     from mlflow.models import Model
 
     from ctloop.registry.store import load_model_dir
@@ -156,9 +155,7 @@ def load_version(registry, ref, passthrough: list[str] | tuple[str, ...] = ()) -
         raise WarmupFailed(ref.version, "no ctloop.signature tag: its inputs are unknown")
     schema = FeatureSchema.from_signature(ref.signature, passthrough)
     with tempfile.TemporaryDirectory(prefix="ctloop-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=ref.uri, dst_path=tmp, tracking_uri=registry.tracking_uri
-        )
+        local = registry.download(ref, tmp)
         # ctloop's own trusted-type list, not the one stored in the model; pickles refused
         pipeline = load_model_dir(local, getattr(registry, "allow_pickle", False))
         example: list[dict[str, Any]] = []
