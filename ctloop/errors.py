@@ -34,3 +34,14 @@ class NoChampion(CtloopError):
 
 class NotEnoughData(CtloopError):
     """The lake holds too little accepted data for the requested operation."""
+
+
+class StoreUnavailable(CtloopError):
+    """A store (the model registry, the tracking server) cannot be read or written: an outage,
+    not an answer. Nothing may be decided from it (an unreadable champion is not "no
+    champion")."""
+
+
+class ArtifactTampered(CtloopError):
+    """A model version's files differ from the digest recorded when it was registered, or its
+    metadata points outside its own folder."""

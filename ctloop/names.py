@@ -53,6 +53,8 @@ TAG_DP_EPSILON = "ctloop.dp_epsilon"
 TAG_TUNING_STUDY = "ctloop.tuning_study"
 # on the registered version only: its semantic version
 TAG_SEMVER = "semver"
+# sha256 of a version's MLmodel and model file, recorded at registration, checked at load
+TAG_ARTIFACT_DIGEST = "ctloop.artifact_digest"
 
 # Evidently's stat tests by how their score reads: a distance drifts at or above the threshold,
 # a p-value below it. `DriftConfig` only accepts names from these two sets.

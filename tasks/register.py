@@ -12,9 +12,12 @@ from ctloop.loop.record import RunRecord
 from ctloop.registry.store import CHALLENGER, CHAMPION, ModelRef, open_registry
 
 
-@task(name="load-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(name="load-champion", cache_policy=NO_CACHE)
 def load_champion(config: Config) -> tuple[ModelRef, object] | None:
-    """The serving model and its fitted pipeline, or None before the first blessing."""
+    """The serving model and its fitted pipeline, or None before the first blessing.
+
+    A registry that cannot be read fails the run (`StoreUnavailable`, after the registry's own
+    bounded retries): without the champion there is nothing to bless against."""
     registry = open_registry(config)
     ref = registry.by_alias(CHAMPION)
     if ref is None:

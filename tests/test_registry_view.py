@@ -37,6 +37,7 @@ def test_the_view_answers_like_mlflow(config):
             tags={"semver": f"1.{i - 1}.0", "ctloop.trigger": "drift", "ctloop.snapshots": "a,b"},
         )
     client.create_model_version("other-project", "file:///nowhere/x", tags={"semver": "9.0.0"})
+    client.create_model_version(name, "file:///nowhere/half-made", tags={"ctloop.trigger": "drift"})
     registry.set_alias(CHAMPION, 3)
     registry.set_alias(CHALLENGER, 4)
     registry.delete_version(2)

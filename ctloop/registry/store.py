@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ from typing import Any
 from ctloop.names import (  # noqa: F401 (re-exported)
     CHALLENGER,
     CHAMPION,
+    TAG_ARTIFACT_DIGEST,
     TAG_REASON,
+    TAG_SEMVER,
     TAG_SIGNATURE,
     TAG_SNAPSHOTS,
     TAG_TRAINED_ON,
@@ -23,6 +26,16 @@ from ctloop.names import (  # noqa: F401 (re-exported)
 )
 
 TAG_LIMIT = 4000
+# registry reads tried this many times (0.5 s, 1 s apart) before the store counts as down
+READ_ATTEMPTS = 3
+# A tracking server that does not answer is reported within seconds, not after MLflow's
+# defaults (120 s a request, 7 retries with backoff up to minutes). Set them to override.
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+}
 # Types outside skops' defaults that ctloop's own model families need; reviewed, nothing else.
 TRUSTED_TYPES = frozenset(
     {
@@ -41,6 +54,70 @@ DP_TRUSTED_TYPES = frozenset(
 )
 
 
+def _is_missing(exc) -> bool:
+    """MLflow's answer for a registered model, version or alias that does not exist (an
+    alias that is not set comes back as an invalid parameter)."""
+    code = getattr(exc, "error_code", "")
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc)
+    )
+
+
+def _without_credentials(text: str) -> str:
+    import re
+
+    return re.sub(r"//[^/@\s]*@", "//", text)
+
+
+def _cause(exc: Exception) -> str:
+    """One line on why a store call failed, without credentials or the HTTP client's chain."""
+    text = _without_credentials(str(exc).strip())
+    for needle, short in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Name or service not known", "unknown host"),
+        ("database is locked", "database is locked"),
+    ):
+        if needle in text:
+            return short
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
+
+
+def model_file(path: Path) -> tuple[Path, str]:
+    """The model data file an MLflow sklearn folder names (MLmodel's `pickled_model`) and its
+    serialization format; the file must lie inside the folder.
+
+    Raises:
+        ArtifactTampered: the MLmodel is unreadable or names a file outside the folder.
+    """
+    import yaml
+
+    from ctloop.errors import ArtifactTampered
+
+    try:
+        meta = yaml.safe_load((path / "MLmodel").read_text(encoding="utf-8")) or {}
+        flavor = (meta.get("flavors") or {}).get("sklearn") or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as exc:
+        raise ArtifactTampered(f"{path}: unreadable MLmodel ({exc})") from exc
+    name = str(flavor.get("pickled_model", "model.pkl"))
+    data = (path / name).resolve()
+    if not data.is_relative_to(path.resolve()) or not data.is_file():
+        raise ArtifactTampered(f"{path}: MLmodel names a model file outside its folder: {name!r}")
+    return data, str(flavor.get("serialization_format", "pickle"))
+
+
+def artifact_digest(path: str | Path) -> str:
+    """sha256 over a model folder's MLmodel and model file: what loading it trusts."""
+    import hashlib
+
+    path = Path(path)
+    data, _fmt = model_file(path)
+    digest = hashlib.sha256()
+    for part in (path / "MLmodel", data):
+        digest.update(part.name.encode() + b"\0" + hashlib.sha256(part.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def load_model_dir(path: str | Path, allow_pickle: bool = False):
     """Load an MLflow sklearn model folder with ctloop's own trusted-type list.
 
@@ -49,16 +126,12 @@ def load_model_dir(path: str | Path, allow_pickle: bool = False):
 
     Raises:
         CtloopError: pickled and not allowed, or holding types outside the trusted list.
+        ArtifactTampered: the MLmodel names a file outside the folder.
     """
-    import yaml
-
     from ctloop.errors import CtloopError
 
     path = Path(path)
-    meta = yaml.safe_load((path / "MLmodel").read_text())
-    flavor = (meta.get("flavors") or {}).get("sklearn") or {}
-    fmt = flavor.get("serialization_format", "pickle")
-    data = path / flavor.get("pickled_model", "model.pkl")
+    data, fmt = model_file(path)
     if fmt == "skops":
         import skops.io as sio
 
@@ -110,6 +183,11 @@ class ModelRef:
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
+
+    @property
+    def complete(self) -> bool:
+        """Registered whole by ctloop: its semver tag was written with the version."""
+        return TAG_SEMVER in self.tags
 
     @property
     def snapshots(self) -> list[str]:
@@ -182,6 +260,8 @@ class Registry:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        for key, value in MLFLOW_HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)  # MLflow reads them per request; yours win
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.mlflow = mlflow
@@ -246,34 +326,82 @@ class Registry:
         tags = dict(mv.tags or {})
         return ModelRef(self.name, int(mv.version), tags.get("semver", "0.0.0"), mv.run_id, tags)
 
-    def by_alias(self, alias: str) -> ModelRef | None:
+    @property
+    def where(self) -> str:
+        """The store for messages, without credentials."""
+        return _without_credentials(self.tracking_uri)
+
+    def _read(self, what: str, call, missing=None):
+        """Run a registry read; `missing` when the thing does not exist, a `StoreUnavailable`
+        after a bounded retry when the store fails (an outage is never read as absence)."""
+        import time
+
         from mlflow.exceptions import MlflowException
 
-        try:
-            return self._ref(self.client.get_model_version_by_alias(self.name, alias))
-        except MlflowException:
-            return None
+        from ctloop.errors import StoreUnavailable
+
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return call()
+            except MlflowException as exc:
+                if _is_missing(exc):
+                    return missing
+                failure: Exception = exc
+            except OSError as exc:  # the HTTP client's connection errors, a locked SQLite file
+                failure = exc
+            if attempt + 1 < READ_ATTEMPTS:
+                time.sleep(0.5 * 2**attempt)
+        raise StoreUnavailable(
+            f"model registry {self.where}: cannot read {what} "
+            f"(after {READ_ATTEMPTS} attempts): {_cause(failure)}"
+        ) from failure
+
+    def by_alias(self, alias: str) -> ModelRef | None:
+        """The version behind an alias; None when there is none (or it is incomplete).
+
+        Raises:
+            StoreUnavailable: the registry cannot be read; never taken as "no champion".
+        """
+        mv = self._read(
+            f"alias {alias!r}", lambda: self.client.get_model_version_by_alias(self.name, alias)
+        )
+        ref = None if mv is None else self._ref(mv)
+        return ref if ref is not None and ref.complete else None
 
     def version(self, version: int) -> ModelRef | None:
-        from mlflow.exceptions import MlflowException
+        mv = self._read(
+            f"version {version}", lambda: self.client.get_model_version(self.name, str(version))
+        )
+        ref = None if mv is None else self._ref(mv)
+        return ref if ref is not None and ref.complete else None
 
-        try:
-            return self._ref(self.client.get_model_version(self.name, str(version)))
-        except MlflowException:
-            return None
+    def _all_versions(self) -> list[ModelRef]:
+        found = self._read(
+            "versions", lambda: self.client.search_model_versions(f"name='{self.name}'"), []
+        )
+        return sorted((self._ref(mv) for mv in found), key=lambda r: r.version)
 
     def versions(self) -> list[ModelRef]:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            found = self.client.search_model_versions(f"name='{self.name}'")
-        except MlflowException:
-            return []
-        return sorted((self._ref(mv) for mv in found), key=lambda r: r.version)
+        """The complete versions, oldest first (a half-made one is left out)."""
+        return [ref for ref in self._all_versions() if ref.complete]
 
     def latest(self) -> ModelRef | None:
         versions = self.versions()
         return versions[-1] if versions else None
+
+    def sweep_incomplete(self) -> list[int]:
+        """Delete the versions ctloop began to register and never finished (a process killed
+        between creating the version and tagging it, before registration was one call); a
+        version some other tool registered under this name is left alone."""
+        removed = []
+        for ref in self._all_versions():
+            if ref.complete or not ref.run_id:
+                continue
+            run = self._read(f"run {ref.run_id}", lambda r=ref: self.client.get_run(r.run_id))
+            if run is not None and TAG_TRIGGER in (run.data.tags or {}):
+                self.client.delete_model_version(self.name, str(ref.version))
+                removed.append(ref.version)
+        return removed
 
     def load(self, ref: ModelRef):
         """The fitted pipeline of a version, loaded with the trusted-type list (see
@@ -284,21 +412,39 @@ class Registry:
             return load_model_dir(self.download(ref, tmp), self.allow_pickle)
 
     def download(self, ref: ModelRef, dst: str) -> str:
-        """A version's model folder, downloaded under `dst`; returns its local path.
+        """A version's model folder, downloaded under `dst` and checked against the digest
+        recorded at registration; returns its local path.
 
         The version's storage location is asked of this store first: MLflow resolves a
         `models:/` URI through the process-wide registry URI whatever the call names (3.x
         `ModelsArtifactRepository._get_model_uri_infos`), so a process that never set it would
-        look in `./mlflow.db`."""
+        look in `./mlflow.db`.
+
+        Raises:
+            ArtifactTampered: the files differ from the recorded digest.
+            StoreUnavailable: the registry cannot be read.
+        """
         from mlflow.artifacts import download_artifacts
 
-        source = self.client.get_model_version_download_uri(ref.name, str(ref.version))
-        return download_artifacts(
+        from ctloop.errors import ArtifactTampered
+
+        source = self._read(
+            f"the location of version {ref.version}",
+            lambda: self.client.get_model_version_download_uri(ref.name, str(ref.version)),
+        )
+        local = download_artifacts(
             artifact_uri=source,
             dst_path=dst,
             tracking_uri=self.tracking_uri,
             registry_uri=self.tracking_uri,
         )
+        recorded = ref.tags.get(TAG_ARTIFACT_DIGEST)
+        if recorded and artifact_digest(local) != recorded:
+            raise ArtifactTampered(
+                f"model {ref.name} version {ref.version}: its files at {source} do not match "
+                f"the digest recorded at registration ({recorded[:12]}...); refused"
+            )
+        return local
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
@@ -413,17 +559,27 @@ class Registry:
             self.client.set_terminated(run.info.run_id, status=status, end_time=end_ms)
 
     def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelRef:
-        """Register a logged model as a new version with its tags; undone on failure."""
+        """Register a logged model as a new version, whole: its tags (semver among them) and
+        the digest of its files are written in the one call that creates it, so no process
+        ever sees it half-made; a version an earlier, killed process left half-made is
+        deleted first."""
+        import tempfile
+
+        from mlflow.artifacts import download_artifacts
+
+        self.sweep_incomplete()
+        with tempfile.TemporaryDirectory(prefix="ctloop-digest-") as tmp, self._fluent():
+            local = download_artifacts(
+                artifact_uri=model_uri,
+                dst_path=tmp,
+                tracking_uri=self.tracking_uri,
+                registry_uri=self.tracking_uri,
+            )
+            digest = artifact_digest(local)
+        whole = {k: str(v)[:TAG_LIMIT] for k, v in tags.items()}
+        whole[TAG_ARTIFACT_DIGEST] = digest
         with self._fluent() as mlflow:
-            mv = mlflow.register_model(model_uri, self.name, tags=None)
-        try:
-            for key, value in tags.items():
-                self.client.set_model_version_tag(
-                    self.name, mv.version, key, str(value)[:TAG_LIMIT]
-                )
-        except Exception:
-            self.client.delete_model_version(self.name, mv.version)
-            raise
+            mv = mlflow.register_model(model_uri, self.name, tags=whole)
         return self._ref(self.client.get_model_version(self.name, mv.version))
 
     def delete_version(self, version: int) -> None:

@@ -114,7 +114,8 @@ class SqliteRegistryView:
         for v, run_id in rows:
             t = tags.get(int(v), {})
             refs.append(ModelRef(self.name, int(v), t.get("semver", "0.0.0"), run_id, t))
-        return sorted(refs, key=lambda r: r.version)
+        # like `Registry`: a half-made version (no semver written with it) is not shown
+        return sorted((r for r in refs if r.complete), key=lambda r: r.version)
 
     def by_alias(self, alias: str) -> ModelRef | None:
         if not self.path.exists():
