@@ -282,6 +282,9 @@ class PredictionLog:
             frame = pd.DataFrame(conn.execute(query).mappings().all())
         if frame.empty:
             return frame
+        # a request id sent again is one served record, not several: one label counts once
+        frame = frame.drop_duplicates(["request_id", "row", "version", "role"], keep="last")
+        frame = frame.reset_index(drop=True)
         for col in ("features", "prediction", "label"):
             frame[col] = [orjson.loads(v) for v in frame[col]]
         return frame

@@ -1,0 +1,26 @@
+"""The prediction log joins each served record with its latest label, once."""
+
+from __future__ import annotations
+
+from ctloop.stores.predlog import LoggedPrediction, PredictionLog
+
+
+def _served(request_id: str, row: int, prediction: str, ts: float) -> LoggedPrediction:
+    return LoggedPrediction(request_id, row, ts, 1, "churned", "served", {"x": ts}, prediction, 0.5)
+
+
+def test_a_reused_request_id_and_a_corrected_label_count_once(tmp_path):
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}").start()
+    try:
+        # the client sent request r1 five times (a retry loop), and r2 once
+        log.append([_served("r1", 0, "yes", float(i)) for i in range(5)])
+        log.append([_served("r2", 0, "no", 9.0)])
+        log.flush()
+        log.add_feedback([("r1", 0, "no"), ("r2", 0, "no")])
+        log.add_feedback([("r1", 0, "yes")])  # a correction: the latest label wins
+        joined = log.joined()
+    finally:
+        log.close()
+    assert sorted(joined["request_id"]) == ["r1", "r2"]
+    r1 = joined[joined["request_id"] == "r1"].iloc[0]
+    assert r1["label"] == "yes" and r1["ts"] == 4.0
