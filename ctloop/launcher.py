@@ -171,6 +171,7 @@ class Launcher:
                 child.process.wait()
 
     def __enter__(self) -> Launcher:
+        guard_descendants()  # a SIGKILL of this process takes the children too
         self._sigterm = stop_on_sigterm()
         self._sigterm.__enter__()
         return self
@@ -224,3 +225,78 @@ def _shielded() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+# -- a watchdog for what a command leaves behind ------------------------------------------------
+
+_GUARD: tuple[subprocess.Popen, int] | None = None
+
+
+def guard_descendants() -> None:
+    """Start a watchdog that stops this process's descendants once it has exited, even by
+    SIGKILL: Prefect's ephemeral API server, started by the first flow run of a command, is
+    otherwise left running (re-parented to init) when the command is killed.
+
+    The watchdog holds the read end of a pipe whose write end only this process has (Python's
+    pipes are not inherited by children); the pipe reports end-of-file when this process is
+    gone, however it ended. Until then the watchdog notes the descendants twice a second.
+    """
+    global _GUARD
+    if _GUARD is not None or not hasattr(os, "getpgid"):
+        return
+    import sys
+
+    read_end, write_end = os.pipe()
+    try:
+        watchdog = subprocess.Popen(
+            [sys.executable, "-c", "from ctloop.launcher import watch_parent; watch_parent()"],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C or a signal to our group does not reach it
+        )
+    finally:
+        os.close(read_end)
+    _GUARD = (watchdog, write_end)
+
+
+def watch_parent(poll_seconds: float = 0.5, grace_seconds: float = 10.0) -> None:
+    """The watchdog's body (see `guard_descendants`)."""
+    import select
+    import sys
+
+    import psutil
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    me = os.getpid()
+    parent = psutil.Process(os.getppid())
+    seen: dict[int, float] = {}
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], poll_seconds)
+        if ready:  # end of file: the parent has exited
+            break
+        try:
+            for child in parent.children(recursive=True):
+                if child.pid != me:
+                    seen.setdefault(child.pid, child.create_time())
+        except psutil.Error:
+            break
+    left = []
+    for pid, created in seen.items():
+        try:
+            process = psutil.Process(pid)
+            if process.create_time() == created:  # the same process, not a reused pid
+                left.append(process)
+        except psutil.Error:
+            continue
+    for process in left:
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    _gone, alive = psutil.wait_procs(left, timeout=grace_seconds)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass

@@ -16,8 +16,16 @@ if TYPE_CHECKING:
     from ctloop.stores.home import Home
 
 
+def _guard() -> None:
+    """Flows start Prefect's ephemeral API server when no server is set: it goes with us."""
+    from ctloop.launcher import guard_descendants
+
+    guard_descendants()
+
+
 def ingest(paths: list[str], config: Config) -> dict[str, Any]:
     """The `ingest` flow on files: `{accepted, quarantined}`."""
+    _guard()
     from flows.ingest import ingest as ingest_flow
 
     return ingest_flow(paths, config)
@@ -25,6 +33,7 @@ def ingest(paths: list[str], config: Config) -> dict[str, Any]:
 
 def ingest_landing(folder: str | None, config: Config) -> dict[str, Any]:
     """The `ingest-landing` flow: every new file of the landing folder, once."""
+    _guard()
     from flows.ingest import ingest_landing as ingest_landing_flow
 
     return ingest_landing_flow(folder, config)
@@ -32,6 +41,7 @@ def ingest_landing(folder: str | None, config: Config) -> dict[str, Any]:
 
 def retrain(config: Config, reason: str) -> dict[str, Any]:
     """The `retrain` flow, triggered by hand (tagged `trigger:manual`)."""
+    _guard()
     from prefect import tags
 
     from flows.retrain import RetrainRequest
@@ -43,6 +53,7 @@ def retrain(config: Config, reason: str) -> dict[str, Any]:
 
 def monitor(path: str | None, config: Config) -> dict[str, Any]:
     """The `monitor` flow on a batch file, or on the newest snapshot."""
+    _guard()
     from flows.monitor import monitor as monitor_flow
 
     return monitor_flow(path, config)
@@ -50,6 +61,7 @@ def monitor(path: str | None, config: Config) -> dict[str, Any]:
 
 def score_batch(source: str, out: str, config: Config) -> dict[str, Any]:
     """The `score-batch` flow: a file or snapshot scored by the champion."""
+    _guard()
     from flows.score_batch import score_batch as score_batch_flow
 
     return score_batch_flow(source, out, config)
@@ -57,6 +69,7 @@ def score_batch(source: str, out: str, config: Config) -> dict[str, Any]:
 
 def demo(config: Config, script: DemoScript, progress: Callable[[int, int, str], None]) -> list:
     """The scripted demo stream through the whole loop; one row per batch."""
+    _guard()
     from flows.demo import run_demo
 
     return run_demo(config, script, progress)
@@ -74,6 +87,7 @@ def up(
     announce: Callable[[dict[str, str]], None],
 ) -> None:
     """The whole loop (`deployments/stack.py`) until Ctrl-C or SIGTERM."""
+    _guard()
     from deployments.stack import StackOptions, run_stack
 
     options = StackOptions(

@@ -93,3 +93,33 @@ def _alive(pid: int) -> bool:
             return handle.read().split()[2] != "Z"  # a zombie is gone, only not yet reaped
     except FileNotFoundError:
         return False
+
+
+def test_a_killed_command_takes_its_detached_children_with_it(tmp_path):
+    """SIGKILL leaves no chance to clean up; the watchdog stops what the command started, even a
+    child in its own session (as Prefect's ephemeral server and `ctloop up`'s children are)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = (
+        "import subprocess, sys, time\n"
+        "from ctloop.launcher import guard_descendants\n"
+        "guard_descendants()\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'],"
+        " start_new_session=True)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    command = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = psutil.Process(int(command.stdout.readline()))
+    time.sleep(1.5)  # the watchdog notes descendants twice a second
+    command.send_signal(signal.SIGKILL)
+    command.wait(10)
+    deadline = time.monotonic() + 30
+    while child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the detached child outlived the killed command"
+        time.sleep(0.2)
