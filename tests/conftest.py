@@ -47,6 +47,7 @@ FIRST = (
     "tests/test_serving_process.py",
     "tests/test_fanout.py",
     "tests/test_serving.py",
+    "tests/faults/test_outage_flow.py",
     "tests/test_data_ingest.py",
 )
 
