@@ -16,16 +16,47 @@ if TYPE_CHECKING:
     from ctloop.stores.home import Home
 
 
-def _guard() -> None:
-    """Flows start Prefect's ephemeral API server when no server is set: it goes with us."""
+def _guard(config: Config) -> None:
+    """Before a command's first flow: what it starts goes with it (Prefect's ephemeral API
+    server when no server is set), and the home's stores exist."""
     from ctloop.launcher import guard_descendants
 
     guard_descendants()
+    prepare_home(config)
+
+
+def prepare_home(config: Config) -> None:
+    """Create the home's stores once, under the home's first-use lock: its folders, Prefect's
+    database (when no Prefect server is set: the ephemeral server of each command would
+    otherwise migrate a new database at the same time as the others) and the registry's.
+    A stamp file makes every later call one `stat`."""
+    from ctloop.stores.home import first_use_lock, home_of
+
+    home = home_of(config)
+    stamp = home.prefect / ".stores-ready"
+    if stamp.exists():
+        return
+    with first_use_lock(home):
+        if stamp.exists():
+            return
+        home.ensure()
+        from prefect.settings import get_current_settings
+
+        if not get_current_settings().api.url:
+            import asyncio
+
+            from prefect.server.database import provide_database_interface
+
+            asyncio.run(provide_database_interface().create_db())
+        from ctloop.registry.store import open_registry
+
+        open_registry(config)
+        stamp.touch()
 
 
 def ingest(paths: list[str], config: Config) -> dict[str, Any]:
     """The `ingest` flow on files: `{accepted, quarantined}`."""
-    _guard()
+    _guard(config)
     from flows.ingest import ingest as ingest_flow
 
     return ingest_flow(paths, config)
@@ -33,7 +64,7 @@ def ingest(paths: list[str], config: Config) -> dict[str, Any]:
 
 def ingest_landing(folder: str | None, config: Config) -> dict[str, Any]:
     """The `ingest-landing` flow: every new file of the landing folder, once."""
-    _guard()
+    _guard(config)
     from flows.ingest import ingest_landing as ingest_landing_flow
 
     return ingest_landing_flow(folder, config)
@@ -41,7 +72,7 @@ def ingest_landing(folder: str | None, config: Config) -> dict[str, Any]:
 
 def retrain(config: Config, reason: str) -> dict[str, Any]:
     """The `retrain` flow, triggered by hand (tagged `trigger:manual`)."""
-    _guard()
+    _guard(config)
     from prefect import tags
 
     from flows.retrain import RetrainRequest
@@ -53,7 +84,7 @@ def retrain(config: Config, reason: str) -> dict[str, Any]:
 
 def monitor(path: str | None, config: Config) -> dict[str, Any]:
     """The `monitor` flow on a batch file, or on the newest snapshot."""
-    _guard()
+    _guard(config)
     from flows.monitor import monitor as monitor_flow
 
     return monitor_flow(path, config)
@@ -61,7 +92,7 @@ def monitor(path: str | None, config: Config) -> dict[str, Any]:
 
 def score_batch(source: str, out: str, config: Config) -> dict[str, Any]:
     """The `score-batch` flow: a file or snapshot scored by the champion."""
-    _guard()
+    _guard(config)
     from flows.score_batch import score_batch as score_batch_flow
 
     return score_batch_flow(source, out, config)
@@ -69,7 +100,7 @@ def score_batch(source: str, out: str, config: Config) -> dict[str, Any]:
 
 def demo(config: Config, script: DemoScript, progress: Callable[[int, int, str], None]) -> list:
     """The scripted demo stream through the whole loop; one row per batch."""
-    _guard()
+    _guard(config)
     from flows.demo import run_demo
 
     return run_demo(config, script, progress)
@@ -87,7 +118,7 @@ def up(
     announce: Callable[[dict[str, str]], None],
 ) -> None:
     """The whole loop (`deployments/stack.py`) until Ctrl-C or SIGTERM."""
-    _guard()
+    _guard(config)
     from deployments.stack import StackOptions, run_stack
 
     options = StackOptions(

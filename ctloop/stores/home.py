@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,21 @@ class Home:
 
     def artifact_root(self) -> str:
         return (self.mlflow / "artifacts").resolve().as_uri()
+
+
+@contextmanager
+def first_use_lock(home: Home) -> Iterator[None]:
+    """Held while a process creates the home's stores, so that several commands started at once
+    on a fresh home create each store once: the others wait, then find it made."""
+    import fcntl
+
+    home.root.mkdir(parents=True, exist_ok=True)
+    with open(home.root / ".first-use.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def home_of(config: Config) -> Home:
