@@ -1,0 +1,230 @@
+"""Label-free performance estimation: what the model's metric will be, before the labels come.
+
+Classifiers: confidence-based estimation (CBPE). The model's probabilities are first calibrated
+on the holdout at training time (`fit_calibrator`, one isotonic map per class, kept with the
+version as JSON); on a new chunk, if they are calibrated, each row's label is a draw from its
+calibrated probabilities. The estimate of a metric is its expectation over such draws and its
+interval the spread of the draws: the sampling error of the chunk, not a guess of drift.
+Accuracy has a closed form (the mean of the top probability); ROC AUC and F1 are simulated.
+
+Regression: direct loss estimation (DLE). Models of the absolute and the squared error, fitted
+on the holdout from the inputs and the prediction (`fit_loss_model`), predict each new row's
+error; MAE is the mean of the predicted absolute errors, RMSE the root of the mean of the
+predicted squared errors.
+
+What no label-free method can see: concept drift (the same inputs now mean another label). The
+estimate assumes the relation between inputs and label has not moved; `benchmarks/estimate.py`
+shows it on a stream where it has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+CLASSIFIER_METRICS = ("roc_auc", "accuracy", "f1", "f1_macro")
+REGRESSION_METRICS = ("mae", "rmse")
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """One increasing step map per class (isotonic regression on the holdout), as plain lists
+    so that it is stored as JSON with the model version."""
+
+    classes: list[Any]
+    maps: list[tuple[list[float], list[float]]]
+
+    def apply(self, proba: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities; rows renormalised to sum to one when there are more than
+        two classes (a binary model keeps its positive column and its complement)."""
+        proba = np.asarray(proba, dtype=float)
+        if len(self.classes) == 2:
+            x, y = self.maps[1]
+            positive = np.interp(proba[:, 1], x, y)
+            return np.column_stack([1 - positive, positive])
+        out = np.column_stack([np.interp(proba[:, k], x, y) for k, (x, y) in enumerate(self.maps)])
+        total = out.sum(axis=1, keepdims=True)
+        uniform = np.full_like(out, 1.0 / out.shape[1])
+        return np.where(total > 0, out / np.where(total > 0, total, 1), uniform)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"classes": [_plain(c) for c in self.classes], "maps": self.maps}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibrator:
+        return cls(list(data["classes"]), [(list(x), list(y)) for x, y in data["maps"]])
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def fit_calibrator(proba: np.ndarray, y: np.ndarray, classes: list[Any]) -> Calibrator:
+    """Isotonic maps from the holdout's predicted probabilities to observed frequencies."""
+    from sklearn.isotonic import IsotonicRegression
+
+    proba = np.asarray(proba, dtype=float)
+    y = np.asarray(y)
+    maps = []
+    for k, label in enumerate(classes):
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        iso.fit(proba[:, k], (y == label).astype(float))
+        maps.append(([float(v) for v in iso.X_thresholds_], [float(v) for v in iso.y_thresholds_]))
+    return Calibrator(list(classes), maps)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric estimated on one chunk, with the 95% interval of its sampling error."""
+
+    metric: str
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    rows: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "estimate": self.estimate,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            **self.extra,
+        }
+
+
+def _auc_from_ranks(ranks: np.ndarray, positive: np.ndarray) -> float:
+    """ROC AUC from the scores' ranks (Mann-Whitney U): the ranks are computed once per chunk,
+    since only the drawn labels change between draws."""
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return np.nan
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _f1(pred: np.ndarray, labels: np.ndarray, k: int) -> float:
+    tp = np.count_nonzero((pred == k) & (labels == k))
+    fp = np.count_nonzero((pred == k) & (labels != k))
+    fn = np.count_nonzero((pred != k) & (labels == k))
+    return 0.0 if tp == 0 else float(2 * tp / (2 * tp + fp + fn))
+
+
+def _metric_of(metric: str, n_classes: int, proba: np.ndarray):
+    """The metric as a function of drawn labels (class indices), for a fixed chunk."""
+    from scipy.stats import rankdata
+
+    pred = proba.argmax(axis=1)
+    if metric == "f1":
+        return lambda labels: _f1(pred, labels, 1)
+    if metric == "f1_macro":
+        return lambda labels: float(np.mean([_f1(pred, labels, k) for k in range(n_classes)]))
+    if metric == "roc_auc":
+        columns = [1] if n_classes == 2 else range(n_classes)
+        ranks = {k: rankdata(proba[:, k]) for k in columns}
+        return lambda labels: float(
+            np.mean([_auc_from_ranks(ranks[k], labels == k) for k in columns])
+        )
+    raise ValueError(f"no label-free estimate for {metric!r}: one of {CLASSIFIER_METRICS}")
+
+
+def estimate_classifier(
+    proba: np.ndarray, metric: str, *, draws: int = 300, seed: int = 0
+) -> Estimate:
+    """CBPE on calibrated probabilities (rows x classes)."""
+    proba = np.asarray(proba, dtype=float)
+    rows, n_classes = proba.shape
+    if rows == 0:
+        return Estimate(metric, None, None, None, 0)
+    if metric == "accuracy":
+        top = proba.max(axis=1)
+        mean = float(top.mean())
+        half = 1.96 * float(np.sqrt((top * (1 - top)).sum())) / rows
+        return Estimate(metric, mean, max(0.0, mean - half), min(1.0, mean + half), rows)
+    rng = np.random.default_rng(seed)
+    cumulative = proba.cumsum(axis=1)
+    cumulative[:, -1] = 1.0
+    metric_of = _metric_of(metric, n_classes, proba)
+    values = []
+    for _ in range(draws):
+        labels = (rng.random((rows, 1)) > cumulative).sum(axis=1)
+        value = metric_of(labels)
+        if not np.isnan(value):  # ROC AUC of a draw that holds one class only
+            values.append(value)
+    if not values:  # e.g. ROC AUC of a chunk that can hold only one class
+        return Estimate(metric, None, None, None, rows)
+    low, high = np.percentile(values, [2.5, 97.5])
+    return Estimate(metric, float(np.mean(values)), float(low), float(high), rows)
+
+
+@dataclass
+class LossModel:
+    """Two models of a regressor's error fitted on the holdout (DLE): of the absolute error and
+    of the squared error, each from the numeric inputs and the prediction."""
+
+    absolute: Any
+    squared: Any
+    columns: list[str]
+
+
+def fit_loss_model(features: pd.DataFrame, prediction: np.ndarray, y: np.ndarray) -> LossModel:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    X = _loss_inputs(features, prediction)
+    error = np.asarray(y, dtype=float) - np.asarray(prediction, dtype=float)
+    fitted = []
+    for target in (np.abs(error), error**2):
+        model = HistGradientBoostingRegressor(max_iter=100, min_samples_leaf=20, random_state=0)
+        fitted.append(model.fit(X, target))
+    return LossModel(fitted[0], fitted[1], list(X.columns))
+
+
+def _loss_inputs(features: pd.DataFrame, prediction: np.ndarray) -> pd.DataFrame:
+    numeric = features.apply(pd.to_numeric, errors="coerce")
+    numeric = numeric.loc[:, numeric.notna().any()]
+    return numeric.assign(__prediction__=np.asarray(prediction, dtype=float)).reset_index(drop=True)
+
+
+def estimate_regression(
+    loss: LossModel, features: pd.DataFrame, prediction: np.ndarray, metric: str
+) -> Estimate:
+    """DLE: the chunk's MAE or RMSE from each row's predicted error. The interval is the
+    sampling error of the chunk given those predictions: row i's absolute error has mean m_i and
+    variance s_i - m_i^2 (s_i the predicted squared error); its squared error a variance of about
+    2 s_i^2 (as for a normal error)."""
+    rows = len(features)
+    if rows == 0:
+        return Estimate(metric, None, None, None, 0)
+    X = _loss_inputs(features, prediction).reindex(columns=loss.columns)
+    m = np.clip(loss.absolute.predict(X), 0.0, None)
+    sq = np.maximum(np.clip(loss.squared.predict(X), 0.0, None), m**2)
+    if metric == "mae":
+        mean = float(m.mean())
+        half = 1.96 * float(np.sqrt((sq - m**2).sum())) / rows
+        return Estimate(metric, mean, max(0.0, mean - half), mean + half, rows)
+    if metric == "rmse":
+        mse = float(sq.mean())
+        half = 1.96 * float(np.sqrt((2 * sq**2).sum())) / rows
+        low, high = np.sqrt(max(0.0, mse - half)), np.sqrt(mse + half)
+        return Estimate(metric, float(np.sqrt(mse)), float(low), float(high), rows)
+    raise ValueError(f"no label-free estimate for {metric!r}: one of {REGRESSION_METRICS}")
+
+
+def chunks(frame: pd.DataFrame, chunk_rows: int, timestamp: str | None = None):
+    """(start, end, rows frame) per chunk of `chunk_rows` rows, in order; start and end are the
+    first and last timestamp when a timestamp column is given, else row numbers."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk rows must be at least 1, got {chunk_rows}")
+    if timestamp and timestamp in frame.columns:
+        frame = frame.sort_values(timestamp, kind="stable")
+    for begin in range(0, len(frame), chunk_rows):
+        part = frame.iloc[begin : begin + chunk_rows]
+        if timestamp and timestamp in part.columns:
+            start, end = str(part[timestamp].iloc[0]), str(part[timestamp].iloc[-1])
+        else:
+            start, end = begin, begin + len(part) - 1
+        yield start, end, part

@@ -1,0 +1,112 @@
+"""Label-free estimation on known cases: on calibrated probabilities the estimate is the
+expected metric and the realized metric falls in its 95% interval about 95% of the time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from ctloop.monitor.estimate import (
+    Calibrator,
+    chunks,
+    estimate_classifier,
+    estimate_regression,
+    fit_calibrator,
+    fit_loss_model,
+)
+
+
+def _draw(rng, proba):
+    cumulative = proba.cumsum(axis=1)
+    cumulative[:, -1] = 1.0
+    return (rng.random((len(proba), 1)) > cumulative).sum(axis=1)
+
+
+def _realized(metric, labels, proba):
+    pred = proba.argmax(axis=1)
+    if metric == "accuracy":
+        return (pred == labels).mean()
+    if metric == "f1":
+        return skm.f1_score(labels, pred)
+    if metric == "roc_auc" and proba.shape[1] == 2:
+        return skm.roc_auc_score(labels, proba[:, 1])
+    if metric == "roc_auc":
+        return skm.roc_auc_score(labels, proba, multi_class="ovr")
+    return skm.f1_score(labels, pred, average="macro")
+
+
+@pytest.mark.parametrize(
+    ("classes", "metric"),
+    [(2, "roc_auc"), (2, "accuracy"), (2, "f1"), (3, "accuracy"), (3, "roc_auc"), (4, "f1_macro")],
+)
+def test_on_calibrated_probabilities_the_interval_covers_the_realized_metric(classes, metric):
+    rng = np.random.default_rng(classes * 7 + len(metric))
+    chunks_tried, covered, errors = 50, 0, []
+    for _ in range(chunks_tried):
+        proba = rng.dirichlet(np.full(classes, 0.6), size=500)
+        labels = _draw(rng, proba)  # calibrated by construction
+        found = estimate_classifier(proba, metric, draws=200, seed=1)
+        realized = _realized(metric, labels, proba)
+        covered += found.ci_low <= realized <= found.ci_high
+        errors.append(abs(found.estimate - realized))
+    assert covered / chunks_tried >= 0.88, (covered, chunks_tried)
+    assert np.mean(errors) < 0.03
+
+
+def test_overconfident_probabilities_are_calibrated_on_the_holdout_first():
+    rng = np.random.default_rng(5)
+    true = rng.beta(2, 2, size=4000)
+    labels = (rng.random(4000) < true).astype(int)
+    # an overconfident model: probabilities pushed towards 0 and 1
+    shown = 1 / (1 + np.exp(-3 * np.log(true / (1 - true))))
+    proba = np.column_stack([1 - shown, shown])
+    raw = estimate_classifier(proba[2000:], "accuracy")
+    calibrator = fit_calibrator(proba[:2000], labels[:2000], [0, 1])
+    kept = Calibrator.from_dict(calibrator.to_dict())  # what the version stores, as JSON
+    fixed = estimate_classifier(kept.apply(proba[2000:]), "accuracy")
+    realized = ((shown[2000:] > 0.5).astype(int) == labels[2000:]).mean()
+    assert abs(fixed.estimate - realized) < abs(raw.estimate - realized)
+    assert fixed.ci_low <= realized <= fixed.ci_high
+
+
+def test_a_chunk_with_no_rows_has_no_estimate():
+    empty = estimate_classifier(np.empty((0, 2)), "roc_auc")
+    assert empty.estimate is None and empty.rows == 0
+
+
+def test_regression_losses_are_estimated_from_the_inputs_where_the_noise_grows():
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    rng = np.random.default_rng(0)
+    big = pd.concat([X] * 6, ignore_index=True)
+    # noise that grows with bmi: the error depends on the inputs, as DLE assumes
+    noise = rng.normal(0, 1, len(big)) * (20 + 400 * (big["bmi"] - big["bmi"].min()))
+    target = pd.concat([y] * 6, ignore_index=True).to_numpy() + noise
+    model = Ridge().fit(X, y)
+    holdout, rest = slice(0, 1300), slice(1300, None)
+    prediction = model.predict(big)
+    loss = fit_loss_model(big.iloc[holdout], prediction[holdout], target[holdout])
+    covered = tried = 0
+    for metric in ("mae", "rmse"):
+        for _start, _end, part in chunks(big.iloc[rest], 250):
+            index = part.index.to_numpy()
+            found = estimate_regression(loss, part, prediction[index], metric)
+            error = target[index] - prediction[index]
+            realized = np.abs(error).mean() if metric == "mae" else np.sqrt((error**2).mean())
+            covered += found.ci_low <= realized <= found.ci_high
+            tried += 1
+            assert abs(found.estimate - realized) / realized < 0.25
+    assert covered / tried >= 0.75, (covered, tried)
+
+
+def test_chunks_follow_the_timestamp_or_the_row_numbers():
+    frame = pd.DataFrame({"ts": ["2024-01-03", "2024-01-01", "2024-01-02"], "x": [3, 1, 2]})
+    by_time = list(chunks(frame, 2, "ts"))
+    assert [(s, e) for s, e, _ in by_time] == [("2024-01-01", "2024-01-02"), ("2024-01-03",) * 2]
+    assert [(s, e) for s, e, _ in chunks(frame, 2)] == [(0, 1), (2, 2)]
+    with pytest.raises(ValueError, match="at least 1"):
+        list(chunks(frame, 0))
