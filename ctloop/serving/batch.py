@@ -30,19 +30,53 @@ class BatchScores:
 
 
 def read_scoring_input(source: str, config: Config) -> pd.DataFrame:
-    """A CSV/Parquet file by path, or a lake snapshot by id."""
+    """A CSV/Parquet file by path, or a lake snapshot by id.
+
+    A file's personal data is handled as ingestion handles it (hashed with the lake's salt, or
+    dropped), so a file and its snapshot score alike and no raw value reaches the output.
+    """
     if Path(source).is_file():
-        return lake.read_batch(source)
+        return apply_personal_handling(lake.read_batch(source), config)
     home = home_of(config)
     if lake.has_snapshot(home, source):
         return lake.load_snapshots(home, [source])
     raise InputError(f"{source}: neither a file nor a snapshot in the lake ({home.lake_url})")
 
 
+def apply_personal_handling(frame: pd.DataFrame, config: Config) -> pd.DataFrame:
+    """The columns the lake's schema (or `personal_data.columns`) hashes or drops, so handled."""
+    from ctloop.data.privacy import hash_value
+    from ctloop.serving.models import read_dataset_inputs
+
+    inputs = read_dataset_inputs(config)
+    handled = {c: h for c, h in inputs.handling.items() if c in frame.columns}
+    if not handled:
+        return frame
+    frame = frame.drop(columns=[c for c, h in handled.items() if h == "drop"])
+    salt = inputs.salt or b""
+    for name in (c for c, h in handled.items() if h == "hash"):
+        values = frame[name].astype(object).where(frame[name].notna(), None)
+        frame[name] = [hash_value(v, salt) for v in values]
+    return frame
+
+
+def kept_columns(frame: pd.DataFrame, config: Config) -> list[str]:
+    """The id and timestamp columns a predictions file keeps: the config's, else the schema's."""
+    dataset = config.dataset
+    names = [dataset.id, dataset.timestamp]
+    if not dataset.id or not dataset.timestamp:
+        schema = lake.current_schema(home_of(config))
+        kinds = {c.name: c.kind for c in schema.columns.values()} if schema else {}
+        names[0] = names[0] or next((c for c, k in kinds.items() if k == "id"), None)
+        names[1] = names[1] or next((c for c, k in kinds.items() if k == "datetime"), None)
+    return [c for c in dict.fromkeys(names) if c and c in frame.columns]
+
+
 def score_batch_frame(pipeline, ref: ModelRef, frame: pd.DataFrame, config: Config) -> BatchScores:
     """Score every row with the model's own input preparation (as in training).
 
-    The output keeps the id and timestamp columns when present, then `prediction`,
+    The output keeps the id and timestamp columns when present (the config's, else those the
+    lake's schema declares), then `prediction`,
     `probability` (binary: positive class; multiclass: one column per class), `version`.
 
     Raises:
@@ -50,15 +84,16 @@ def score_batch_frame(pipeline, ref: ModelRef, frame: pd.DataFrame, config: Conf
     """
     numeric = [n for n, kind in ref.signature if kind == "numeric"]
     categorical = [n for n, kind in ref.signature if kind == "categorical"]
-    missing = [c for c in numeric + categorical if c not in frame.columns]
+    missing = [c for c, _ in ref.signature if c not in frame.columns]
     if missing:
         raise InputError(
             f"batch lacks feature column(s) {', '.join(missing)} of version {ref.version}"
         )
     if frame.empty:
         raise InputError("batch has no rows to score")
-    X = prepare_features(frame, numeric, categorical)
-    keep = [c for c in (config.dataset.id, config.dataset.timestamp) if c and c in frame.columns]
+    booleans = [n for n, kind in ref.signature if kind == "boolean"]
+    X = prepare_features(frame, numeric, categorical + booleans)
+    keep = kept_columns(frame, config)
     out = frame[keep].reset_index(drop=True).copy()
     start = time.perf_counter()
     if hasattr(pipeline, "predict_proba"):
