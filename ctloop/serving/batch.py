@@ -16,6 +16,7 @@ from ctloop.errors import InputError
 from ctloop.lake import snapshots as lake
 from ctloop.model.train import prepare_features
 from ctloop.registry.store import ModelRef
+from ctloop.serving.models import read_dataset_inputs
 from ctloop.stores.home import home_of
 
 
@@ -32,32 +33,36 @@ class BatchScores:
 def read_scoring_input(source: str, config: Config) -> pd.DataFrame:
     """A CSV/Parquet file by path, or a lake snapshot by id.
 
-    A file's personal data is handled as ingestion handles it (hashed with the lake's salt, or
-    dropped), so a file and its snapshot score alike and no raw value reaches the output.
+    Once the lake has a schema, a file is typed to it as ingestion types a batch (kinds, and
+    personal data hashed with the lake's salt or dropped), so a file scores exactly as its
+    snapshot would and no raw personal value reaches the model or the output.
     """
-    if Path(source).is_file():
-        return apply_personal_handling(lake.read_batch(source), config)
     home = home_of(config)
+    if Path(source).is_file():
+        schema = lake.current_schema(home)
+        if schema is None:
+            return lake.read_batch(source)
+        return type_like_ingestion(source, schema, config)
     if lake.has_snapshot(home, source):
         return lake.load_snapshots(home, [source])
     raise InputError(f"{source}: neither a file nor a snapshot in the lake ({home.lake_url})")
 
 
-def apply_personal_handling(frame: pd.DataFrame, config: Config) -> pd.DataFrame:
-    """The columns the lake's schema (or `personal_data.columns`) hashes or drops, so handled."""
-    from ctloop.data.privacy import hash_value
-    from ctloop.serving.models import read_dataset_inputs
+def type_like_ingestion(source: str, schema, config: Config) -> pd.DataFrame:
+    """A file's rows as the lake would store them (`ctloop.validate.checks.type_chunk`)."""
+    import pyarrow as pa
 
-    inputs = read_dataset_inputs(config)
-    handled = {c: h for c, h in inputs.handling.items() if c in frame.columns}
-    if not handled:
-        return frame
-    frame = frame.drop(columns=[c for c, h in handled.items() if h == "drop"])
-    salt = inputs.salt or b""
-    for name in (c for c, h in handled.items() if h == "hash"):
-        values = frame[name].astype(object).where(frame[name].notna(), None)
-        frame[name] = [hash_value(v, salt) for v in values]
-    return frame
+    from ctloop.data.batches import read_chunks
+    from ctloop.validate.checks import type_chunk
+
+    salt = read_dataset_inputs(config).salt
+    typed = [
+        type_chunk(chunk, schema, salt)[0]
+        for chunk in read_chunks(source, config.ingest.chunk_bytes, config.ingest.delimiter)
+    ]
+    if not typed:
+        raise InputError(f"{source}: no rows to score")
+    return pa.concat_tables(typed, promote_options="permissive").to_pandas()
 
 
 def kept_columns(frame: pd.DataFrame, config: Config) -> list[str]:

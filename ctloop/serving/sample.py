@@ -69,3 +69,55 @@ def register_version(
     if alias:
         registry.set_alias(alias, ref.version)
     return ref
+
+
+FIRST = ("Owen", "John", "Laina", "Lily", "William", "Elisabeth", "Hudson", "Anna", "Karl", "Mary")
+LAST = ("Braund", "Cumings", "Heikkinen", "Futrelle", "Allen", "Moran", "McCarthy", "Palsson")
+TITLES = ("Mr.", "Mrs.", "Miss.", "Master.", "Dr.")
+TOWNS = (
+    "St Louis, MO",
+    "Montreal, PQ / Chesterville, ON",
+    "New York, NY",
+    "Lyndhurst, England",
+    "Paris, France",
+    "Winnipeg, MB",
+)
+TICKET_PREFIXES = ("", "", "", "PC ", "A/5 ", "STON/O2. ", "C.A. ")
+
+
+def passenger_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
+    """A passenger list with personal data, like the public Titanic file: a name with a title,
+    a ticket-like id, a home town, a True/False column, an id and a time; label `survived`."""
+    rng = np.random.default_rng(seed)
+    pclass = rng.integers(1, 4, rows)
+    female = rng.random(rows) < 0.4
+    age = np.round(rng.uniform(1, 70, rows), 1)
+    vip = rng.random(rows) < 0.15
+    logit = 1.5 * female - 0.8 * (pclass - 2) + 1.0 * vip - 0.02 * (age - 30)
+    survived = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    names = [
+        f"{LAST[rng.integers(len(LAST))]}, {TITLES[rng.integers(len(TITLES))]} "
+        f"{FIRST[rng.integers(len(FIRST))]} {FIRST[rng.integers(len(FIRST))]}"
+        for _ in range(rows)
+    ]
+    tickets = [
+        f"{TICKET_PREFIXES[rng.integers(len(TICKET_PREFIXES))]}{rng.integers(10_000, 3_999_999)}"
+        for _ in range(rows)
+    ]
+    start = pd.Timestamp("1912-04-01")
+    return pd.DataFrame(
+        {
+            "passenger_id": [f"P{i:05d}" for i in range(rows)],
+            "boarded": [
+                start + pd.Timedelta(hours=int(h)) for h in sorted(rng.integers(0, 240, rows))
+            ],
+            "name": names,
+            "sex": np.where(female, "female", "male"),
+            "age": age,
+            "pclass": pclass,
+            "ticket": tickets,
+            "home_town": [TOWNS[i] for i in rng.integers(len(TOWNS), size=rows)],
+            "vip": vip,
+            "survived": survived,
+        }
+    )
