@@ -22,6 +22,7 @@ from ctloop.serving.inputs import (
     FeatureSchema,
     RequestError,
     csv_records,
+    describe,
     mlflow_records,
     parse_json,
 )
@@ -353,7 +354,9 @@ def _model_headers(model, request_id: str, target: str) -> dict[str, str]:
 def _predict_arguments(payload: Any, request: Request) -> tuple[Any, str | None, str | None]:
     """The records, routing key and request id of a `/predict` body, each checked."""
     if not isinstance(payload, dict):
-        raise RequestError("expected a JSON object with 'records'", 422)
+        raise RequestError(
+            f"body: expected a JSON object with 'records', got {describe(payload)}", 422, "body"
+        )
     unknown = [k for k in payload if k not in ("records", "key", "request_id")]
     if unknown:
         raise RequestError(
@@ -381,7 +384,7 @@ def _parse_feedback(payload: Any, max_records: int) -> list[FeedbackItem]:
     single = not isinstance(payload, list)
     raw = [payload] if single else payload
     if not raw:
-        raise RequestError("feedback: empty list", 422)
+        raise RequestError("body: empty list, send at least one feedback item", 422, "body")
     if len(raw) > max_records:
         raise RequestError(f"feedback: at most {max_records} items", 413)
     items: list[FeedbackItem] = []
@@ -392,8 +395,8 @@ def _parse_feedback(payload: Any, max_records: int) -> list[FeedbackItem]:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"][:1])
             prefix = "" if single else f"[{i}]"
-            field = f"{prefix}.{loc}".strip(".") if loc else prefix or None
-            raise RequestError(f"{field or 'body'}: {first['msg']}", 422, field) from None
+            field = (f"{prefix}.{loc}".strip(".") if loc else prefix) or "body"
+            raise RequestError(f"{field}: {first['msg']}", 422, field) from None
     return items
 
 

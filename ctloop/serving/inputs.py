@@ -63,7 +63,7 @@ def parse_boolean(value: Any, where: str) -> bool | None:
         return _BOOLEAN_TEXT[value.strip()]
     raise RequestError(
         f"{where}: expected true, false or null (or the strings true/false/1/0), "
-        f"got {_describe(value)}",
+        f"got {describe(value)}",
         field=where,
     )
 
@@ -225,7 +225,8 @@ class Records:
         return out
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """A value's JSON kind and its text, cut short: `string 'abc'`, `boolean False`."""
     kind = {
         bool: "boolean",
         str: "string",
@@ -243,7 +244,7 @@ def _number(value: Any, where: str) -> float:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RequestError(
-            f"{where}: expected a number or null, got {_describe(value)}", field=where
+            f"{where}: expected a number or null, got {describe(value)}", field=where
         )
     try:
         number = float(value)
@@ -263,7 +264,7 @@ def _category(value: Any, where: str) -> Any:
         return np.nan
     if isinstance(value, str):
         return value
-    raise RequestError(f"{where}: expected a string or null, got {_describe(value)}", field=where)
+    raise RequestError(f"{where}: expected a string or null, got {describe(value)}", field=where)
 
 
 def _spelled(value: Any, where: str, spelling: tuple[str, str]) -> Any:
@@ -296,7 +297,7 @@ def check_records(
         single = False
     if not isinstance(records, list):
         raise RequestError(
-            f"{where}: expected a list of records (objects), got {_describe(records)}", field=where
+            f"{where}: expected a list of records (objects), got {describe(records)}", field=where
         )
     if not records:
         raise RequestError(f"{where}: empty, send at least one record", field=where)
@@ -316,7 +317,7 @@ def check_records(
     for i, record in enumerate(records):
         at = where if single else f"{where}[{i}]"
         if not isinstance(record, dict):
-            raise RequestError(f"{at}: expected an object, got {_describe(record)}", field=at)
+            raise RequestError(f"{at}: expected an object, got {describe(record)}", field=at)
         if len(record) != len(features) or not features.issubset(record):
             missing = [n for n in schema.features if n not in record]
             if missing:
@@ -345,7 +346,7 @@ def check_records(
                     value = record[key]
                     if isinstance(value, dict | list):
                         raise RequestError(
-                            f"{at}.{key}: expected a scalar, got {_describe(value)}",
+                            f"{at}.{key}: expected a scalar, got {describe(value)}",
                             field=f"{at}.{key}",
                         )
                     extra[key] = value

@@ -121,3 +121,39 @@ def passenger_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
             "survived": survived,
         }
     )
+
+
+def passenger_home(root, rows: int = 400, seed: int = 3) -> dict:
+    """A home whose lake holds one ingested passenger list (personal data hashed) and whose
+    champion was trained on it as the retrain flow trains (identifying columns left out).
+
+    Returns the config (with the dataset's id and timestamp), the raw frame, the CSV's path and
+    the champion's ref.
+    """
+    from pathlib import Path
+
+    from ctloop.data.privacy import without_identifying
+    from ctloop.ingest.stage import ingest_path
+    from ctloop.lake import snapshots as lake
+    from ctloop.registry.store import CHAMPION
+    from ctloop.stores.home import home_of
+
+    root = Path(root)
+    config = Config.model_validate(
+        {
+            "project": "passengers",
+            "dataset": {"target": "survived", "id": "passenger_id", "timestamp": "boarded"},
+            "paths": {"home": str(root / "home")},
+        }
+    )
+    raw = passenger_frame(rows, seed)
+    path = root / "passengers.csv"
+    raw.to_csv(path, index=False)
+    home = home_of(config)
+    outcome = ingest_path(path, config, home)
+    if not outcome.accepted:
+        raise RuntimeError(f"the passenger list was quarantined: {outcome}")
+    ids = [m.snapshot for m in lake.list_snapshots(home)]
+    frame = without_identifying(lake.load_snapshots(home, ids), lake.current_schema(home))
+    ref = register_version(config, frame, params={"max_iter": 30}, alias=CHAMPION)
+    return {"config": config, "raw": raw, "path": path, "ref": ref, "snapshots": ids}
