@@ -23,7 +23,7 @@ from ctloop.serving.server import ModelServer
 
 PROFILE = settings(
     derandomize=True,
-    max_examples=400,
+    max_examples=300,
     deadline=None,
     database=None,
     suppress_health_check=list(HealthCheck),
@@ -60,7 +60,9 @@ LEAF = st.one_of(
 )
 VALUE = st.recursive(
     LEAF,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -99,8 +101,8 @@ def _mutate(record: dict, data) -> dict:
         elif kind == "extra":
             record[data.draw(st.text(min_size=1, max_size=8))] = data.draw(VALUE)
         else:
-            record[name + data.draw(st.sampled_from(["\u200f", " ", "_x", "\u00e9"]))] = (
-                record.pop(name, None)
+            record[name + data.draw(st.sampled_from(["\u200f", " ", "_x", "\u00e9"]))] = record.pop(
+                name, None
             )
     return record
 
