@@ -44,25 +44,30 @@ def parse_json(body: bytes) -> Any:
 
 
 BOOLEAN = "boolean"
-TRUE_TEXT = ("true", "True", "TRUE", "1")
-FALSE_TEXT = ("false", "False", "FALSE", "0")
+# the spellings a batch's boolean column takes (ctloop.data.schema's TRUE_VALUES/FALSE_VALUES),
+# compared trimmed and lower-cased; JSON true/false and the numbers 0 and 1 too
+TRUE_TEXT = ("true", "yes", "1", "1.0")
+FALSE_TEXT = ("false", "no", "0", "0.0")
 _BOOLEAN_TEXT = {**dict.fromkeys(TRUE_TEXT, True), **dict.fromkeys(FALSE_TEXT, False)}
 
 
 def parse_boolean(value: Any, where: str) -> bool | None:
-    """A boolean field's value: JSON true/false, the strings true/false/True/False/1/0, or null.
+    """A boolean field's value: JSON true/false, 0 or 1, the strings true/false/yes/no/1/0 in
+    any case, or null.
 
-    (ctloop.data.schema may grow its own parser for batches; this one is the server's.)
+    (The server's own parser, for JSON values; batches use ctloop.data.schema's.)
 
     Raises:
         RequestError: 422 naming the field for anything else.
     """
     if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip() in _BOOLEAN_TEXT:
-        return _BOOLEAN_TEXT[value.strip()]
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOLEAN_TEXT:
+        return _BOOLEAN_TEXT[value.strip().lower()]
     raise RequestError(
-        f"{where}: expected true, false or null (or the strings true/false/1/0), "
+        f"{where}: expected true, false or null (or the strings true/false/yes/no/1/0), "
         f"got {describe(value)}",
         field=where,
     )
@@ -71,8 +76,9 @@ def parse_boolean(value: Any, where: str) -> bool | None:
 def boolean_spellings(categories: list[str]) -> tuple[str, str] | None:
     """(false, true) when a categorical column's categories are the two spellings of a boolean
     (a `True`/`False` text column of an older schema): JSON booleans then map onto them."""
-    falses = [c for c in categories if c in _BOOLEAN_TEXT and not _BOOLEAN_TEXT[c]]
-    trues = [c for c in categories if c in _BOOLEAN_TEXT and _BOOLEAN_TEXT[c]]
+    known = {c: _BOOLEAN_TEXT.get(c.strip().lower()) for c in categories}
+    falses = [c for c, v in known.items() if v is False]
+    trues = [c for c, v in known.items() if v is True]
     if len(falses) == 1 and len(trues) == 1 and len(categories) == 2:
         return falses[0], trues[0]
     return None
@@ -152,7 +158,7 @@ class FeatureSchema:
         """A version's inputs from its recorded signature (and what the dataset declares).
 
         A column is boolean when its signature kind is `boolean`, or when it is categorical in
-        the signature and `boolean` in the lake's schema (the pipeline then saw Python bools).
+        the signature and `boolean` in the lake's schema (the pipeline saw `True`/`False`).
         """
         dataset = dataset or DatasetInputs()
         lake_booleans = set(dataset.booleans)
@@ -188,7 +194,12 @@ class FeatureSchema:
         """JSON Schema of one record (used in the OpenAPI document)."""
         properties: dict[str, Any] = {n: {"type": ["number", "null"]} for n in self.numeric}
         properties.update({n: {"type": ["string", "null"]} for n in self.categorical})
-        flag = {"anyOf": [{"type": ["boolean", "null"]}, {"enum": [*TRUE_TEXT, *FALSE_TEXT]}]}
+        flag = {
+            "anyOf": [
+                {"type": ["boolean", "null"]},
+                {"enum": [0, 1, *TRUE_TEXT, *FALSE_TEXT, "True", "False"]},
+            ]
+        }
         properties.update({n: flag for n in self.booleans})
         properties.update({n: {"type": ["string", "boolean", "null"]} for n in self.spellings})
         properties.update({n: {"type": ["string", "number", "null"]} for n in self.passthrough})
@@ -272,14 +283,16 @@ def _spelled(value: Any, where: str, spelling: tuple[str, str]) -> Any:
     the category's own spelling; other strings pass as they are (an unseen category)."""
     if isinstance(value, bool):
         return spelling[value]
-    if isinstance(value, str) and value.strip() in _BOOLEAN_TEXT:
-        return spelling[_BOOLEAN_TEXT[value.strip()]]
+    if isinstance(value, str) and value.strip().lower() in _BOOLEAN_TEXT:
+        return spelling[_BOOLEAN_TEXT[value.strip().lower()]]
     return _category(value, where)
 
 
 def _boolean(value: Any, where: str) -> Any:
+    """A boolean as the pipeline reads it: its text `True`/`False` (`prepare_features` encodes
+    a stored boolean column so), NaN when missing."""
     parsed = parse_boolean(value, where)
-    return np.nan if parsed is None else parsed
+    return np.nan if parsed is None else str(parsed)
 
 
 def check_records(
