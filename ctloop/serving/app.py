@@ -25,6 +25,7 @@ from ctloop.serving.inputs import (
     describe,
     mlflow_records,
     parse_json,
+    shown,
 )
 from ctloop.serving.server import ModelServer
 from ctloop.stores.predlog import SERVED, online_metrics
@@ -357,7 +358,7 @@ def _predict_arguments(payload: Any, request: Request) -> tuple[Any, str | None,
         raise RequestError(
             f"body: expected a JSON object with 'records', got {describe(payload)}", 422, "body"
         )
-    unknown = [k for k in payload if k not in ("records", "key", "request_id")]
+    unknown = [shown(k) for k in payload if k not in ("records", "key", "request_id")]
     if unknown:
         raise RequestError(
             f"{unknown[0]}: unknown key (expected records, key, request_id)", 422, unknown[0]

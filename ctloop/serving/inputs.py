@@ -236,6 +236,12 @@ class Records:
         return out
 
 
+def shown(name: Any) -> str:
+    """A field name as a message shows it: quoted when it is empty, blank or unprintable."""
+    text = str(name)
+    return text if text.strip() and text.isprintable() and text == text.strip() else repr(text)
+
+
 def describe(value: Any) -> str:
     """A value's JSON kind and its text, cut short: `string 'abc'`, `boolean False`."""
     kind = {
@@ -339,7 +345,7 @@ def check_records(
                 raise RequestError(f"{field}: missing field{more}", field=field)
             unknown = [k for k in record if k not in allowed]
             if unknown:
-                field = f"{at}.{unknown[0]}"
+                field = f"{at}.{shown(unknown[0])}"
                 raise RequestError(
                     f"{field}: unknown field (expected: {', '.join(schema.features)})",
                     field=field,
@@ -438,14 +444,14 @@ def mlflow_records(payload: Any) -> tuple[list[Any], str]:
             f"expected exactly one of the keys {', '.join(MLFLOW_FORMATS)}; got: {found}", 400
         )
     if unknown:
-        raise RequestError(f"{unknown[0]}: unknown key", 400, unknown[0])
+        raise RequestError(f"{shown(unknown[0])}: unknown key", 400, shown(unknown[0]))
     key = keys[0]
     data = payload[key]
     if key == "dataframe_split":
         if not isinstance(data, dict):
             raise RequestError(f"{key}: expected an object with columns and data", 400, key)
         columns, rows = data.get("columns"), data.get("data")
-        extra = [k for k in data if k not in ("columns", "data", "index")]
+        extra = [shown(k) for k in data if k not in ("columns", "data", "index")]
         if extra:
             raise RequestError(f"{key}.{extra[0]}: unknown key", 400, f"{key}.{extra[0]}")
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):

@@ -191,3 +191,11 @@ def test_hashed_identifying_columns_are_not_training_columns():
     frame = pd.DataFrame({"name": ["a"], "home_town": ["b"], "age": [1]})
     assert list(privacy.without_identifying(frame, schema)) == ["home_town", "age"]
     assert privacy.without_identifying(frame, None) is frame
+
+
+@pytest.mark.parametrize(("name", "field"), [("", "records[0].''"), (" age", "records[0].' age'")])
+def test_an_odd_unknown_field_name_is_quoted(name, field):
+    record = {"age": 1, "home_town": None, "flag": None, name: 2}
+    with pytest.raises(RequestError) as err:
+        check_records([record], _schema())
+    assert err.value.field == field and err.value.message.startswith(f"{field}: unknown field")
