@@ -9,6 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ctloop.config.settings import Config
+from ctloop.data import privacy
 from ctloop.errors import NotEnoughData
 from ctloop.lake import snapshots as lake
 from ctloop.model import train as training
@@ -29,7 +30,9 @@ def select_window(config: Config, since: str | None = None) -> list[str]:
 
 @task(name="load-window", cache_policy=NO_CACHE)
 def load_window(ids: list[str], config: Config) -> pd.DataFrame:
-    return lake.load_snapshots(home_of(config), ids)
+    """The window's rows, without hashed identifying columns (names, emails: never features)."""
+    home = home_of(config)
+    return privacy.without_identifying(lake.load_snapshots(home, ids), lake.current_schema(home))
 
 
 @task(name="snapshot-digests", cache_policy=NO_CACHE)

@@ -150,14 +150,15 @@ def feedback_export(
 def _validator(config, registry):
     """Load and warm up a version before an alias may point at it (infra validation)."""
     from ctloop.serving import admin
-    from ctloop.serving.models import WarmupFailed, load_version, warm_up
+    from ctloop.serving.models import WarmupFailed, load_version, read_dataset_inputs, warm_up
 
     dataset = config.dataset
     passthrough = [c for c in (dataset.id, dataset.timestamp, *dataset.exclude) if c]
 
     def validate(ref) -> None:
         try:
-            warm_up(load_version(registry, ref, passthrough), config.serving.warmup_rows)
+            inputs = read_dataset_inputs(config)
+            warm_up(load_version(registry, ref, passthrough, inputs), config.serving.warmup_rows)
         except WarmupFailed as exc:
             raise admin.AdminError(str(exc)) from None
         except Exception as exc:  # cannot even be loaded: never promote it

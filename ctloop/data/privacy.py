@@ -1,8 +1,11 @@
-"""Personal data: columns that look like emails, phones, names, card or national id numbers.
+"""Personal data: columns that look like emails, phones, names, card or national id numbers,
+ticket-like ids and free-text places.
 
 Detection runs once, at schema inference, on the column names and a sample of the values; the
 decision (drop, salted hash or keep) is stored in the schema and applied to every batch before
-any snapshot is written, so the lake never holds what was dropped or hashed.
+any snapshot is written, so the lake never holds what was dropped or hashed. The model server
+applies the same decision to every request before the model and the prediction log see it, and
+a hashed column that identifies a person (`IDENTIFYING`) is never a model input.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ PHONE = re.compile(r"^\+?[\d\s().-]{7,20}$")
 SSN = re.compile(r"^\d{3}-\d{2}-\d{4}$")
 CARD = re.compile(r"^\d[\d -]{11,22}\d$")
 IBAN = re.compile(r"^[A-Z]{2}\d{2}[A-Z0-9]{10,30}$")
+# "Braund, Mr. Owen Harris", "Dr John Smith": a title before a name
+HONORIFIC = re.compile(
+    r"(^|[\s,])(mr|mrs|miss|ms|mx|master|dr|rev|mme|mlle|sir|lady|col|major|capt|don|dona|"
+    r"countess|jonkheer|prof)\.?\s+[A-Z]",
+    re.IGNORECASE,
+)
+# "St Louis, MO", "Montreal, PQ / Chesterville, ON", "Lyndhurst, England": a place, then a region
+PLACE = re.compile(r"^[A-Z][\w'.-]*(?:[ /-]+[\w'.&()-]+)*,\s*(?:[A-Z]{2}\b|[A-Z][a-z])")
+# "PC 17599", "STON/O2. 3101282", "113803": a code with a run of digits
+TICKET = re.compile(r"^(?=.*\d{3})[A-Za-z0-9][A-Za-z0-9./ -]{2,23}$")
 
 NAME_HINTS = {
     "email": ("email", "e_mail", "mail"),
@@ -29,8 +42,12 @@ NAME_HINTS = {
     "name": ("first_name", "last_name", "full_name", "surname", "given_name", "customer_name"),
     "national_id": ("ssn", "national_id", "passport", "tax_id", "social_security"),
     "card": ("card_number", "credit_card", "pan", "iban", "account_number"),
+    "ticket": ("ticket", "ticket_number", "booking_reference", "confirmation_number", "pnr"),
+    "place": ("address", "street", "hometown", "home_town", "birthplace", "home_dest"),
 }
 NAME_EXACT = {"name": "name", "firstname": "name", "lastname": "name"}
+# kinds that single out a person: hashed, they are useless to a model and stay out of it
+IDENTIFYING = frozenset({"email", "phone", "name", "national_id", "card", "ticket"})
 
 
 def _luhn(digits: str) -> bool:
@@ -56,7 +73,28 @@ def _looks_like(value: str) -> str | None:
         return "card"
     if PHONE.match(value) and sum(c.isdigit() for c in value) >= 9 and not _plain_number(value):
         return "phone"
+    if HONORIFIC.search(value):
+        return "name"
+    if PLACE.match(value):
+        return "place"
     return None
+
+
+def _ticket_like(sample: list[str], min_share: float) -> bool:
+    """Codes with digit runs (most values), some with letters, mostly distinct: ticket-like ids.
+
+    A numeric measurement has no letters (nor has its odd "n/a" digits), a category code
+    repeats: neither is flagged.
+    """
+    codes = sum(1 for v in sample if TICKET.match(v.strip()))
+    lettered = sum(1 for v in sample if any(c.isalpha() for c in v) and any(c.isdigit() for c in v))
+    distinct = len(set(sample)) / len(sample)
+    return (
+        len(sample) >= 20
+        and codes / len(sample) >= min_share
+        and lettered / len(sample) >= 0.05
+        and distinct >= 0.4
+    )
 
 
 def _plain_number(value: str) -> bool:
@@ -66,7 +104,7 @@ def _plain_number(value: str) -> bool:
 
 def detect_personal(name: str, values: list[str], min_share: float = 0.6) -> str | None:
     """What personal data a column looks like, from its name or a sample of its text values."""
-    lowered = name.lower().replace("-", "_").replace(" ", "_")
+    lowered = name.lower().replace("-", "_").replace(" ", "_").replace(".", "_")
     if lowered in NAME_EXACT:
         return NAME_EXACT[lowered]
     for kind, hints in NAME_HINTS.items():
@@ -82,10 +120,18 @@ def detect_personal(name: str, values: list[str], min_share: float = 0.6) -> str
         kind = _looks_like(v)
         if kind:
             found[kind] = found.get(kind, 0) + 1
-    if not found:
-        return None
-    kind, hits = max(found.items(), key=lambda kv: kv[1])
-    return kind if hits / len(sample) >= min_share else None
+    if found:
+        kind, hits = max(found.items(), key=lambda kv: kv[1])
+        if hits / len(sample) >= min_share:
+            return kind
+    if _record_id(name):
+        return None  # a record's own id (application_id, PassengerId) is not a person's ticket
+    return "ticket" if _ticket_like(sample, min_share) else None
+
+
+def _record_id(name: str) -> bool:
+    lowered = name.lower()
+    return lowered == "id" or lowered.endswith(("_id", "-id", " id")) or name.endswith(("Id", "ID"))
 
 
 def decide(name: str, personal: str | None, cfg: PersonalDataConfig) -> str | None:
@@ -112,11 +158,47 @@ def load_salt(cfg: PersonalDataConfig, folder: LakeFolder, name: str = "privacy.
     return folder.read_bytes(name)
 
 
+def hash_text(text: str, salt: bytes) -> str:
+    """Salted SHA-256 of one value's text (first 16 hex digits)."""
+    return hashlib.sha256(salt + text.encode()).hexdigest()[:16]
+
+
 def hash_values(values: pa.Array, salt: bytes) -> pa.Array:
     """Salted SHA-256 of each value's text (first 16 hex digits); nulls stay null."""
     text = values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
-    out = [
-        None if v is None else hashlib.sha256(salt + v.encode()).hexdigest()[:16]
-        for v in text.to_pylist()
-    ]
+    out = [None if v is None else hash_text(v, salt) for v in text.to_pylist()]
     return pa.array(out, type=pa.string())
+
+
+def value_text(value: object) -> str:
+    """A value's text as ingestion hashes it (a CSV cell): whole floats without `.0`."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def hash_value(value: object, salt: bytes) -> str | None:
+    """The lake's hash of one value sent to the server (None and NaN stay missing)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return hash_text(value_text(value), salt)
+
+
+def identifying_columns(schema) -> list[str]:
+    """Hashed columns of a schema that single out a person: never model inputs by default.
+
+    `schema`: a `ctloop.data.schema.Schema` (or None: no columns).
+    """
+    if schema is None:
+        return []
+    return [
+        c.name
+        for c in schema.columns.values()
+        if c.handling == "hash" and c.personal in IDENTIFYING
+    ]
+
+
+def without_identifying(frame, schema):
+    """A training frame without the schema's hashed identifying columns (see `IDENTIFYING`)."""
+    drop = [c for c in identifying_columns(schema) if c in frame.columns]
+    return frame.drop(columns=drop) if drop else frame

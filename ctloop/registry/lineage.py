@@ -221,5 +221,10 @@ def rebuild_version(config: Config, version: int) -> Rebuild:
     if recipe is None:
         raise InputError(f"version {version}: its run has no {RECIPE_FILE}, cannot rebuild")
     check_digests(recipe, {k: m.sha256 for k, m in manifests.items()})
-    frame = lake.load_snapshots(home_of(config), recipe.snapshots)
+    from ctloop.data.privacy import without_identifying
+
+    home = home_of(config)
+    frame = without_identifying(
+        lake.load_snapshots(home, recipe.snapshots), lake.current_schema(home)
+    )  # as the retrain flow's load-window reads it
     return rebuild(frame, recipe, config)

@@ -22,8 +22,10 @@ from ctloop.serving.inputs import (
     FeatureSchema,
     RequestError,
     csv_records,
+    describe,
     mlflow_records,
     parse_json,
+    shown,
 )
 from ctloop.serving.server import ModelServer
 from ctloop.stores.predlog import SERVED, online_metrics
@@ -66,6 +68,10 @@ class PredictResponse(BaseModel):
     predictions: list[Any]
     probabilities: list[Any] | None = Field(
         default=None, description="binary: P(positive class); multiclass: {class: p}"
+    )
+    id_column: str | None = Field(default=None, description="the dataset's declared id column")
+    ids: list[Any] | None = Field(
+        default=None, description="each record's id as sent (null when a record has none)"
     )
 
 
@@ -220,14 +226,40 @@ class _Instrument:
             )
 
 
+DRAIN_FACTOR = 4  # an oversized body is read and discarded up to this many times the limit
+
+
+async def _discard(request: Request, bound: int, seen: int = 0) -> None:
+    """Read what the client still sends, up to `bound` bytes in all, and drop it.
+
+    A server that answers before reading the body closes a connection with unread bytes, so
+    the client's kernel resets it: most clients (urllib, requests) then report a broken pipe or
+    a reset instead of the answer. Reading the rest first lets them see the 413.
+    """
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > bound:
+                return
+    except Exception:  # the client went away: nothing left to answer
+        return
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, or a 413 naming the limit (after the client has finished sending)."""
+    bound = DRAIN_FACTOR * limit
+    # `Expect: 100-continue`: the client waits for a go-ahead, which reading would send
+    waiting = request.headers.get("expect", "").lower() == "100-continue"
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
+        if not waiting and int(length) <= bound:
+            await _discard(request, bound)
         raise RequestError(f"body of {int(length)} bytes is over the limit of {limit} bytes", 413)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
+            await _discard(request, bound, size)
             raise RequestError(f"body is over the limit of {limit} bytes", 413)
         chunks.append(chunk)
     return b"".join(chunks)
@@ -323,8 +355,10 @@ def _model_headers(model, request_id: str, target: str) -> dict[str, str]:
 def _predict_arguments(payload: Any, request: Request) -> tuple[Any, str | None, str | None]:
     """The records, routing key and request id of a `/predict` body, each checked."""
     if not isinstance(payload, dict):
-        raise RequestError("expected a JSON object with 'records'", 422)
-    unknown = [k for k in payload if k not in ("records", "key", "request_id")]
+        raise RequestError(
+            f"body: expected a JSON object with 'records', got {describe(payload)}", 422, "body"
+        )
+    unknown = [shown(k) for k in payload if k not in ("records", "key", "request_id")]
     if unknown:
         raise RequestError(
             f"{unknown[0]}: unknown key (expected records, key, request_id)", 422, unknown[0]
@@ -351,7 +385,7 @@ def _parse_feedback(payload: Any, max_records: int) -> list[FeedbackItem]:
     single = not isinstance(payload, list)
     raw = [payload] if single else payload
     if not raw:
-        raise RequestError("feedback: empty list", 422)
+        raise RequestError("body: empty list, send at least one feedback item", 422, "body")
     if len(raw) > max_records:
         raise RequestError(f"feedback: at most {max_records} items", 413)
     items: list[FeedbackItem] = []
@@ -362,8 +396,8 @@ def _parse_feedback(payload: Any, max_records: int) -> list[FeedbackItem]:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"][:1])
             prefix = "" if single else f"[{i}]"
-            field = f"{prefix}.{loc}".strip(".") if loc else prefix or None
-            raise RequestError(f"{field or 'body'}: {first['msg']}", 422, field) from None
+            field = (f"{prefix}.{loc}".strip(".") if loc else prefix) or "body"
+            raise RequestError(f"{field}: {first['msg']}", 422, field) from None
     return items
 
 
@@ -384,7 +418,7 @@ def _add_scoring_routes(app: FastAPI, server: ModelServer) -> None:
         _check_json_type(request)
         payload = parse_json(await _read_body(request, serving.max_body_bytes))
         records, key, request_id = _predict_arguments(payload, request)
-        request_id, target, model, scores, _ = await server.score(
+        request_id, target, model, scores, checked = await server.score(
             records, where="records", key=key, request_id=request_id
         )
         body = {
@@ -395,6 +429,9 @@ def _add_scoring_routes(app: FastAPI, server: ModelServer) -> None:
             "predictions": scores.predictions,
             "probabilities": scores.probabilities,
         }
+        if checked.ids is not None:  # the declared id of each record, as sent
+            body["id_column"] = model.schema.id_column
+            body["ids"] = checked.ids
         return _json(body, headers=_model_headers(model, request_id, target))
 
     @app.post(

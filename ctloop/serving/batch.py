@@ -16,6 +16,7 @@ from ctloop.errors import InputError
 from ctloop.lake import snapshots as lake
 from ctloop.model.train import prepare_features
 from ctloop.registry.store import ModelRef
+from ctloop.serving.models import read_dataset_inputs
 from ctloop.stores.home import home_of
 
 
@@ -30,19 +31,57 @@ class BatchScores:
 
 
 def read_scoring_input(source: str, config: Config) -> pd.DataFrame:
-    """A CSV/Parquet file by path, or a lake snapshot by id."""
-    if Path(source).is_file():
-        return lake.read_batch(source)
+    """A CSV/Parquet file by path, or a lake snapshot by id.
+
+    Once the lake has a schema, a file is typed to it as ingestion types a batch (kinds, and
+    personal data hashed with the lake's salt or dropped), so a file scores exactly as its
+    snapshot would and no raw personal value reaches the model or the output.
+    """
     home = home_of(config)
+    if Path(source).is_file():
+        schema = lake.current_schema(home)
+        if schema is None:
+            return lake.read_batch(source)
+        return type_like_ingestion(source, schema, config)
     if lake.has_snapshot(home, source):
         return lake.load_snapshots(home, [source])
     raise InputError(f"{source}: neither a file nor a snapshot in the lake ({home.lake_url})")
 
 
+def type_like_ingestion(source: str, schema, config: Config) -> pd.DataFrame:
+    """A file's rows as the lake would store them (`ctloop.validate.checks.type_chunk`)."""
+    import pyarrow as pa
+
+    from ctloop.data.batches import read_chunks
+    from ctloop.validate.checks import type_chunk
+
+    salt = read_dataset_inputs(config).salt
+    typed = [
+        type_chunk(chunk, schema, salt)[0]
+        for chunk in read_chunks(source, config.ingest.chunk_bytes, config.ingest.delimiter)
+    ]
+    if not typed:
+        raise InputError(f"{source}: no rows to score")
+    return pa.concat_tables(typed, promote_options="permissive").to_pandas()
+
+
+def kept_columns(frame: pd.DataFrame, config: Config) -> list[str]:
+    """The id and timestamp columns a predictions file keeps: the config's, else the schema's."""
+    dataset = config.dataset
+    names = [dataset.id, dataset.timestamp]
+    if not dataset.id or not dataset.timestamp:
+        schema = lake.current_schema(home_of(config))
+        kinds = {c.name: c.kind for c in schema.columns.values()} if schema else {}
+        names[0] = names[0] or next((c for c, k in kinds.items() if k == "id"), None)
+        names[1] = names[1] or next((c for c, k in kinds.items() if k == "datetime"), None)
+    return [c for c in dict.fromkeys(names) if c and c in frame.columns]
+
+
 def score_batch_frame(pipeline, ref: ModelRef, frame: pd.DataFrame, config: Config) -> BatchScores:
     """Score every row with the model's own input preparation (as in training).
 
-    The output keeps the id and timestamp columns when present, then `prediction`,
+    The output keeps the id and timestamp columns when present (the config's, else those the
+    lake's schema declares), then `prediction`,
     `probability` (binary: positive class; multiclass: one column per class), `version`.
 
     Raises:
@@ -50,15 +89,16 @@ def score_batch_frame(pipeline, ref: ModelRef, frame: pd.DataFrame, config: Conf
     """
     numeric = [n for n, kind in ref.signature if kind == "numeric"]
     categorical = [n for n, kind in ref.signature if kind == "categorical"]
-    missing = [c for c in numeric + categorical if c not in frame.columns]
+    missing = [c for c, _ in ref.signature if c not in frame.columns]
     if missing:
         raise InputError(
             f"batch lacks feature column(s) {', '.join(missing)} of version {ref.version}"
         )
     if frame.empty:
         raise InputError("batch has no rows to score")
-    X = prepare_features(frame, numeric, categorical)
-    keep = [c for c in (config.dataset.id, config.dataset.timestamp) if c and c in frame.columns]
+    booleans = [n for n, kind in ref.signature if kind == "boolean"]
+    X = prepare_features(frame, numeric, categorical + booleans)
+    keep = kept_columns(frame, config)
     out = frame[keep].reset_index(drop=True).copy()
     start = time.perf_counter()
     if hasattr(pipeline, "predict_proba"):

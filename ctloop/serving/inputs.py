@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,36 +43,165 @@ def parse_json(body: bytes) -> Any:
         raise RequestError(f"malformed JSON{where}: {reason}", 400) from None
 
 
+BOOLEAN = "boolean"
+# the spellings a batch's boolean column takes (ctloop.data.schema's TRUE_VALUES/FALSE_VALUES),
+# compared trimmed and lower-cased; JSON true/false and the numbers 0 and 1 too
+TRUE_TEXT = ("true", "yes", "1", "1.0")
+FALSE_TEXT = ("false", "no", "0", "0.0")
+_BOOLEAN_TEXT = {**dict.fromkeys(TRUE_TEXT, True), **dict.fromkeys(FALSE_TEXT, False)}
+
+
+def parse_boolean(value: Any, where: str) -> bool | None:
+    """A boolean field's value: JSON true/false, 0 or 1, the strings true/false/yes/no/1/0 in
+    any case, or null.
+
+    (The server's own parser, for JSON values; batches use ctloop.data.schema's.)
+
+    Raises:
+        RequestError: 422 naming the field for anything else.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOLEAN_TEXT:
+        return _BOOLEAN_TEXT[value.strip().lower()]
+    raise RequestError(
+        f"{where}: expected true, false or null (or the strings true/false/yes/no/1/0), "
+        f"got {describe(value)}",
+        field=where,
+    )
+
+
+def boolean_spellings(categories: list[str]) -> tuple[str, str] | None:
+    """(false, true) when a categorical column's categories are the two spellings of a boolean
+    (a `True`/`False` text column of an older schema): JSON booleans then map onto them."""
+    known = {c: _BOOLEAN_TEXT.get(c.strip().lower()) for c in categories}
+    falses = [c for c, v in known.items() if v is False]
+    trues = [c for c, v in known.items() if v is True]
+    if len(falses) == 1 and len(trues) == 1 and len(categories) == 2:
+        return falses[0], trues[0]
+    return None
+
+
+@dataclass(frozen=True)
+class DatasetInputs:
+    """What the dataset declares beyond a model's signature, read from the config and the lake's
+    schema: the id column, passthrough columns (id, timestamp, excluded, personal data that is
+    not a feature), boolean columns, and the personal-data handling with its salt.
+    """
+
+    id_column: str | None = None
+    passthrough: tuple[str, ...] = ()
+    booleans: tuple[str, ...] = ()
+    spellings: dict[str, tuple[str, str]] = field(default_factory=dict)
+    handling: dict[str, str] = field(default_factory=dict)  # column -> hash or drop
+    salt: bytes | None = None
+
+    @classmethod
+    def of(cls, dataset, schema=None, personal=None, salt: bytes | None = None) -> DatasetInputs:
+        """From a `DatasetConfig`, the lake's `Schema` (or None) and `PersonalDataConfig`.
+
+        Raises:
+            ValueError: a column is hashed but no salt was given.
+        """
+        columns = dict(schema.columns) if schema is not None else {}
+        id_column = dataset.id or next((c for c, s in columns.items() if s.kind == "id"), None)
+        declared = [dataset.id, dataset.timestamp, *dataset.exclude]
+        declared += [c for c, s in columns.items() if s.kind in ("id", "datetime")]
+        handling = {c: s.handling for c, s in columns.items() if s.handling in ("hash", "drop")}
+        if personal is not None:
+            handling.update({c: h for c, h in personal.columns.items() if h in ("hash", "drop")})
+        declared += list(handling)
+        target = dataset.target or (schema.target if schema is not None else None)
+        passthrough = tuple(dict.fromkeys(c for c in declared if c and c != target))
+        booleans = tuple(c for c, s in columns.items() if s.kind == BOOLEAN)
+        spellings = {}
+        for name, col in columns.items():
+            pair = boolean_spellings(list(col.categories)) if col.kind == "categorical" else None
+            if pair and name not in handling:
+                spellings[name] = pair
+        if any(h == "hash" for h in handling.values()) and salt is None:
+            raise ValueError("personal data is hashed but the lake's salt is missing")
+        return cls(id_column, passthrough, booleans, spellings, handling, salt)
+
+
 @dataclass(frozen=True)
 class FeatureSchema:
-    """The inputs of one model version: numeric and categorical features, plus passthrough columns.
+    """The inputs of one model version: numeric, categorical and boolean features, plus
+    passthrough columns.
 
-    Passthrough columns (the dataset's id, timestamp and excluded columns) may be sent with a
-    record; they are logged with the prediction but never scored. Any other unknown field is an
-    error, as is a missing feature. `null` is a missing value (the pipeline imputes it).
+    Passthrough columns (the dataset's id, timestamp and excluded columns, and personal data
+    that is not a feature) may be sent with a record; they are logged with the prediction but
+    never scored. Any other unknown field is an error, as is a missing feature. `null` is a
+    missing value (the pipeline imputes it). Personal data is handled as ingestion handles it
+    before the model or the log sees it: hashed (with the lake's salt) or dropped.
     """
 
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
     passthrough: tuple[str, ...] = ()
+    booleans: tuple[str, ...] = ()
+    spellings: dict[str, tuple[str, str]] = field(default_factory=dict)
+    hashed: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    id_column: str | None = None
+    salt: bytes | None = None
 
     @classmethod
     def from_signature(
-        cls, signature: list[list[str]], passthrough: list[str] | tuple[str, ...] = ()
+        cls,
+        signature: list[list[str]],
+        passthrough: list[str] | tuple[str, ...] = (),
+        dataset: DatasetInputs | None = None,
     ) -> FeatureSchema:
+        """A version's inputs from its recorded signature (and what the dataset declares).
+
+        A column is boolean when its signature kind is `boolean`, or when it is categorical in
+        the signature and `boolean` in the lake's schema (the pipeline saw `True`/`False`).
+        """
+        dataset = dataset or DatasetInputs()
+        lake_booleans = set(dataset.booleans)
+        booleans = tuple(
+            name
+            for name, kind in signature
+            if kind == BOOLEAN or (kind == "categorical" and name in lake_booleans)
+        )
         numeric = tuple(name for name, kind in signature if kind == "numeric")
-        categorical = tuple(name for name, kind in signature if kind == "categorical")
-        features = set(numeric) | set(categorical)
-        return cls(numeric, categorical, tuple(p for p in passthrough if p not in features))
+        categorical = tuple(
+            name for name, kind in signature if kind == "categorical" and name not in booleans
+        )
+        features = set(numeric) | set(categorical) | set(booleans)
+        declared = tuple(dict.fromkeys([*passthrough, *dataset.passthrough]))
+        handling = dataset.handling
+        return cls(
+            numeric,
+            categorical,
+            tuple(p for p in declared if p not in features),
+            booleans,
+            {n: p for n, p in dataset.spellings.items() if n in categorical},
+            tuple(c for c, h in handling.items() if h == "hash" and c not in booleans),
+            tuple(c for c, h in handling.items() if h == "drop" and c not in features),
+            dataset.id_column if dataset.id_column not in features else None,
+            dataset.salt,
+        )
 
     @property
     def features(self) -> tuple[str, ...]:
-        return self.numeric + self.categorical
+        return self.numeric + self.categorical + self.booleans
 
     def record_json_schema(self) -> dict[str, Any]:
         """JSON Schema of one record (used in the OpenAPI document)."""
         properties: dict[str, Any] = {n: {"type": ["number", "null"]} for n in self.numeric}
         properties.update({n: {"type": ["string", "null"]} for n in self.categorical})
+        flag = {
+            "anyOf": [
+                {"type": ["boolean", "null"]},
+                {"enum": [0, 1, *TRUE_TEXT, *FALSE_TEXT, "True", "False"]},
+            ]
+        }
+        properties.update({n: flag for n in self.booleans})
+        properties.update({n: {"type": ["string", "boolean", "null"]} for n in self.spellings})
         properties.update({n: {"type": ["string", "number", "null"]} for n in self.passthrough})
         return {
             "type": "object",
@@ -84,11 +213,16 @@ class FeatureSchema:
 
 @dataclass(frozen=True)
 class Records:
-    """Checked records in columns: features for the model, passthrough values for the log."""
+    """Checked records in columns: features for the model, passthrough values for the log.
+
+    Personal data is already hashed (or dropped) in both; `ids` are the ids as sent, for the
+    answer only (None without a declared id column).
+    """
 
     columns: dict[str, list[Any]]
     extras: list[dict[str, Any]]
     n: int
+    ids: list[Any] | None = None
 
     def rows(self, schema: FeatureSchema) -> list[dict[str, Any]]:
         """One dict per record (features then passthrough) for the prediction log."""
@@ -102,7 +236,14 @@ class Records:
         return out
 
 
-def _describe(value: Any) -> str:
+def shown(name: Any) -> str:
+    """A field name as a message shows it: quoted when it is empty, blank or unprintable."""
+    text = str(name)
+    return text if text.strip() and text.isprintable() and text == text.strip() else repr(text)
+
+
+def describe(value: Any) -> str:
+    """A value's JSON kind and its text, cut short: `string 'abc'`, `boolean False`."""
     kind = {
         bool: "boolean",
         str: "string",
@@ -120,7 +261,7 @@ def _number(value: Any, where: str) -> float:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RequestError(
-            f"{where}: expected a number or null, got {_describe(value)}", field=where
+            f"{where}: expected a number or null, got {describe(value)}", field=where
         )
     try:
         number = float(value)
@@ -140,7 +281,24 @@ def _category(value: Any, where: str) -> Any:
         return np.nan
     if isinstance(value, str):
         return value
-    raise RequestError(f"{where}: expected a string or null, got {_describe(value)}", field=where)
+    raise RequestError(f"{where}: expected a string or null, got {describe(value)}", field=where)
+
+
+def _spelled(value: Any, where: str, spelling: tuple[str, str]) -> Any:
+    """A categorical field holding boolean text: JSON booleans (and boolean strings) become
+    the category's own spelling; other strings pass as they are (an unseen category)."""
+    if isinstance(value, bool):
+        return spelling[value]
+    if isinstance(value, str) and value.strip().lower() in _BOOLEAN_TEXT:
+        return spelling[_BOOLEAN_TEXT[value.strip().lower()]]
+    return _category(value, where)
+
+
+def _boolean(value: Any, where: str) -> Any:
+    """A boolean as the pipeline reads it: its text `True`/`False` (`prepare_features` encodes
+    a stored boolean column so), NaN when missing."""
+    parsed = parse_boolean(value, where)
+    return np.nan if parsed is None else str(parsed)
 
 
 def check_records(
@@ -158,7 +316,7 @@ def check_records(
         single = False
     if not isinstance(records, list):
         raise RequestError(
-            f"{where}: expected a list of records (objects), got {_describe(records)}", field=where
+            f"{where}: expected a list of records (objects), got {describe(records)}", field=where
         )
     if not records:
         raise RequestError(f"{where}: empty, send at least one record", field=where)
@@ -169,12 +327,16 @@ def check_records(
     features = set(schema.features)
     allowed = features | set(schema.passthrough)
     numeric = {n: [] for n in schema.numeric}
-    categorical = {n: [] for n in schema.categorical}
+    categorical = {n: [] for n in schema.categorical if n not in schema.spellings}
+    spelled = {n: [] for n in schema.spellings}
+    booleans = {n: [] for n in schema.booleans}
+    id_column = schema.id_column
+    ids: list[Any] | None = [] if id_column else None
     extras: list[dict[str, Any]] = []
     for i, record in enumerate(records):
         at = where if single else f"{where}[{i}]"
         if not isinstance(record, dict):
-            raise RequestError(f"{at}: expected an object, got {_describe(record)}", field=at)
+            raise RequestError(f"{at}: expected an object, got {describe(record)}", field=at)
         if len(record) != len(features) or not features.issubset(record):
             missing = [n for n in schema.features if n not in record]
             if missing:
@@ -183,7 +345,7 @@ def check_records(
                 raise RequestError(f"{field}: missing field{more}", field=field)
             unknown = [k for k in record if k not in allowed]
             if unknown:
-                field = f"{at}.{unknown[0]}"
+                field = f"{at}.{shown(unknown[0])}"
                 raise RequestError(
                     f"{field}: unknown field (expected: {', '.join(schema.features)})",
                     field=field,
@@ -192,6 +354,10 @@ def check_records(
             col.append(_number(record[name], f"{at}.{name}"))
         for name, col in categorical.items():
             col.append(_category(record[name], f"{at}.{name}"))
+        for name, col in spelled.items():
+            col.append(_spelled(record[name], f"{at}.{name}", schema.spellings[name]))
+        for name, col in booleans.items():
+            col.append(_boolean(record[name], f"{at}.{name}"))
         extra = {}
         if len(record) > len(features):
             for key in schema.passthrough:
@@ -199,12 +365,37 @@ def check_records(
                     value = record[key]
                     if isinstance(value, dict | list):
                         raise RequestError(
-                            f"{at}.{key}: expected a scalar, got {_describe(value)}",
+                            f"{at}.{key}: expected a scalar, got {describe(value)}",
                             field=f"{at}.{key}",
                         )
                     extra[key] = value
+        if ids is not None:
+            ids.append(extra.get(id_column))
         extras.append(extra)
-    return Records({**numeric, **categorical}, extras, len(records))
+    columns = {**numeric, **categorical, **spelled, **booleans}
+    if schema.hashed or schema.dropped:
+        _handle_personal(columns, extras, schema)
+    return Records(columns, extras, len(records), ids)
+
+
+def _handle_personal(
+    columns: dict[str, list[Any]], extras: list[dict[str, Any]], schema: FeatureSchema
+) -> None:
+    """Hash (with the lake's salt) or drop personal data in place, as ingestion does."""
+    from ctloop.data.privacy import hash_value
+
+    salt = schema.salt or b""
+    for name in schema.hashed:
+        if name in columns:
+            columns[name] = [
+                v if isinstance(v, float) else hash_value(v, salt) for v in columns[name]
+            ]
+    for extra in extras:
+        for name in schema.dropped:
+            extra.pop(name, None)
+        for name in schema.hashed:
+            if name in extra:
+                extra[name] = hash_value(extra[name], salt)
 
 
 def to_frame(columns: dict[str, list[Any]], schema: FeatureSchema) -> pd.DataFrame:
@@ -212,7 +403,7 @@ def to_frame(columns: dict[str, list[Any]], schema: FeatureSchema) -> pd.DataFra
     data: dict[str, Any] = {}
     for name in schema.numeric:
         data[name] = np.asarray(columns[name], dtype=float)
-    for name in schema.categorical:
+    for name in schema.categorical + schema.booleans:
         data[name] = np.asarray(columns[name], dtype=object)
     return pd.DataFrame(data, columns=list(schema.features), copy=False)
 
@@ -253,14 +444,14 @@ def mlflow_records(payload: Any) -> tuple[list[Any], str]:
             f"expected exactly one of the keys {', '.join(MLFLOW_FORMATS)}; got: {found}", 400
         )
     if unknown:
-        raise RequestError(f"{unknown[0]}: unknown key", 400, unknown[0])
+        raise RequestError(f"{shown(unknown[0])}: unknown key", 400, shown(unknown[0]))
     key = keys[0]
     data = payload[key]
     if key == "dataframe_split":
         if not isinstance(data, dict):
             raise RequestError(f"{key}: expected an object with columns and data", 400, key)
         columns, rows = data.get("columns"), data.get("data")
-        extra = [k for k in data if k not in ("columns", "data", "index")]
+        extra = [shown(k) for k in data if k not in ("columns", "data", "index")]
         if extra:
             raise RequestError(f"{key}.{extra[0]}: unknown key", 400, f"{key}.{extra[0]}")
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):

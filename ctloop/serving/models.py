@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctloop.serving.inputs import FeatureSchema, check_records, to_frame
+from ctloop.serving.inputs import DatasetInputs, FeatureSchema, check_records, to_frame
 
 
 class WarmupFailed(Exception):
@@ -73,7 +73,8 @@ class LoadedModel:
             "version": self.version,
             "semver": self.semver,
             "features": [[n, "numeric"] for n in self.schema.numeric]
-            + [[n, "categorical"] for n in self.schema.categorical],
+            + [[n, "categorical"] for n in self.schema.categorical]
+            + [[n, "boolean"] for n in self.schema.booleans],
             "loaded_at": self.loaded_at,
             "warmup_ms": self.warmup_ms,
         }
@@ -92,10 +93,12 @@ def warmup_rows(model: LoadedModel, n: int) -> list[dict[str, Any]]:
         {
             **{n: 0.0 for n in model.schema.numeric},
             **{n: "__unseen__" for n in model.schema.categorical},
+            **{n: True for n in model.schema.booleans},
         },
         {
             **{n: 1e6 for n in model.schema.numeric},
             **{n: base.get(n) for n in model.schema.categorical},
+            **{n: False for n in model.schema.booleans},
         },
     ]
     rows.extend(edge)
@@ -141,8 +144,16 @@ def _nonfinite(value: Any) -> bool:
     return isinstance(value, float) and not math.isfinite(value)
 
 
-def load_version(registry, ref, passthrough: list[str] | tuple[str, ...] = ()) -> LoadedModel:
-    """Download a registered version once, load its pipeline and its logged input example."""
+def load_version(
+    registry,
+    ref,
+    passthrough: list[str] | tuple[str, ...] = (),
+    dataset: DatasetInputs | None = None,
+) -> LoadedModel:
+    """Download a registered version once, load its pipeline and its logged input example.
+
+    `dataset`: what the config and the lake's schema declare (id, booleans, personal data).
+    """
     import os
 
     from mlflow.models import Model
@@ -153,7 +164,7 @@ def load_version(registry, ref, passthrough: list[str] | tuple[str, ...] = ()) -
 
     if not ref.signature:
         raise WarmupFailed(ref.version, "no ctloop.signature tag: its inputs are unknown")
-    schema = FeatureSchema.from_signature(ref.signature, passthrough)
+    schema = FeatureSchema.from_signature(ref.signature, passthrough, dataset)
     with tempfile.TemporaryDirectory(prefix="ctloop-model-") as tmp:
         local = registry.download(ref, tmp)
         # ctloop's own trusted-type list, not the one stored in the model; pickles refused
@@ -167,4 +178,34 @@ def load_version(registry, ref, passthrough: list[str] | tuple[str, ...] = ()) -
             frame = frame.reindex(columns=list(schema.features))
             frame = frame.astype(object).where(frame.notna(), None)
             example = frame.to_dict(orient="records")
+            if schema.hashed:  # the example holds the lake's hashes: they are not raw input
+                for row in example:
+                    for name in schema.hashed:
+                        if name in row:
+                            row[name] = "__example__"
     return LoadedModel(ref.version, ref.semver, pipeline, schema, example)
+
+
+def read_dataset_inputs(config) -> DatasetInputs:
+    """What the config and the lake's newest schema declare for the server's inputs.
+
+    Reads the schema (and the salt, when a column is hashed) once; a home without a lake yet
+    gives the config's id, timestamp and excluded columns only.
+    """
+    from ctloop.data.privacy import load_salt
+    from ctloop.lake.snapshots import current_schema
+    from ctloop.stores.home import home_of
+    from ctloop.stores.storage import open_lake
+
+    home = home_of(config)
+    try:
+        schema = current_schema(home)
+    except FileNotFoundError:
+        schema = None
+    hashed = (
+        schema is not None
+        and any(c.handling == "hash" for c in schema.columns.values())
+        or any(h == "hash" for h in config.personal_data.columns.values())
+    )
+    salt = load_salt(config.personal_data, open_lake(home).root) if hashed else None
+    return DatasetInputs.of(config.dataset, schema, config.personal_data, salt)

@@ -23,7 +23,14 @@ from ctloop.registry.store import CHALLENGER, CHAMPION, ModelRef
 from ctloop.serving import admin
 from ctloop.serving.inputs import Records, RequestError, check_records, concat_columns
 from ctloop.serving.metrics import ServingMetrics
-from ctloop.serving.models import LoadedModel, Scores, WarmupFailed, load_version, warm_up
+from ctloop.serving.models import (
+    LoadedModel,
+    Scores,
+    WarmupFailed,
+    load_version,
+    read_dataset_inputs,
+    warm_up,
+)
 from ctloop.serving.routing import Router, parse_target
 from ctloop.stores.predlog import SERVED, SHADOW, LoggedPrediction, PredictionLog
 
@@ -228,8 +235,11 @@ class ModelServer:
         if ref.version in self.failed:
             raise WarmupFailed(ref.version, self.failed[ref.version])
         try:
+            # the lake's schema as it is now: id, booleans and personal data of the dataset
+            inputs = read_dataset_inputs(self.config)
             model = warm_up(
-                load_version(self.registry, ref, self.passthrough), self.serving.warmup_rows
+                load_version(self.registry, ref, self.passthrough, inputs),
+                self.serving.warmup_rows,
             )
         except WarmupFailed as exc:
             self._failed(ref.version, exc.reason)
