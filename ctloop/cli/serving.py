@@ -55,6 +55,7 @@ def serve(
         port=config.serving.port,
         log_level=log_level,
         access_log=False,
+        timeout_keep_alive=config.serving.keep_alive_seconds,
         timeout_graceful_shutdown=10,
     )
 

@@ -355,6 +355,13 @@ class ServingConfig(_Strict):
         default=32, ge=1, description="rows a new version must score before it is swapped in"
     )
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    keep_alive_seconds: int = Field(
+        default=75,
+        ge=1,
+        description="how long an idle client connection stays open; longer than clients' own "
+        "idle timeout (httpx and many pools: 5 s), so that the client closes first and never "
+        "sends a request on a connection the server is closing",
+    )
     max_records: int = Field(default=10_000, ge=1, description="records per request")
     max_batch: int = Field(default=256, ge=1, description="records per model call (micro-batch)")
     prediction_log: bool = True
