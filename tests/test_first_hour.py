@@ -71,6 +71,14 @@ def test_dataset_flags_of_the_first_ingest_are_kept(tmp_path, cancer_csvs):
         assert needle in line, line
     status = json.loads(run(["status", "--json"], tmp_path, home).stdout)
     assert status["snapshots"] == 2 and status["quarantined"] == 0
+    text = run(["status"], tmp_path, home).stdout
+    assert "champion: version 1 (1.0.0)" in text and "v1  1.0.0  trigger manual" in text
+
+    # a version as a person writes it: v1, its semver, its alias
+    for written in ("v1", "1.0.0", "champion"):
+        lineage = run(["lineage", written, "--json"], tmp_path, home)
+        assert lineage.returncode == 0, lineage.stderr
+        assert json.loads(lineage.stdout)["version"] == 1
 
 
 ROOT = Path(__file__).resolve().parents[1]
