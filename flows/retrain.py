@@ -139,7 +139,7 @@ def log_outcome(record: RunRecord, run_id: str, version: int | None, config: Con
     metrics = record.summary.get("metrics") or {}
     champion = record.summary.get("champion_metrics") or {}
     shown = [
-        f"{k} {v:.4f}" + (f" (champion {champion[k]:.4f})" if k in champion else "")
+        f"{k} {v:.4g}" + (f" (champion {champion[k]:.4g})" if k in champion else "")
         for k, v in metrics.items()
     ]
     logger.info("holdout metrics: %s", ", ".join(shown))
