@@ -202,4 +202,5 @@ def init(
     tmp.replace(path)
     what = f"{len(schema.columns)} columns of {sample.name}, " if schema else ""
     out.print(f"wrote {path} ({what}target {dataset.target}, task {dataset.task})")
-    out.print(f"next: ctloop ingest FILE... -c {path}   (then ctloop train, ctloop up -c {path})")
+    given = "" if path == Path(CONFIG_FILENAME) else f" -c {path}"  # ./ctloop.yaml is found
+    out.print(f"next: ctloop ingest FILE...{given}   (then ctloop train, or ctloop up{given})")

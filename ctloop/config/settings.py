@@ -789,7 +789,12 @@ def keep_dataset(path: Path, values: dict[str, Any]) -> dict[str, Any]:
     section.update(added)
     data["dataset"] = section
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # one temporary file per writer: commands ingesting into a new home at once each replace
+    # the file whole (with the same settings, or the later one stops at the contradiction)
+    import os
+    import uuid
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     tmp.replace(path)
     return added
