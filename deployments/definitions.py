@@ -70,11 +70,14 @@ def _retrain_deployment(config: Config, params: dict, common: dict):
         )
     match = _project_match(config)
 
-    def on(event: str, trigger: str, reason: str) -> DeploymentEventTrigger:
+    def on(event: str, trigger: str, reason: str, why: str) -> DeploymentEventTrigger:
         # the rules (bootstrap, min new rows, post-drift rows, cooldown) are checked in the run
         request = {"trigger": trigger, "reason": reason, "check_rules": True}
         return DeploymentEventTrigger(
             name=f"retrain-on-{trigger.replace('_', '-')}",
+            description=f"ctloop ({config.project}): {why} The run checks the trigger rules "
+            "(config `triggers:`) and ends in state Skipped, with the reason, when they do "
+            "not hold.",
             expect={event},
             match=match,
             parameters={**params, "request": request},
@@ -87,9 +90,27 @@ def _retrain_deployment(config: Config, params: dict, common: dict):
         concurrency_limit=ONE_AT_A_TIME,
         parameters={**params, "request": {"trigger": "manual", "reason": "manual run"}},
         triggers=[
-            on(BATCH_ACCEPTED, "new_data", "new data accepted"),
-            on(DRIFT_DETECTED, "drift", "{{ event.payload.reason }}"),
-            on(PERFORMANCE_DEGRADED, "performance", "{{ event.payload.reason }}"),
+            on(
+                BATCH_ACCEPTED,
+                "new_data",
+                "new data accepted",
+                f"retrain when a batch is accepted into the lake ({BATCH_ACCEPTED}): a first "
+                "model after `bootstrap_rows` labelled rows, then every `min_new_rows`.",
+            ),
+            on(
+                DRIFT_DETECTED,
+                "drift",
+                "{{ event.payload.reason }}",
+                f"retrain when the monitor reports drift ({DRIFT_DETECTED}), once "
+                "`drift_min_rows` labelled rows arrived since its onset.",
+            ),
+            on(
+                PERFORMANCE_DEGRADED,
+                "performance",
+                "{{ event.payload.reason }}",
+                f"retrain when the champion's online metric falls `performance_drop` below its "
+                f"holdout value ({PERFORMANCE_DEGRADED}).",
+            ),
         ],
         **common,
     )
@@ -107,6 +128,8 @@ def _monitor_deployment(config: Config, params: dict, common: dict):
         triggers=[
             DeploymentEventTrigger(
                 name="monitor-on-batch",
+                description=f"ctloop ({config.project}): check drift and online performance "
+                f"after every accepted batch ({BATCH_ACCEPTED}).",
                 expect={BATCH_ACCEPTED},
                 match=_project_match(config),
                 parameters=params,

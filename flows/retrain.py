@@ -4,9 +4,10 @@ register → promote → publish. Wiring only: the work is in `tasks/`, the logi
 from __future__ import annotations
 
 import pandas as pd
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.input import RunInput
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from prefect.transactions import transaction
 from pydantic import Field
 
@@ -23,6 +24,7 @@ from ctloop.loop.triggers import RetrainRequest
 from ctloop.model.analyse import Analysis, slice_columns
 from ctloop.model.train import Candidate
 from ctloop.model.tune import TuningResult
+from ctloop.registry.lineage import run_link
 from ctloop.registry.store import ModelRef, git_commit, open_registry
 from ctloop.stores.home import home_of
 from flows.fanout import evaluate_slices, tune_study
@@ -81,24 +83,79 @@ def await_review(blessing: Blessing, trained_on: str, config: Config) -> Verdict
     return review_verdict(answer.approve, answer.reason)
 
 
-def apply_rules(request: RetrainRequest, config: Config) -> tuple[RetrainRequest, dict | None]:
-    """A rule-checked run: the request as the trigger rules decided it, or the skipped answer."""
+def _logger():
+    """The run's logger (its lines reach the Prefect UI); a plain one outside a flow run."""
+    import logging
+
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("ctloop.retrain")
+
+
+def apply_rules(request: RetrainRequest, config: Config) -> tuple[RetrainRequest, State | None]:
+    """A rule-checked run: the request as the trigger rules decided it, or the final state of a
+    run they did not let train (Completed, named Skipped, the reason as its message).
+
+    The rules may answer another trigger than the event's (a batch arrives, a pending drift
+    is now ready): the run is renamed after the trigger its version is registered with."""
+    logger = _logger()
     if not request.check_rules:
+        logger.info("decision: train (%s, rules not checked): %s", request.trigger, request.reason)
         return request, None
     decision = claim_decision(config, claimant=flow_run.id or None)
     if not decision.retrain:
-        print(f"skipped: {decision.reason}")
-        return request, skipped_answer(request.trigger, decision.reason)
-    return request.answering(decision), None
+        logger.info("decision: skip (%s): %s", request.trigger, decision.reason)
+        answer = skipped_answer(request.trigger, decision.reason)
+        return request, Completed(name="Skipped", message=decision.reason, data=answer)
+    answered = request.answering(decision)
+    if answered.trigger != request.trigger:
+        rename_run(f"retrain-{answered.trigger}")
+    logger.info("decision: train (%s): %s", answered.trigger, answered.reason)
+    return answered, None
+
+
+def rename_run(name: str) -> None:
+    """Rename this flow run (its name says the trigger it answers)."""
+    from prefect.client.orchestration import get_client
+
+    if not flow_run.id:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, name=name)
+    except Exception as exc:  # the name is for people: an API hiccup must not fail the run
+        _logger().warning("could not rename the run to %s: %s", name, exc)
+
+
+def log_outcome(record: RunRecord, run_id: str, version: int | None, config: Config) -> None:
+    """The run's outcome in its Prefect logs: blessing, metrics and where its MLflow run is."""
+    logger = _logger()
+    verdict = f"blessed as {record.semver}" if record.blessed else "not blessed"
+    where = f", version {version}" if version is not None else ""
+    logger.info("blessing: %s%s: %s", verdict, where, "; ".join(record.reasons))
+    metrics = record.summary.get("metrics") or {}
+    champion = record.summary.get("champion_metrics") or {}
+    shown = [
+        f"{k} {v:.4g}" + (f" (champion {champion[k]:.4g})" if k in champion else "")
+        for k, v in metrics.items()
+    ]
+    logger.info("holdout metrics: %s", ", ".join(shown))
+    registry = open_registry(config)
+    logger.info("MLflow: %s", run_link(registry.tracking_uri, registry.experiment_id, run_id))
 
 
 def tune(
     train: pd.DataFrame, config: Config, champion: tuple[ModelRef, object] | None, label: str
-) -> TuningResult | None:
-    """The tuning study when tuning is on; its shares of trials fan out (`flows/fanout.py`)."""
+) -> tuple[TuningResult | None, tuple[str | None, dict | None]]:
+    """The tuning study when tuning is on (its shares of trials fan out, `flows/fanout.py`),
+    and the family and parameters it chose ((None, None) without tuning)."""
     if not config.tuning.enabled:
-        return None
-    return tune_study(train, config, champion[0] if champion else None, label)
+        return None, (None, None)
+    tuned = tune_study(train, config, champion[0] if champion else None, label)
+    return tuned, (tuned.best_family, tuned.best_params)
 
 
 def analyse(candidate: Candidate, holdout: pd.DataFrame, config: Config) -> Analysis:
@@ -151,11 +208,13 @@ def gate_candidate(
 def register_and_promote(
     record: RunRecord, run_id: str, model_uri: str, config: Config
 ) -> tuple[int | None, bool]:
-    """Register a blessed run and move its alias, atomically; (version, promoted).
+    """Register a blessed run and move its alias, atomically; (version, promoted). The outcome
+    goes to the run's logs.
 
     A refused run stays a run only: (None, False).
     """
     if not record.blessed:
+        log_outcome(record, run_id, None, config)
         return None, False
     with transaction():
         ref = register_version(model_uri, run_id, record.version_tags, config)
@@ -163,6 +222,7 @@ def register_and_promote(
             promote(ref, config)
         else:
             mark_challenger(ref, config)
+    log_outcome(record, run_id, ref.version, config)
     return ref.version, config.gates.promote
 
 
@@ -171,7 +231,7 @@ def retrain(
     request: RetrainRequest | None = None,
     config: Config | None = None,
     paths: list[str] | None = None,
-) -> dict:
+) -> dict | State:
     """Train a challenger on the newest window, gate it against the champion, promote if blessed.
 
     Args:
@@ -184,7 +244,7 @@ def retrain(
     # -- ingest: landing files first, when given
     ingested = ingest(paths, config) if paths else None
 
-    # -- check rules: an event-triggered run trains only when the trigger rules hold
+    # -- check rules: an event-triggered run trains only when they hold (else: state Skipped)
     request, skipped = apply_rules(request, config)
     if skipped is not None:
         return skipped
@@ -200,10 +260,9 @@ def retrain(
     champion = load_champion(config)
 
     # -- tune (optional): folds inside the training part, warm-started from the champion
-    tuned = tune(split.train, config, champion, request.trigger)
+    tuned, best = tune(split.train, config, champion, request.trigger)
 
     # -- train
-    best = (tuned.best_family, tuned.best_params) if tuned else (None, None)
     candidate, system_samples = train_candidate(split.train, config, *best)
 
     # -- analyse: challenger and champion on the same rows, overall and per slice column
@@ -235,6 +294,7 @@ def retrain(
         flow_run_id=flow_run.id,
         tuned=tuned,
         system_samples=system_samples,
+        flow_run_url=flow_run.ui_url,
     )
     publish_model_card(record.model_card)
     example = candidate.input_example(split.holdout)

@@ -40,6 +40,7 @@ FIRST = (
     *ALONE,
     "tests/test_up.py",
     "tests/test_cli.py",
+    "tests/test_first_hour.py",
     "tests/test_triggers_flow.py",
     "tests/test_replay.py",
     "tests/test_flows.py",

@@ -291,3 +291,52 @@ def test_review_timeout_keeps_the_champion(trained):
     assert result["promoted"] is False
     assert "timed out after 2 s" in result["reasons"][0]
     assert open_registry(config).by_alias(CHAMPION).version == before
+
+
+def _flow_run(state):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id)
+
+
+def test_a_run_the_rules_do_not_let_train_ends_skipped_with_its_reason(trained):
+    from flows.retrain import RetrainRequest, retrain
+
+    request = RetrainRequest(trigger="new_data", reason="new data accepted", check_rules=True)
+    state = retrain(request, trained, return_state=True)
+    assert state.is_completed() and state.name == "Skipped"
+    assert "new labelled rows since the champion <" in state.message
+    answer = state.result()
+    assert answer["skipped"] is True and answer["reasons"] == [state.message]
+    run = _flow_run(state)
+    assert run.name == "retrain-new_data" and run.state.name == "Skipped"
+    assert len(open_registry(trained).versions()) == 1
+
+
+def test_a_run_is_named_after_the_trigger_its_version_records(trained):
+    """A batch arrives while a drift waits for its rows: the rules answer the drift, so the run
+    is renamed `retrain-drift`, and MLflow describes the run and version and links back."""
+    from flows.retrain import RetrainRequest, retrain
+
+    config = trained.model_copy(deep=True)
+    config.gates.min_improvement = -1.0
+    since = SCRIPT.start.isoformat()  # the four labelled days all came after it
+    pending = triggers.PendingDrift(since=since, detected_at=since, reasons=["income drifted"])
+    triggers.save_pending(home_of(config), pending)
+    request = RetrainRequest(trigger="new_data", reason="new data accepted", check_rules=True)
+    state = retrain(request, config, return_state=True)
+    answer = state.result()
+    assert state.name == "Completed" and answer["trigger"] == "drift", answer
+    assert _flow_run(state).name == "retrain-drift"
+    registry = open_registry(config)
+    version = registry.version(answer["version"])
+    assert version.tags["ctloop.trigger"] == "drift"
+    run = registry.client.get_run(answer["run_id"])
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith("**drift** retrain: drift since") and "income drifted" in note
+    assert f"blessed as {answer['semver']}" in note
+    flow_run_id = str(state.state_details.flow_run_id)
+    assert run.data.tags["ctloop.prefect_flow_run"] == flow_run_id and flow_run_id in note
+    described = registry.client.get_model_version(registry.name, str(answer["version"]))
+    assert described.description == note

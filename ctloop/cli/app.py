@@ -24,6 +24,24 @@ if TYPE_CHECKING:
     from ctloop.config.settings import Config
     from ctloop.stores.home import Home
 
+
+def _flags_as_flags() -> None:
+    """Help shows a flag as a flag (`--json  print one JSON object`), not `--json <bool>`:
+    typer 0.2x prints a type for every option, a flag takes no value to type."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_ctloop", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    display_type_rich._ctloop = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_as_flags()
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -90,29 +108,62 @@ def make_config(
     exclude: str | None = None,
     *,
     create: bool = True,
+    check: bool = True,
 ) -> tuple[Config, Home]:
-    """The config (file, then flags) and its home; points Prefect at the home.
+    """The config (file, environment, flags, and the home's kept dataset settings) and its home;
+    points Prefect at the home.
 
+    The dataset settings a home keeps (the `dataset:` of `<home>/ctloop.yaml`, written at the
+    first ingest or by `ctloop init`/`ctloop demo`) fill in what nothing else gives; a flag, the
+    environment or another config file that contradicts one of them is an error.
     Call it before anything imports Prefect (`ctloop.cli.run` imports it inside its functions).
 
     Args:
         create: make the home's folders; False for commands that only read.
+        check: False for commands whose flags describe another file (`replay`): they override
+            the kept settings instead of contradicting them.
     """
-    from ctloop.config.settings import load_config
+    from ctloop.config.settings import (
+        env_overrides,
+        kept_dataset,
+        load_config,
+        reconcile_dataset,
+    )
     from ctloop.stores.home import home_of
 
-    overrides: dict[str, Any] = {
-        "paths.home": str(home) if home else None,
-        "dataset.target": target,
-        "dataset.task": task,
-        "dataset.timestamp": timestamp,
-        "dataset.id": id_col,
-        "dataset.exclude": exclude,
-    }
-    config = load_config(config_path or default_config_path(home), overrides)
+    flags = {"target": target, "task": task, "timestamp": timestamp, "id": id_col}
+    flags["exclude"] = exclude
+    overrides: dict[str, Any] = {"paths.home": str(home) if home else None}
+    overrides.update({f"dataset.{k}": v for k, v in flags.items()})
+    path = config_path or default_config_path(home)
+    config = load_config(path, overrides)
     root = home_of(config)
+    home_file = root.root / CONFIG_FILENAME
+    given: dict[str, str] = {}
+    if path is not None and Path(path).resolve() != home_file.resolve():
+        given.update(dict.fromkeys(kept_dataset(Path(path)), str(path)))
+    for dotted in env_overrides():
+        if dotted.startswith("dataset."):
+            given[dotted.split(".", 1)[1]] = "the environment (CTLOOP_*)"
+    given.update({k: f"--{k}" for k, v in flags.items() if v is not None})
+    kept = kept_dataset(home_file)
+    if check:
+        config = reconcile_dataset(config, kept, home_file, given)
     prepare_environment(root)
     return config, root.ensure() if create else root
+
+
+def keep_dataset_settings(config: Config, root: Home) -> dict[str, Any]:
+    """Keep the dataset settings given for this home (flags, environment, a config file) in
+    `<home>/ctloop.yaml`, so later commands need none of them; returns what was added.
+
+    `ingest` calls it once a batch is accepted: the lake now holds data checked with them.
+    """
+    from ctloop.config.settings import DATASET_KEYS, keep_dataset
+
+    given = config.dataset.model_fields_set & set(DATASET_KEYS)
+    values = {k: getattr(config.dataset, k) for k in given}
+    return keep_dataset(root.root / CONFIG_FILENAME, {k: v for k, v in values.items() if v})
 
 
 def prepare_environment(root: Home) -> None:

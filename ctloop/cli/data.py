@@ -10,7 +10,7 @@ from typing import Annotated
 import typer  # module level: typer resolves the string annotations in these globals
 
 from ctloop.cli import run
-from ctloop.cli.app import app, err, handles_errors, make_config, out
+from ctloop.cli.app import app, err, handles_errors, keep_dataset_settings, make_config, out
 from ctloop.cli.options import (
     ConfigOpt,
     ExcludeOpt,
@@ -42,9 +42,11 @@ def ingest(
     for path in paths:
         if not path.exists():
             raise InputError(f"{path}: file not found")
-    config, _ = make_config(config_path, home, target, task, timestamp, id_col, exclude)
+    config, root = make_config(config_path, home, target, task, timestamp, id_col, exclude)
     config.require_target()
     result = run.ingest([str(p) for p in paths], config)
+    if result["accepted"]:
+        keep_dataset_settings(config, root)
     if as_json:
         print_json(result)
     else:
@@ -79,9 +81,11 @@ def landing(
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest every new file of the landing folder once (exit 1 if any is quarantined)."""
-    config, _root = make_config(config_path, home)
+    config, root = make_config(config_path, home)
     config.require_target()
     result = run.ingest_landing(str(folder) if folder else None, config)
+    if result["accepted"]:
+        keep_dataset_settings(config, root)
     if as_json:
         print_json(result)
     else:

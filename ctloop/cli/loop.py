@@ -67,15 +67,27 @@ def status(config_path: ConfigOpt = None, home: HomeOpt = None, as_json: JsonOpt
     if as_json:
         print_json(data)
         return
-    champ = data["champion"]
-    if champ:
-        out.print(
-            f"champion: version {champ['version']} ({champ['semver']}), trained on "
-            f"{champ['trained_on']}, trigger {champ['trigger']}"
-        )
-    else:
-        out.print("champion: none yet")
+    for alias in ("champion", "challenger"):
+        ref = data[alias]
+        if ref:
+            out.print(
+                f"{alias}: version {ref['version']} ({ref['semver']}), trained on "
+                f"{ref['trained_on']}, trigger {ref['trigger']}"
+            )
+        else:
+            out.print(f"{alias}: none" + (" yet" if alias == "champion" else ""))
+    if data["versions"]:
+        out.print(f"versions ({len(data['versions'])}):")
+        for v in data["versions"]:
+            marks = [
+                a
+                for a in ("champion", "challenger")
+                if (data[a] or {}).get("version") == v["version"]
+            ]
+            mark = f"  [bold]{', '.join(marks)}[/bold]" if marks else ""
+            out.print(f"  v{v['version']}  {v['semver']}  trigger {v['trigger']}{mark}")
     out.print(f"snapshots: {data['snapshots']}  quarantined: {data['quarantined']}")
+    out.print(f"home: {data['home']}  tracking: {data['tracking_uri']}", highlight=False)
     for q in data["quarantine"]:
         first = q["reasons"][0]["message"] if q["reasons"] else ""
         out.print(f"  [red]quarantined[/red] {Path(q['path']).name}: {first}")
@@ -220,7 +232,9 @@ def replay(
 
     if not data.exists():
         raise InputError(f"{data}: file not found")
-    config, root = make_config(config_path, home, target, task, timestamp, id_col, exclude)
+    config, root = make_config(
+        config_path, home, target, task, timestamp, id_col, exclude, check=False
+    )
     config.require_target()
     if min_new_rows is not None:
         config.triggers.min_new_rows = min_new_rows

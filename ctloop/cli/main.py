@@ -2,13 +2,14 @@
 
 `app` lives in `ctloop.cli.app`; importing an area module declares its commands on it:
 `data` (ingest, landing, snapshots, schema), `model` (train, lineage), `loop` (status,
-monitor, demo, replay), `serving` (serve, promote, rollback, score, feedback-export) and
-`stack` (up, ui). Flows and deployments are reached only through `ctloop.cli.run`.
+monitor, demo, replay), `serving` (serve, promote, rollback, score, feedback-export),
+`stack` (up, ui) and `init` (a commented ctloop.yaml). Flows and deployments are reached only
+through `ctloop.cli.run`.
 """
 
 from __future__ import annotations
 
-from ctloop.cli import data, loop, model, serving, stack  # noqa: F401 (declare the commands)
+from ctloop.cli import data, init, loop, model, serving, stack  # noqa: F401 (declare the commands)
 from ctloop.cli.app import app
 
 

@@ -18,6 +18,7 @@ from ctloop.cli.options import (
     TargetOpt,
     TaskOpt,
     TimeOpt,
+    VersionArg,
     print_json,
 )
 
@@ -53,7 +54,7 @@ def train(
 @app.command()
 @handles_errors
 def lineage(
-    version: Annotated[int, typer.Argument(help="registered model version, e.g. 3")],
+    version: VersionArg,
     config_path: ConfigOpt = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
@@ -62,9 +63,11 @@ def lineage(
     ] = False,
 ) -> None:
     """Which data (snapshots, digests), code (git commit) and parameters made VERSION."""
-    from ctloop.registry.lineage import lineage_of, rebuild_version
+    from ctloop.registry.lineage import lineage_of, rebuild_version, resolve_version
+    from ctloop.registry.view import open_registry_view
 
     config, _ = make_config(config_path, home)
+    version = resolve_version(open_registry_view(config), version)
     answer = lineage_of(config, version)
     if rebuild:
         result = rebuild_version(config, version)

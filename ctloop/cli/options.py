@@ -16,6 +16,9 @@ TargetOpt = Annotated[str | None, typer.Option("--target", help="label column")]
 TaskOpt = Annotated[str | None, typer.Option("--task", help="binary|multiclass|regression")]
 TimeOpt = Annotated[str | None, typer.Option("--timestamp", help="event time column")]
 IdOpt = Annotated[str | None, typer.Option("--id", help="row id column")]
+VersionArg = Annotated[
+    str, typer.Argument(help="3, v3, a semver (1.2.0) or an alias (champion, challenger)")
+]
 ExcludeOpt = Annotated[str | None, typer.Option("--exclude", help="columns to ignore, COL,COL")]
 
 

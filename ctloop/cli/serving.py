@@ -63,19 +63,23 @@ def serve(
 @app.command()
 @handles_errors
 def promote(
-    version: Annotated[int, typer.Argument(help="registered version to make the champion")],
+    version: Annotated[
+        str, typer.Argument(help="version to make the champion: 3, v3, 1.2.0 or an alias")
+    ],
     config_path: ConfigOpt = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Make VERSION the champion once it loads and warms up; a running server follows."""
     from ctloop.loop.notify import notify
+    from ctloop.registry.lineage import resolve_version
     from ctloop.registry.store import open_registry
     from ctloop.serving import admin
 
     config, _ = make_config(config_path, home)
     registry = open_registry(config)
-    result = admin.promote(registry, version, validate=_validator(config, registry))
+    number = resolve_version(registry, version)
+    result = admin.promote(registry, number, validate=_validator(config, registry))
     if result.get("changed", True):
         notify(config.notifications, "ctloop.model.promoted", result, config.project)
     _report(result, as_json)

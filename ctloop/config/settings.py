@@ -720,3 +720,88 @@ def load_config(
 def dump_config(config: Config, path: Path) -> None:
     """Write a config as readable YAML."""
     path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+# -- dataset settings kept in the home: given once (first ingest, `ctloop init`), used after
+DATASET_KEYS = ("target", "task", "timestamp", "id", "exclude")
+DATASET_FLAGS = {key: f"--{key}" for key in DATASET_KEYS}
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """A dataset value as the config holds it (`exclude` as a list, `task` as its name)."""
+    return DatasetConfig.model_validate({key: value}).model_dump(mode="json")[key]
+
+
+def kept_dataset(path: Path) -> dict[str, Any]:
+    """The dataset settings a home keeps (the `dataset:` section of its ctloop.yaml); {} if none.
+
+    Raises:
+        ConfigError: the file is not valid YAML or its `dataset:` is not a mapping.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML") from None
+    section = loaded.get("dataset") if isinstance(loaded, dict) else None
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: dataset: expected a mapping of settings")
+    return {k: _comparable(k, v) for k, v in section.items() if k in DATASET_KEYS and v}
+
+
+def reconcile_dataset(
+    config: Config, kept: dict[str, Any], kept_in: Path, given: dict[str, str]
+) -> Config:
+    """The config with the home's kept dataset settings; a contradiction is an error.
+
+    Args:
+        config: loaded from the file in use, the environment and the flags.
+        kept: the home's settings (`kept_dataset`), the values its lake was ingested with.
+        kept_in: the file that keeps them (named in the error).
+        given: where each explicitly given dataset setting came from (`--target`, a file...).
+
+    Raises:
+        ConfigError: names the setting, the kept and the new value, and how to change it.
+    """
+    current = config.dataset.model_dump(mode="json")
+    updates: dict[str, Any] = {}
+    for key, old in kept.items():
+        if key not in given:
+            updates[key] = old
+        elif current[key] != old:
+            raise ConfigError(
+                f"dataset.{key}: this home keeps {old!r} (in {kept_in}) but {given[key]} says "
+                f"{current[key]!r}; to change it, edit dataset.{key} in {kept_in} (the lake's "
+                "batches were checked with the old value) or use another --home"
+            )
+    if not updates:
+        return config
+    return config.model_copy(update={"dataset": config.dataset.model_copy(update=updates)})
+
+
+def keep_dataset(path: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """Write dataset settings the home does not keep yet into its ctloop.yaml.
+
+    Other settings and values already kept are left as they are. Returns what was added.
+    """
+    kept = kept_dataset(path)
+    added = {k: _comparable(k, v) for k, v in values.items() if v is not None and k not in kept}
+    if not added:
+        return {}
+    data = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    section = data.get("dataset") or {}
+    section.update(added)
+    data["dataset"] = section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one temporary file per writer: commands ingesting into a new home at once each replace
+    # the file whole (with the same settings, or the later one stops at the contradiction)
+    import os
+    import uuid
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)
+    return added

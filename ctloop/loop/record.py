@@ -29,8 +29,10 @@ from ctloop.names import (
     TAG_DP_EPSILON,
     TAG_FAMILY,
     TAG_GIT_COMMIT,
+    TAG_NOTE,
     TAG_PARAMS,
     TAG_PREFECT_FLOW_RUN,
+    TAG_PREFECT_FLOW_RUN_URL,
     TAG_REASON,
     TAG_RECIPE_PARAMS,
     TAG_REVIEW,
@@ -45,7 +47,7 @@ from ctloop.names import (
     TAG_TRIGGER,
     TAG_TUNING_STUDY,
 )
-from ctloop.registry.lineage import RECIPE_FILE, make_recipe
+from ctloop.registry.lineage import RECIPE_FILE, describe_run, make_recipe
 from ctloop.registry.store import ModelRef, next_semver
 
 
@@ -293,6 +295,7 @@ def build_run_record(
     flow_run_id: str | None = None,
     tuned: TuningResult | None = None,
     system_samples: list | None = None,
+    flow_run_url: str | None = None,
 ) -> RunRecord:
     """The record of one retrain, from the values its stages produced.
 
@@ -314,6 +317,7 @@ def build_run_record(
         flow_run_id: the Prefect flow run, when there is one.
         tuned: the tuning study's result, None when tuning is off.
         system_samples: CPU and memory samples taken while fitting.
+        flow_run_url: the Prefect flow run's page (tagged, and linked from the description).
     """
     semver = next_semver(latest, candidate.signature) if decision.passed else None
     tuning = tuned.summary() if tuned else None
@@ -332,20 +336,32 @@ def build_run_record(
     artifacts = _artifacts(config, blessing, decision, analysis, card, recipe.to_json(), semver)
     if tuned is not None:
         artifacts["tuning.json"] = json.dumps(tuning, indent=2, default=str)
+    tags = _tags(
+        request,
+        candidate,
+        split,
+        decision,
+        snapshots,
+        digests,
+        trained_on,
+        commit,
+        flow_run_id,
+        tuned,
+    )
+    tags[TAG_NOTE] = describe_run(
+        request.trigger,
+        request.reason,
+        decision.passed,
+        decision.reasons,
+        semver,
+        flow_run_url,
+        str(flow_run_id) if flow_run_id else None,
+    )
+    if flow_run_url:
+        tags[TAG_PREFECT_FLOW_RUN_URL] = flow_run_url
     return RunRecord(
         run_name=f"{request.trigger}-{semver or 'refused'}",
-        tags=_tags(
-            request,
-            candidate,
-            split,
-            decision,
-            snapshots,
-            digests,
-            trained_on,
-            commit,
-            flow_run_id,
-            tuned,
-        ),
+        tags=tags,
         params={**candidate.params, "train_rows": candidate.train_rows, "since": request.since},
         metrics=_metrics(analysis, champion_metrics, tuned),
         artifacts=artifacts,

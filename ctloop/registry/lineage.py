@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,6 +16,70 @@ from ctloop.model.train import Candidate, prepare_features, split_holdout, train
 from ctloop.names import TAG_BLESSED, TAG_BLESSING, TAG_GIT_COMMIT, TAG_SPLIT
 
 RECIPE_FILE = "lineage.json"
+VERSION_HELP = "a version: 3, v3, a semver such as 1.2.0, or an alias (champion, challenger)"
+_NUMBER = re.compile(r"[vV]?(\d+)")
+_SEMVER = re.compile(r"[vV]?(\d+\.\d+\.\d+)")
+_ALIAS = re.compile(r"[A-Za-z][\w-]*")
+
+
+def resolve_version(registry: Any, text: str) -> int:
+    """The version number a person means by `3`, `v3`, `1.2.0` or an alias (`champion`).
+
+    Args:
+        registry: anything with `version(n)`, `versions()` and `by_alias(name)` (the MLflow
+            registry or its read-only view).
+
+    Raises:
+        InputError: not a version, or no such version / semver / alias in the registry.
+    """
+    raw = text.strip()
+    if number := _NUMBER.fullmatch(raw):
+        version = int(number[1])
+        if registry.version(version) is None:
+            known = ", ".join(f"v{r.version}" for r in registry.versions()) or "none yet"
+            raise InputError(f"version {raw}: no such version (registered: {known})")
+        return version
+    if semver := _SEMVER.fullmatch(raw):
+        found = [r.version for r in registry.versions() if r.semver == semver[1]]
+        if not found:
+            known = ", ".join(r.semver or f"v{r.version}" for r in registry.versions())
+            raise InputError(f"version {raw}: no version has this semver ({known or 'none yet'})")
+        return found[-1]
+    if _ALIAS.fullmatch(raw):
+        ref = registry.by_alias(raw.lower())
+        if ref is None:
+            raise InputError(f"version {raw}: no version has the alias {raw.lower()!r}")
+        return ref.version
+    raise InputError(f"version {raw!r}: not a version ({VERSION_HELP})")
+
+
+def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a person finds an MLflow run: its page on a tracking server, else the run id and
+    the store (the embedded profile's SQLite file has no page until `ctloop ui` serves it)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"run {run_id} in {tracking_uri} (`ctloop ui` serves it)"
+
+
+def describe_run(
+    trigger: str,
+    reason: str,
+    blessed: bool,
+    reasons: list[str] | tuple[str, ...],
+    semver: str | None,
+    flow_run_url: str | None = None,
+    flow_run_id: str | None = None,
+) -> str:
+    """The markdown description of a retrain's MLflow run and model version: trigger, reason,
+    blessing and where its Prefect run is."""
+    verdict = f"blessed as {semver}" if blessed else "not blessed"
+    lines = [f"**{trigger}** retrain: {reason}", "", f"**{verdict}**:"]
+    lines += [f"- {r}" for r in reasons]
+    if flow_run_url:
+        lines += ["", f"Prefect flow run: [{flow_run_id or flow_run_url}]({flow_run_url})"]
+    elif flow_run_id:
+        lines += ["", f"Prefect flow run: {flow_run_id}"]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

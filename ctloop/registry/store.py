@@ -17,6 +17,7 @@ from ctloop.names import (  # noqa: F401 (re-exported)
     CHALLENGER,
     CHAMPION,
     TAG_ARTIFACT_DIGEST,
+    TAG_NOTE,
     TAG_REASON,
     TAG_SEMVER,
     TAG_SIGNATURE,
@@ -576,10 +577,12 @@ class Registry:
                 registry_uri=self.tracking_uri,
             )
             digest = artifact_digest(local)
-        whole = {k: str(v)[:TAG_LIMIT] for k, v in tags.items()}
+        whole = {k: str(v)[:TAG_LIMIT] for k, v in tags.items() if k != TAG_NOTE}
         whole[TAG_ARTIFACT_DIGEST] = digest
         with self._fluent() as mlflow:
             mv = mlflow.register_model(model_uri, self.name, tags=whole)
+        if tags.get(TAG_NOTE):  # the run's description is the version's too
+            self.client.update_model_version(self.name, mv.version, description=tags[TAG_NOTE])
         return self._ref(self.client.get_model_version(self.name, mv.version))
 
     def delete_version(self, version: int) -> None:

@@ -18,3 +18,63 @@ def test_version_prints_the_installed_version_and_exits_zero():
 def test_no_arguments_shows_the_commands():
     result = CliRunner().invoke(app, [])
     assert "status" in result.output and "ingest" in result.output
+
+
+def test_help_shows_flags_as_flags_and_values_with_their_type():
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    for name in commands:
+        result = CliRunner().invoke(app, [name, "--help"], terminal_width=200)
+        assert result.exit_code == 0, (name, result.output)
+        assert "<bool>" not in result.output, (name, result.output)
+    lineage = CliRunner().invoke(app, ["lineage", "--help"], terminal_width=200).output
+    assert "--json " in lineage and "<path>" in lineage  # --config still says what it takes
+    assert "v3" in lineage and "champion" in lineage
+
+
+class _Ref:
+    def __init__(self, version, semver):
+        self.version, self.semver = version, semver
+
+
+class _Registry:
+    refs = [_Ref(1, "1.0.0"), _Ref(2, "1.1.0"), _Ref(3, "2.0.0")]
+    aliases = {"champion": 3, "challenger": 2}
+
+    def version(self, n):
+        return next((r for r in self.refs if r.version == n), None)
+
+    def versions(self):
+        return list(self.refs)
+
+    def by_alias(self, name):
+        return self.version(self.aliases.get(name, 0))
+
+
+def test_a_version_is_a_number_v_number_semver_or_alias():
+    import pytest
+
+    from ctloop.errors import InputError
+    from ctloop.registry.lineage import resolve_version
+
+    registry = _Registry()
+    for text, expected in [
+        ("3", 3),
+        ("v3", 3),
+        ("V1", 1),
+        ("1.1.0", 2),
+        ("v2.0.0", 3),
+        ("champion", 3),
+        ("Challenger", 2),
+        (" 2 ", 2),
+    ]:
+        assert resolve_version(registry, text) == expected, text
+    for text, needle in [
+        ("7", "registered: v1, v2, v3"),
+        ("9.9.9", "no version has this semver"),
+        ("staging", "no version has the alias 'staging'"),
+        ("3.x", "not a version"),
+    ]:
+        with pytest.raises(InputError, match=needle):
+            resolve_version(registry, text)

@@ -289,3 +289,45 @@ def test_environment_precedence_file_then_short_name_then_flag(tmp_path):
 def test_a_misspelt_setting_in_the_environment_names_the_field():
     with pytest.raises(ConfigError, match="training.windowdays"):
         load_config(environ={"CTLOOP_TRAINING__WINDOWDAYS": "3"})
+
+
+# -- dataset settings kept in the home
+
+
+def test_kept_dataset_settings_fill_in_and_contradictions_name_both_values(tmp_path):
+    from ctloop.config.settings import keep_dataset, kept_dataset, reconcile_dataset
+
+    home_file = tmp_path / "home" / CONFIG_FILENAME
+    added = keep_dataset(home_file, {"target": "churned", "exclude": "a, b", "id": None})
+    assert added == {"target": "churned", "exclude": ["a", "b"]}
+    assert kept_dataset(home_file) == {"target": "churned", "exclude": ["a", "b"]}
+    # a value already kept is not replaced, a new one is added beside it
+    assert keep_dataset(home_file, {"target": "other", "task": Task.REGRESSION}) == {
+        "task": "regression"
+    }
+    kept = kept_dataset(home_file)
+    assert kept["target"] == "churned" and kept["task"] == "regression"
+
+    filled = reconcile_dataset(Config(), kept, home_file, given={})
+    assert filled.dataset.target == "churned"
+    assert filled.dataset.task == Task.REGRESSION
+    assert filled.dataset.exclude == ["a", "b"]
+    same = load_config(overrides={"dataset.exclude": "a,b"}, environ={})
+    assert reconcile_dataset(same, kept, home_file, {"exclude": "--exclude"}).dataset.target
+
+    other = load_config(overrides={"dataset.target": "y"}, environ={})
+    with pytest.raises(ConfigError) as info:
+        reconcile_dataset(other, kept, home_file, {"target": "--target"})
+    message = str(info.value)
+    for needle in ("dataset.target", "'churned'", "'y'", "--target", str(home_file), "edit"):
+        assert needle in message, message
+
+
+def test_kept_dataset_leaves_the_rest_of_the_file(tmp_path):
+    from ctloop.config.settings import keep_dataset
+
+    path = write(tmp_path / CONFIG_FILENAME, "project: loans\ntraining:\n  window_days: 7\n")
+    keep_dataset(path, {"timestamp": "event_time"})
+    cfg = load_config(path, environ={})
+    assert cfg.project == "loans" and cfg.training.window_days == 7
+    assert cfg.dataset.timestamp == "event_time"
