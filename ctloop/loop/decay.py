@@ -10,7 +10,6 @@ import pandas as pd
 
 from ctloop.config.settings import Config
 from ctloop.loop import triggers
-from ctloop.model.evaluate import higher_is_better
 from ctloop.monitor.performance import ONLINE_METRICS, served_feedback
 from ctloop.registry.store import CHAMPION, Registry
 
@@ -60,7 +59,5 @@ def check_online_performance(
     first = None
     if not joined.empty:
         first = datetime.fromtimestamp(float(joined["ts"].min()), UTC).isoformat()
-    decision = triggers.decide_performance(
-        online, baseline, labelled, rules, higher_is_better(name) if name else True
-    )
+    decision = triggers.decide_performance(online, baseline, labelled, rules, name or primary)
     return OnlinePerformance(champion.version, name, online, baseline, labelled, first, decision)

@@ -149,28 +149,37 @@ def decide_performance(
     baseline: float | None,
     rows: int,
     rules: TriggerConfig,
-    higher_is_better: bool = True,
+    metric: str = "roc_auc",
 ) -> RetrainDecision:
     """Has the served model decayed? Compares its metric on labelled served rows with the
-    value it had on its holdout when it was blessed."""
+    value it had on its holdout when it was blessed.
+
+    `rules.performance_drop` is read in the metric's scale (`ctloop.model.metrics`): an amount
+    of a 0-1 metric, a fraction of the holdout value for an error such as rmse.
+    """
+    from ctloop.model import metrics as m
+
     if online is None or baseline is None:
         return RetrainDecision(False, PERFORMANCE, "no online metric yet")
     if rows < rules.performance_min_rows:
         return RetrainDecision(
             False, PERFORMANCE, f"{rows} labelled served rows < {rules.performance_min_rows}"
         )
-    drop = (baseline - online) if higher_is_better else (online - baseline)
+    drop = -m.relative_improvement(online, baseline, metric)
+    worse = abs(online - baseline)
+    limit = m.describe_threshold(rules.performance_drop, baseline, metric)
+    shown = f"{worse:.4f}" if m.spec(metric).unit_scale else f"{worse:.4g} ({drop:.1%})"
     if drop > rules.performance_drop:
         return RetrainDecision(
             True,
             PERFORMANCE,
-            f"online metric {online:.4f} vs {baseline:.4f} at blessing: "
-            f"decayed by {drop:.4f} > {rules.performance_drop:g} over {rows} rows",
+            f"online {metric} {online:.4f} vs {baseline:.4f} at blessing: "
+            f"worse by {shown} > {limit} over {rows} rows",
         )
     return RetrainDecision(
         False,
         PERFORMANCE,
-        f"online metric {online:.4f} within {rules.performance_drop:g} of {baseline:.4f}",
+        f"online {metric} {online:.4f} within {limit} of {baseline:.4f}",
     )
 
 
