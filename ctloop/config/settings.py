@@ -178,6 +178,11 @@ class GateConfig(_Strict):
         description="floors; empty: the task's (roc_auc >= 0.6, roc_auc_ovr >= 0.6, r2 >= 0)",
     )
     max_metrics: dict[str, float] = Field(default_factory=dict)
+    leakage: Literal["warn", "block", "off"] = Field(
+        default="warn",
+        description="a feature that alone nearly predicts the target: named in the blessing "
+        "and the model card (warn), or refused (block)",
+    )
     min_improvement: float = Field(
         default=0.0,
         description="challenger must beat the champion by this on the primary metric (an "
@@ -352,6 +357,12 @@ class TriggerConfig(_Strict):
         description="retrain when the online primary metric is this much worse than the "
         "champion's holdout value: an amount of a 0-1 metric (0.05 of ROC AUC), a fraction of "
         "the holdout value for an error metric (0.05: rmse 5% higher)",
+    )
+    performance_noise: float = Field(
+        default=2.0,
+        ge=0,
+        description="the drop must also exceed this many standard errors (from the holdout's "
+        "bootstrap spread) of the online-vs-holdout difference; 0: off",
     )
     rollout_min_rows: int = Field(
         default=200, ge=1, description="labelled served rows per version before a canary decision"

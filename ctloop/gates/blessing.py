@@ -198,6 +198,10 @@ def bless(
                 challenger_slices or {}, champion_slices or {}, gates, failed, passed
             )
 
+    warnings = list(warnings)
+    if warnings and gates.leakage == "block":
+        failed[:0] = [w.replace("warning: ", "refused: ", 1) for w in warnings]
+        warnings = []
     blessed = not failed
     reasons = [*warnings, *(failed if failed else passed)]
     return Blessing(blessed, tuple(reasons), metric, challenger, champion, table)

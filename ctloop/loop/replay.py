@@ -41,7 +41,12 @@ from ctloop.gates.blessing import bless
 from ctloop.lake.snapshots import Manifest
 from ctloop.loop import policy as live
 from ctloop.loop import triggers
-from ctloop.model.evaluate import evaluate_outputs, evaluate_predictions, model_outputs
+from ctloop.model.evaluate import (
+    evaluate_outputs,
+    evaluate_predictions,
+    evaluate_with_spread,
+    model_outputs,
+)
 from ctloop.model.metrics import check_metric
 from ctloop.model.train import Candidate, prepare_features, split_holdout, train_candidate
 from ctloop.monitor.drift import detect_drift
@@ -129,12 +134,14 @@ class _Served:
     """The model a policy serves, with the snapshots it was trained on and its holdout metric."""
 
     def __init__(
-        self, candidate: Candidate, window: pd.DataFrame, ids: list[str], metric: float | None
+        self, candidate: Candidate, window: pd.DataFrame, ids: list[str], metrics: dict, name: str
     ):
         self.candidate = candidate
         self.window = window
         self.snapshots = tuple(ids)
-        self.metric = metric
+        self.metric = metrics.get(name)
+        self.metric_std = metrics.get(f"{name}_std")  # the holdout's bootstrap spread
+        self.holdout_rows = int(metrics.get("rows", 0)) or None
 
 
 class _Pool:
@@ -161,14 +168,14 @@ class _Pool:
             return evaluate_outputs(y, np.concatenate(self.outputs), None, config)
         if len(pd.unique(y)) < 2:
             return {}
-        union = np.array(sorted(set().union(*(c.tolist() for c in self.classes))), dtype=object)
+        union = np.array(sorted(set().union(*(c.tolist() for c in self.classes))))
         columns = {c: k for k, c in enumerate(union.tolist())}
         parts = []
         for output, classes in zip(self.outputs, self.classes, strict=True):
             part = np.zeros((len(output), len(union)))
             part[:, [columns[c] for c in classes.tolist()]] = output
             parts.append(part)
-        return evaluate_outputs(y.astype(object), np.concatenate(parts), union, config)
+        return evaluate_outputs(y, np.concatenate(parts), union, config)
 
 
 class Replayer:
@@ -198,15 +205,18 @@ class Replayer:
     def _fit(self, window: pd.DataFrame) -> tuple[Candidate, dict[str, float], pd.DataFrame]:
         split = split_holdout(window, self.config)
         candidate = train_candidate(split.train, self.config)
-        metrics = self._score(candidate, split.holdout)
+        metrics = self._score(candidate, split.holdout, spread=True)
         return candidate, metrics, split.holdout
 
-    def _score(self, candidate: Candidate, batch: pd.DataFrame) -> dict[str, float]:
+    def _score(
+        self, candidate: Candidate, batch: pd.DataFrame, spread: bool = False
+    ) -> dict[str, float]:
         X = prepare_features(batch, candidate.numeric, candidate.categorical)
         y = batch[self.target]
         if self.config.dataset.task != Task.REGRESSION and y.nunique() < 2:
             return {}
-        return evaluate_predictions(candidate.pipeline, X, y, self.config)
+        evaluate = evaluate_with_spread if spread else evaluate_predictions
+        return evaluate(candidate.pipeline, X, y, self.config)
 
     def _serve(self, candidate: Candidate, batch: pd.DataFrame, pool: _Pool) -> float | None:
         """Score a batch with the serving model into the pool; the pool's metric once it can
@@ -215,7 +225,7 @@ class Replayer:
         classes = (
             None
             if self.config.dataset.task == Task.REGRESSION
-            else np.asarray(candidate.pipeline.classes_, dtype=object)
+            else np.asarray(candidate.pipeline.classes_)
         )
         pool.add(batch[self.target], model_outputs(candidate.pipeline, X, self.config), classes)
         value = pool.score(self.config).get(self.metric_name)
@@ -245,7 +255,7 @@ class Replayer:
         window = self._window(ids)
         candidate, metrics, _ = self._fit(window)
         compute += time.perf_counter() - t0
-        served = _Served(candidate, window, ids, metrics.get(self.metric_name))
+        served = _Served(candidate, window, ids, metrics, self.metric_name)
         retrains = 1
         points = [
             BatchPoint(label, len(b), None, i == first, "first model" if i == first else "no model")
@@ -307,7 +317,7 @@ class Replayer:
                 point.retrained = True
                 point.note = note
                 if replace:
-                    served = _Served(challenger, window, ids, metrics.get(self.metric_name))
+                    served = _Served(challenger, window, ids, metrics, self.metric_name)
                     served_hits, served_rows = [], 0
             finally:
                 if progress is not None:
@@ -348,7 +358,13 @@ class Replayer:
             values, weights = zip(*served_hits, strict=True)
             online = float(np.average(values, weights=weights))
             perf = triggers.decide_performance(
-                online, served.metric, served_rows, rules, self.metric_name
+                online,
+                served.metric,
+                served_rows,
+                rules,
+                self.metric_name,
+                served.metric_std,
+                served.holdout_rows,
             )
             if perf.retrain:
                 pending = triggers.PendingDrift(

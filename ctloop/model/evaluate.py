@@ -13,6 +13,8 @@ __all__ = [
     "LOWER_IS_BETTER",
     "evaluate_outputs",
     "evaluate_predictions",
+    "evaluate_with_spread",
+    "bootstrap_std",
     "higher_is_better",
     "macro_ovr_auc",
     "model_outputs",
@@ -103,3 +105,55 @@ def evaluate_outputs(
 def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
     """Mean recall over the classes present in `y` (no warning when a batch misses one)."""
     return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
+
+
+def _one_metric(y: np.ndarray, output: np.ndarray, classes, metric: str, config: Config):
+    """One metric from outputs, fast for the usual primary metrics (else the full set)."""
+    if metric == "rmse":
+        return float(np.sqrt(np.mean((y - output) ** 2)))
+    if metric == "mae":
+        return float(np.mean(np.abs(y - output)))
+    if metric == "roc_auc" and config.dataset.task == Task.BINARY and len(classes) == 2:
+        y_bin = (y == classes[1]).astype(int)
+        if y_bin.min() == y_bin.max():
+            return None
+        return float(skm.roc_auc_score(y_bin, output[:, 1]))
+    if metric in ("roc_auc", "roc_auc_ovr") and config.dataset.task == Task.MULTICLASS:
+        return macro_ovr_auc(y, output, classes)
+    return evaluate_outputs(y, output, classes, config).get(metric)
+
+
+def bootstrap_std(
+    y: pd.Series | np.ndarray,
+    output: np.ndarray,
+    classes: np.ndarray | None,
+    metric: str,
+    config: Config,
+    resamples: int = 30,
+) -> float | None:
+    """The spread of a holdout metric: its standard deviation over bootstrap resamples of the
+    rows (how far the value could move on another holdout of the same size)."""
+    y = np.asarray(y)
+    if len(y) < 10:
+        return None
+    rng = np.random.default_rng(config.training.seed)
+    values = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(y), len(y))
+        value = _one_metric(y[idx], output[idx], classes, metric, config)
+        if value is not None and np.isfinite(value):
+            values.append(value)
+    return float(np.std(values, ddof=1)) if len(values) >= 5 else None
+
+
+def evaluate_with_spread(model, X: pd.DataFrame, y: pd.Series, config: Config) -> dict[str, float]:
+    """`evaluate_predictions` plus `<primary>_std`, the primary metric's bootstrap spread."""
+    classes = None if config.dataset.task == Task.REGRESSION else np.asarray(model.classes_)
+    output = model_outputs(model, X, config)
+    out = evaluate_outputs(y, output, classes, config)
+    metric = config.gates.primary_metric
+    if metric in out:
+        std = bootstrap_std(y, output, classes, metric, config)
+        if std is not None:
+            out[f"{metric}_std"] = std
+    return out
