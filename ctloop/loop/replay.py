@@ -15,7 +15,8 @@ starts from the same first model (the bootstrap rule); they differ only in when 
 
 Every policy trains on the live loop's window (`ctloop.loop.policy.window_ids`: whole batches of
 the newest `training.window_days`, reaching back to `training.min_rows` rows). A batch that
-cannot be scored alone (one row, or one class) is scored together with the next batches.
+cannot be scored alone (fewer than `SCORE_MIN_ROWS` rows, or one class) is scored together with
+the next batches.
 
 Time is accelerated: the clock is the batch's own timestamps, so the cooldown and windows follow
 the data, not the wall clock.
@@ -52,6 +53,9 @@ from ctloop.model.train import Candidate, prepare_features, split_holdout, train
 from ctloop.monitor.drift import detect_drift
 
 POLICIES = ("never", "every_batch", "schedule", "ctloop")
+# a batch with fewer labelled rows is scored together with the next ones (an AUC or an rmse of
+# a handful of rows says little)
+SCORE_MIN_ROWS = 30
 
 
 @dataclass
@@ -163,6 +167,8 @@ class _Pool:
         return sum(len(y) for y in self.y)
 
     def score(self, config: Config) -> dict[str, float]:
+        if self.rows < SCORE_MIN_ROWS:
+            return {}
         y = np.concatenate(self.y)
         if self.classes[0] is None:
             return evaluate_outputs(y, np.concatenate(self.outputs), None, config)
