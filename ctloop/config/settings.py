@@ -154,6 +154,17 @@ class AnalysisConfig(_Strict):
 # The defaults that follow the task (`ctloop.model.metrics` explains the choice): the primary
 # metric and the blessing floors, used when `gates.primary_metric` / `gates.min_metrics` are unset.
 TASK_PRIMARY_METRIC = {"binary": "roc_auc", "multiclass": "roc_auc_ovr", "regression": "rmse"}
+# what `ctloop.model.evaluate` computes per task (the names a primary metric or floor may use)
+TASK_METRICS = {
+    "binary": (
+        "roc_auc", "pr_auc", "accuracy", "balanced_accuracy", "precision", "recall", "f1",
+        "log_loss", "brier", "calibration_error",
+    ),
+    "multiclass": (
+        "roc_auc_ovr", "roc_auc", "accuracy", "balanced_accuracy", "f1_macro", "log_loss",
+    ),
+    "regression": ("rmse", "mae", "r2"),
+}  # fmt: skip
 TASK_FLOORS = {
     "binary": {"roc_auc": 0.6},
     "multiclass": {"roc_auc_ovr": 0.6},
@@ -596,6 +607,16 @@ class Config(_Strict):
             self.gates.primary_metric = TASK_PRIMARY_METRIC[task]
         if self.gates.min_metrics is None:
             self.gates.min_metrics = dict(TASK_FLOORS[task])
+        known = TASK_METRICS[task]
+        named = {"gates.primary_metric": [self.gates.primary_metric]}
+        named["gates.min_metrics"] = list(self.gates.min_metrics)
+        named["gates.max_metrics"] = list(self.gates.max_metrics)
+        for where, names in named.items():
+            for name in names:
+                if name not in known:
+                    raise ValueError(
+                        f"{where}: {name!r} is not computed for a {task} task; one of {list(known)}"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ctloop.config.settings import TASK_FLOORS, TASK_PRIMARY_METRIC
+from ctloop.config.settings import TASK_FLOORS, TASK_METRICS, TASK_PRIMARY_METRIC
 
 BINARY, MULTICLASS, REGRESSION = "binary", "multiclass", "regression"
 
@@ -91,14 +91,7 @@ def default_floors(task: str) -> dict[str, float]:
 
 def metrics_of(task: str) -> tuple[str, ...]:
     """The metrics `evaluate_predictions` computes for a task (when the labels allow)."""
-    task = str(task)
-    if task == REGRESSION:
-        return ("rmse", "mae", "r2")
-    common = ("accuracy", "balanced_accuracy", "log_loss")
-    if task == BINARY:
-        binary = ("roc_auc", "pr_auc", "precision", "recall", "f1", "brier", "calibration_error")
-        return common + binary
-    return common + ("roc_auc_ovr", "roc_auc", "f1_macro")
+    return TASK_METRICS[str(task)]
 
 
 def check_metric(metric: str, task: str) -> str | None:

@@ -13,14 +13,14 @@ import pytest
 from sklearn import datasets
 
 from ctloop.config.settings import Config, TriggerConfig, load_config
-from ctloop.errors import InputError
+from ctloop.errors import ConfigError, InputError
 from ctloop.gates.blessing import bless
-from ctloop.lake.snapshots import list_snapshots, write_snapshot
+from ctloop.lake.snapshots import Manifest, list_snapshots, select_window, write_snapshot
 from ctloop.loop import policy, triggers
 from ctloop.loop.replay import Replayer, replay, split_batches
 from ctloop.model import metrics as m
 from ctloop.model.analyse import analyse_model, model_card
-from ctloop.model.evaluate import evaluate_predictions
+from ctloop.model.evaluate import evaluate_predictions, macro_ovr_auc
 from ctloop.model.train import prepare_features, split_holdout, train_candidate
 from ctloop.stores.home import Home
 
@@ -249,10 +249,41 @@ def test_regression_replay_reports_rmse_by_flags_alone():
     assert 2 <= ctloop.retrains < result.batches - 1
 
 
-def test_replay_refuses_a_metric_the_task_does_not_compute():
-    config = _by_flags("regression", **{"dataset.timestamp": "ts", "gates.primary_metric": "auc"})
-    with pytest.raises(InputError, match="gates.primary_metric: 'auc' is not computed"):
+def test_a_metric_the_task_does_not_compute_is_a_config_error():
+    with pytest.raises(ConfigError, match="gates.primary_metric: 'roc_auc' is not computed for a"):
+        _by_flags("regression", **{"gates.primary_metric": "roc_auc"})
+    with pytest.raises(ConfigError, match="gates.min_metrics: 'rmse' is not computed"):
+        _by_flags("binary", **{"gates.min_metrics": {"rmse": 3.0}})
+    config = _by_flags("regression", **{"dataset.timestamp": "ts"})
+    config.gates.primary_metric = "roc_auc"  # changed after loading: replay still says so
+    with pytest.raises(InputError, match="gates.primary_metric: 'roc_auc' is not computed"):
         replay(_regression_stream(days=4), config, "1D")
+
+
+def test_multiclass_auc_is_scored_on_the_classes_a_batch_has():
+    classes = np.array(["a", "b", "c"])
+    y = np.array(["a", "a", "b", "b"])  # no "c" in this batch
+    proba = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1]])
+    assert macro_ovr_auc(y, proba, classes) == pytest.approx(1.0)
+    assert macro_ovr_auc(np.array(["a", "a"]), proba[:2], classes) is None
+
+
+def _manifests(rows_per_day: list[int]) -> list[Manifest]:
+    out = []
+    for day, rows in enumerate(rows_per_day):
+        stamp = (pd.Timestamp("2025-01-01") + pd.Timedelta(days=day)).isoformat()
+        out.append(Manifest(f"s{day}", "", "", rows, [], 1, stamp, stamp, stamp))
+    return out
+
+
+def test_a_slow_stream_window_reaches_back_to_min_rows_but_not_before_since():
+    manifests = _manifests([1] * 40)
+    assert len(select_window(manifests, window_days=14)) == 14
+    assert len(select_window(manifests, window_days=14, min_rows=30)) == 30
+    assert len(select_window(manifests, window_days=14, min_rows=100)) == 40
+    since = manifests[35].time_min
+    assert len(select_window(manifests, window_days=14, since=since, min_rows=30)) == 5
+    assert len(select_window(manifests, window_days=14, min_rows=30, max_rows=20)) == 20
 
 
 def _daily_stream(days: int, seed: int = 0) -> pd.DataFrame:
