@@ -22,7 +22,7 @@ from ctloop.loop.policy import claim_decision
 from ctloop.loop.record import RunRecord, build_run_record, skipped_answer
 from ctloop.loop.triggers import RetrainRequest
 from ctloop.model.analyse import Analysis, slice_columns
-from ctloop.model.train import Candidate
+from ctloop.model.train import Candidate, Split
 from ctloop.model.tune import TuningResult
 from ctloop.registry.lineage import run_link
 from ctloop.registry.store import ModelRef, git_commit, open_registry
@@ -158,12 +158,13 @@ def tune(
     return tuned, (tuned.best_family, tuned.best_params)
 
 
-def analyse(candidate: Candidate, holdout: pd.DataFrame, config: Config) -> Analysis:
-    """The challenger on the holdout, with one `slice-metrics` task per slice column."""
-    features = (candidate.numeric, candidate.categorical)
+def analyse(candidate: Candidate, split: Split, config: Config) -> Analysis:
+    """The challenger on the holdout, with one `slice-metrics` task per slice column, and the
+    leakage check (one-feature models fitted on the training part)."""
+    features, holdout = (candidate.numeric, candidate.categorical), split.holdout
     columns = slice_columns(holdout, candidate.categorical, config)
     by_slice = evaluate_slices(candidate.pipeline, *features, holdout, columns, config)
-    return analyse_challenger(candidate.pipeline, *features, holdout, config, by_slice)
+    return analyse_challenger(candidate.pipeline, *features, holdout, config, by_slice, split.train)
 
 
 def evaluate_champion(
@@ -198,6 +199,7 @@ def gate_candidate(
         analysis.slices,
         champion_by_slice,
         analysis.gaps_of(config.analysis.sensitive_columns),
+        analysis.warnings,
     )
     verdict = combine(parity, blessing.verdict())
     if verdict.passed and config.gates.review_required:
@@ -266,7 +268,7 @@ def retrain(
     candidate, system_samples = train_candidate(split.train, config, *best)
 
     # -- analyse: challenger and champion on the same rows, overall and per slice column
-    analysis = analyse(candidate, split.holdout, config)
+    analysis = analyse(candidate, split, config)
     champion_metrics, champion_by_slice = evaluate_champion(champion, split.holdout, config)
 
     # -- gates: split parity, the blessing against the champion, then (optional) a person

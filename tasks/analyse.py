@@ -19,9 +19,11 @@ def analyse_challenger(
     holdout: pd.DataFrame,
     config: Config,
     slices: dict | None = None,
+    train: pd.DataFrame | None = None,
 ) -> analysis.Analysis:
-    """Everything but the slices, which come in fanned out (`slice-metrics`) when given."""
-    return analysis.analyse_model(model, holdout, numeric, categorical, config, slices)
+    """Everything but the slices, which come in fanned out (`slice-metrics`) when given; the
+    leakage check when the training rows are given."""
+    return analysis.analyse_model(model, holdout, numeric, categorical, config, slices, train)
 
 
 @task(name="slice-metrics", cache_policy=NO_CACHE)

@@ -19,6 +19,7 @@ def bless_candidate(
     challenger_slices: dict | None = None,
     champion_slices: dict | None = None,
     gaps: tuple = (),
+    warnings: tuple[str, ...] = (),
 ) -> Blessing:
     blessing = bless(
         challenger,
@@ -27,6 +28,7 @@ def bless_candidate(
         challenger_slices=challenger_slices,
         champion_slices=champion_slices,
         gaps=gaps,
+        warnings=warnings,
     )
     create_markdown_artifact(
         markdown=blessing_markdown(blessing, None),

@@ -12,17 +12,17 @@ from ctloop.config.settings import Config
 from ctloop.data import privacy
 from ctloop.errors import NotEnoughData
 from ctloop.lake import snapshots as lake
+from ctloop.loop.policy import window_ids
 from ctloop.model import train as training
 from ctloop.stores.home import home_of
 
 
 @task(name="select-window", cache_policy=NO_CACHE)
 def select_window(config: Config, since: str | None = None) -> list[str]:
-    """Snapshot ids of the training window (newest `window_days`, from `since` when given)."""
+    """Snapshot ids of the training window (newest `window_days`, reaching back to
+    `training.min_rows` rows, from `since` when given)."""
     manifests = lake.list_snapshots(home_of(config))
-    ids = lake.select_window(
-        manifests, config.training.window_days, since, config.training.max_rows
-    )
+    ids = window_ids(manifests, config, since)
     if not ids:
         raise NotEnoughData("the lake has no accepted snapshots in the training window")
     return ids

@@ -201,6 +201,37 @@ def demo(
     )
 
 
+def replay_progress():
+    """A line per replayed batch on stderr (a rich progress bar when stderr is a terminal)."""
+    import sys
+
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if console.is_terminal:
+        from rich.progress import Progress
+
+        bar = Progress(console=console, transient=True)
+        tasks: dict[str, int] = {}
+
+        def advance(policy: str, index: int, total: int, point) -> None:
+            if policy not in tasks:
+                bar.start()
+                tasks[policy] = bar.add_task(policy, total=total, completed=index)
+            bar.update(tasks[policy], completed=index + 1)
+            if index + 1 == total:
+                bar.remove_task(tasks[policy])
+
+        return advance
+
+    def line(policy: str, index: int, total: int, point) -> None:
+        metric = "-" if point.metric is None else f"{point.metric:.4f}"
+        mark = " retrain" if point.retrained else ""
+        print(f"replay {policy} {index + 1}/{total} {point.batch} {metric}{mark}", file=sys.stderr)
+
+    return line
+
+
 @app.command()
 @handles_errors
 def replay(
@@ -215,7 +246,7 @@ def replay(
     policies: Annotated[str, typer.Option(help="comma list")] = "never,every_batch,schedule,ctloop",
     min_new_rows: Annotated[
         int | None,
-        typer.Option(help="new-data rule for ctloop (off unless set here or in config)"),
+        typer.Option(help="new-data rule for ctloop (default: triggers.min_new_rows, as live)"),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="folder for replay.png and replay.html")] = None,
     config_path: ConfigOpt = None,
@@ -238,11 +269,9 @@ def replay(
     config.require_target()
     if min_new_rows is not None:
         config.triggers.min_new_rows = min_new_rows
-    elif "min_new_rows" not in config.triggers.model_fields_set:
-        config.triggers.min_new_rows = None  # a volume rule is a schedule by rows: off here
     frame = read_batch(data)
     chosen = tuple(p.strip() for p in policies.split(",") if p.strip())
-    result = run_replay(frame, config, freq, schedule_every, chosen)
+    result = run_replay(frame, config, freq, schedule_every, chosen, replay_progress())
     folder = out or root.reports / f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     png = plot_replay(result, folder / "replay.png")
     page = report_html(result, png, folder / "replay.html")

@@ -85,6 +85,12 @@ class TrainingConfig(_Strict):
     window_days: float | None = Field(
         default=14, gt=0, description="train on the most recent N days (needs a timestamp)"
     )
+    min_rows: int | None = Field(
+        default=1000,
+        gt=0,
+        description="a window of window_days with fewer rows reaches back, whole snapshots, "
+        "until it holds this many (a slow stream still trains on enough rows; null: off)",
+    )
     max_rows: int | None = Field(default=None, gt=0)
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
     family: ModelFamily = ModelFamily.HIST_GRADIENT_BOOSTING
@@ -145,14 +151,53 @@ class AnalysisConfig(_Strict):
     plots: bool = True
 
 
-class GateConfig(_Strict):
-    """Blessing thresholds: absolute floors and ceilings, and the margin over the champion."""
+# The defaults that follow the task (`ctloop.model.metrics` explains the choice): the primary
+# metric and the blessing floors, used when `gates.primary_metric` / `gates.min_metrics` are unset.
+TASK_PRIMARY_METRIC = {"binary": "roc_auc", "multiclass": "roc_auc_ovr", "regression": "rmse"}
+# what `ctloop.model.evaluate` computes per task (the names a primary metric or floor may use)
+TASK_METRICS = {
+    "binary": (
+        "roc_auc", "pr_auc", "accuracy", "balanced_accuracy", "precision", "recall", "f1",
+        "log_loss", "brier", "calibration_error",
+    ),
+    "multiclass": (
+        "roc_auc_ovr", "roc_auc", "accuracy", "balanced_accuracy", "f1_macro", "log_loss",
+    ),
+    "regression": ("rmse", "mae", "r2"),
+}  # fmt: skip
+TASK_FLOORS = {
+    "binary": {"roc_auc": 0.6},
+    "multiclass": {"roc_auc_ovr": 0.6},
+    "regression": {"r2": 0.0},
+}
 
-    primary_metric: str = "roc_auc"
-    min_metrics: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.6})
+
+class GateConfig(_Strict):
+    """Blessing thresholds: absolute floors and ceilings, and the margin over the champion.
+
+    Margins are in units of the metric's scale: amounts of a 0-1 metric (ROC AUC, accuracy,
+    R^2), fractions of the champion's value for an error (rmse, mae, log_loss).
+    """
+
+    primary_metric: str | None = Field(
+        default=None,
+        description="empty: the task's default (binary roc_auc, multiclass roc_auc_ovr, "
+        "regression rmse)",
+    )
+    min_metrics: dict[str, float] | None = Field(
+        default=None,
+        description="floors; empty: the task's (roc_auc >= 0.6, roc_auc_ovr >= 0.6, r2 >= 0)",
+    )
     max_metrics: dict[str, float] = Field(default_factory=dict)
+    leakage: Literal["warn", "block", "off"] = Field(
+        default="warn",
+        description="a feature that alone nearly predicts the target: named in the blessing "
+        "and the model card (warn), or refused (block)",
+    )
     min_improvement: float = Field(
-        default=0.0, description="challenger must be >= champion + this on the primary metric"
+        default=0.0,
+        description="challenger must beat the champion by this on the primary metric (an "
+        "amount of a 0-1 metric; a fraction of the champion's value for an error metric)",
     )
     slice_columns: list[str] = Field(
         default_factory=list,
@@ -160,7 +205,9 @@ class GateConfig(_Strict):
         "slice_min_improvement on the primary metric",
     )
     slice_min_improvement: float = Field(
-        default=-0.05, description="margin per slice (negative: a tolerated loss)"
+        default=-0.05,
+        description="margin per slice (negative: a tolerated loss), in the same units as "
+        "min_improvement",
     )
     min_slice_rows: int = Field(default=30, ge=1, description="smaller slices are not gated")
     max_slice_gap: float | None = Field(
@@ -318,14 +365,23 @@ class TriggerConfig(_Strict):
     performance_drop: float = Field(
         default=0.05,
         ge=0,
-        description="retrain when the online primary metric falls this far below the champion's "
-        "holdout value",
+        description="retrain when the online primary metric is this much worse than the "
+        "champion's holdout value: an amount of a 0-1 metric (0.05 of ROC AUC), a fraction of "
+        "the holdout value for an error metric (0.05: rmse 5% higher)",
+    )
+    performance_noise: float = Field(
+        default=2.0,
+        ge=0,
+        description="the drop must also exceed this many standard errors (from the holdout's "
+        "bootstrap spread) of the online-vs-holdout difference; 0: off",
     )
     rollout_min_rows: int = Field(
         default=200, ge=1, description="labelled served rows per version before a canary decision"
     )
     rollout_margin: float = Field(
-        default=0.0, description="online: challenger >= champion + margin promotes, else rolls back"
+        default=0.0,
+        description="online: challenger better than champion by this promotes, else rolls back "
+        "(units as performance_drop)",
     )
     performance_min_rows: int = Field(
         default=200, ge=1, description="labelled served rows needed before judging performance"
@@ -549,6 +605,26 @@ class Config(_Strict):
     notifications: NotificationConfig = Field(default_factory=NotificationConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @model_validator(mode="after")
+    def _resolve_task_defaults(self) -> Config:
+        """Unset metric settings follow the task (explicit values win)."""
+        task = str(self.dataset.task)
+        if self.gates.primary_metric is None:
+            self.gates.primary_metric = TASK_PRIMARY_METRIC[task]
+        if self.gates.min_metrics is None:
+            self.gates.min_metrics = dict(TASK_FLOORS[task])
+        known = TASK_METRICS[task]
+        named = {"gates.primary_metric": [self.gates.primary_metric]}
+        named["gates.min_metrics"] = list(self.gates.min_metrics)
+        named["gates.max_metrics"] = list(self.gates.max_metrics)
+        for where, names in named.items():
+            for name in names:
+                if name not in known:
+                    raise ValueError(
+                        f"{where}: {name!r} is not computed for a {task} task; one of {list(known)}"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _resolve_profile(self) -> Config:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-from ctloop.config.settings import GateConfig
+from ctloop.config.settings import TASK_FLOORS, TASK_PRIMARY_METRIC, GateConfig
 from ctloop.gates.verdict import BLOCK, Verdict
-from ctloop.model.evaluate import higher_is_better
+from ctloop.model import metrics as m
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,7 @@ def _compare_slices(
     passed: list[str],
 ) -> dict[str, dict[str, dict[str, float | None]]]:
     """Per slice of each gated column: the challenger must beat the champion by the slice margin."""
-    metric, margin = gates.primary_metric, gates.slice_min_improvement
-    sign = 1 if higher_is_better(metric) else -1
+    metric, margin = primary_of(gates), gates.slice_min_improvement
     table: dict[str, dict[str, dict[str, float | None]]] = {}
     for column in gates.slice_columns:
         mine_by_value = challenger_slices.get(column)
@@ -68,7 +67,7 @@ def _compare_slices(
             theirs = theirs_by_value.get(value, {})
             rows = mine.get("rows", 0)
             a, b = mine.get(metric), theirs.get(metric)
-            gain = None if a is None or b is None else sign * (a - b)
+            gain = None if a is None or b is None else m.relative_improvement(a, b, metric)
             table.setdefault(column, {})[value] = {
                 "rows": rows,
                 "challenger": a,
@@ -81,8 +80,9 @@ def _compare_slices(
             if gain < margin - 1e-9:
                 shortfalls.append(
                     f"slice {column}={value} ({int(rows)} rows): {metric} {a:.4f} vs champion "
-                    f"{b:.4f}, gain {gain:+.4f} below the slice margin {margin:g} "
-                    f"(short by {margin - gain:.4f})"
+                    f"{b:.4f}, gain {m.describe_gain(a, b, metric)} below the slice margin "
+                    f"{m.describe_threshold(margin, b, metric)} (short by "
+                    f"{m.describe_amount(margin - gain, metric)})"
                 )
         if shortfalls:
             failed.extend(shortfalls)
@@ -98,6 +98,15 @@ def _compare_slices(
     return table
 
 
+def primary_of(gates: GateConfig) -> str:
+    """The primary metric; a bare `GateConfig()` (no task known) takes the binary default."""
+    return gates.primary_metric or TASK_PRIMARY_METRIC["binary"]
+
+
+def floors_of(gates: GateConfig) -> dict[str, float]:
+    return TASK_FLOORS["binary"] if gates.min_metrics is None else gates.min_metrics
+
+
 def bless(
     challenger: dict[str, float],
     champion: dict[str, float] | None,
@@ -106,6 +115,7 @@ def bless(
     challenger_slices: dict[str, dict[str, dict[str, float]]] | None = None,
     champion_slices: dict[str, dict[str, dict[str, float]]] | None = None,
     gaps: Iterable | None = None,
+    warnings: Iterable[str] = (),
 ) -> Blessing:
     """Decide whether the challenger may replace the champion, and say why.
 
@@ -118,17 +128,23 @@ def bless(
         champion_slices: the same for the champion, on the same rows.
         gaps: the challenger's largest slice gaps (`SliceGap`) of the sensitive columns, held
             against `max_slice_gap`.
+        warnings: findings that do not refuse on their own (e.g. a possible target leak from
+            `ctloop.model.analyse.leakage_warnings`); they lead the reasons, blessed or not.
     """
     failed: list[str] = []
     passed: list[str] = []
-    for name, floor in gates.min_metrics.items():
-        value = challenger.get(name)
+    for name, floor in floors_of(gates).items():
+        # a floor is the worst acceptable value: a minimum, or a maximum for an error metric
+        value, higher = challenger.get(name), m.higher_is_better(name)
+        ok, fail, short = (">=", "<", "short") if higher else ("<=", ">", "over")
         if value is None:
-            failed.append(f"{name}: not computed, needs >= {floor:g}")
-        elif value < floor:
-            failed.append(f"{name} {value:.4f} < floor {floor:g} (short by {floor - value:.4f})")
+            failed.append(f"{name}: not computed, needs {ok} {floor:g}")
+        elif m.improvement(value, floor, name) < 0:
+            failed.append(
+                f"{name} {value:.4f} {fail} floor {floor:g} ({short} by {abs(value - floor):.4f})"
+            )
         else:
-            passed.append(f"{name} {value:.4f} >= floor {floor:g}")
+            passed.append(f"{name} {value:.4f} {ok} floor {floor:g}")
     for name, ceiling in gates.max_metrics.items():
         value = challenger.get(name)
         if value is None:
@@ -140,7 +156,7 @@ def bless(
         else:
             passed.append(f"{name} {value:.4f} <= ceiling {ceiling:g}")
 
-    metric = gates.primary_metric
+    metric = primary_of(gates)
     mine = challenger.get(metric)
     if champion is None:
         passed.append("no champion yet: first model")
@@ -148,14 +164,14 @@ def bless(
         failed.append(f"{metric}: missing for challenger or champion, cannot compare")
     else:
         theirs = champion[metric]
-        sign = 1 if higher_is_better(metric) else -1
-        gain = sign * (mine - theirs)
-        # a tolerance, so that 0.3 - 0.1 >= 0.2 holds despite binary floats
-        wins = gain >= gates.min_improvement - 1e-9
+        wins = m.better(mine, theirs, metric, gates.min_improvement)
         verb = "beats" if wins else "does not beat"
+        direction = "higher" if m.higher_is_better(metric) else "lower"
         text = (
-            f"{metric} {mine:.4f} vs champion {theirs:.4f} on the same holdout: "
-            f"{verb} it by the margin {gates.min_improvement:g} (gain {gain:+.4f})"
+            f"{metric} {mine:.4f} vs champion {theirs:.4f} on the same holdout ({direction} is "
+            f"better): {verb} it by the margin "
+            f"{m.describe_threshold(gates.min_improvement, theirs, metric)} "
+            f"(gain {m.describe_gain(mine, theirs, metric)})"
         )
         (passed if wins else failed).append(text)
 
@@ -182,7 +198,10 @@ def bless(
                 challenger_slices or {}, champion_slices or {}, gates, failed, passed
             )
 
+    warnings = list(warnings)
+    if warnings and gates.leakage == "block":
+        failed[:0] = [w.replace("warning: ", "refused: ", 1) for w in warnings]
+        warnings = []
     blessed = not failed
-    return Blessing(
-        blessed, tuple(failed if failed else passed), metric, challenger, champion, table
-    )
+    reasons = [*warnings, *(failed if failed else passed)]
+    return Blessing(blessed, tuple(reasons), metric, challenger, champion, table)

@@ -310,15 +310,27 @@ def select_window(
     window_days: float | None = None,
     since: str | None = None,
     max_rows: int | None = None,
+    min_rows: int | None = None,
 ) -> list[str]:
-    """Snapshot ids of the training window: the newest data, bounded by days, a start and rows."""
+    """Snapshot ids of the training window: the newest data, bounded by days, a start and rows.
+
+    Whole snapshots only. With `min_rows`, a window of `window_days` holding fewer rows reaches
+    back (never before `since`) until it holds that many, so a slow stream (a row a day) still
+    trains on enough rows; `max_rows` caps the result last.
+    """
     chosen = list(manifests)
     if since:
         chosen = [m for m in chosen if (m.time_max or m.arrived_at) >= since]
     if window_days and chosen and chosen[-1].time_max:
         newest = pd.Timestamp(chosen[-1].time_max)
         start = (newest - pd.Timedelta(days=window_days)).isoformat()
-        chosen = [m for m in chosen if (m.time_max or "") > start]
+        inside = [m for m in chosen if (m.time_max or "") > start]
+        older = [m for m in chosen if (m.time_max or "") <= start]
+        total = sum(m.rows for m in inside)
+        while min_rows and older and total < min_rows:
+            inside.insert(0, older.pop())
+            total += inside[0].rows
+        chosen = inside
     if max_rows:
         kept, total = [], 0
         for m in reversed(chosen):

@@ -10,7 +10,6 @@ import pandas as pd
 
 from ctloop.config.settings import Config
 from ctloop.loop import triggers
-from ctloop.model.evaluate import higher_is_better
 from ctloop.monitor.performance import ONLINE_METRICS, served_feedback
 from ctloop.registry.store import CHAMPION, Registry
 
@@ -51,16 +50,24 @@ def check_online_performance(
     row = rows[0] if rows else {}
     primary = config.gates.primary_metric
     name = primary if primary in row else next((m for m in ONLINE_METRICS if m in row), None)
-    baseline = None
+    baseline = baseline_std = baseline_rows = None
     if name is not None:
-        run = registry.client.get_run(champion.run_id)
-        baseline = run.data.metrics.get(f"holdout_{name}")
+        logged = registry.client.get_run(champion.run_id).data.metrics
+        baseline = logged.get(f"holdout_{name}")
+        baseline_std = logged.get(f"holdout_{name}_std")  # older runs have none: no noise guard
+        baseline_rows = logged.get("holdout_rows")
     online = row.get(name) if name else None
     labelled = int(row.get("labelled", 0))
     first = None
     if not joined.empty:
         first = datetime.fromtimestamp(float(joined["ts"].min()), UTC).isoformat()
     decision = triggers.decide_performance(
-        online, baseline, labelled, rules, higher_is_better(name) if name else True
+        online,
+        baseline,
+        labelled,
+        rules,
+        name or primary,
+        baseline_std,
+        int(baseline_rows) if baseline_rows else None,
     )
     return OnlinePerformance(champion.version, name, online, baseline, labelled, first, decision)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from ctloop.config.settings import Config, TriggerConfig
 from ctloop.lake import snapshots as lake
@@ -23,6 +24,30 @@ class LoopState:
     last_retrain_by: str | None
 
 
+def window_ids(manifests: list[Manifest], config: Config, since: str | None = None) -> list[str]:
+    """The training window of a retrain, the one rule of the live loop and of replay:
+    whole snapshots of the newest `training.window_days`, reaching back to `training.min_rows`
+    rows (a drift retrain: only from its onset `since`), capped at `training.max_rows`."""
+    training = config.training
+    return lake.select_window(
+        manifests,
+        training.window_days,
+        since,
+        training.max_rows,
+        None if since else training.min_rows,
+    )
+
+
+def champion_end(state: LoopState) -> str | None:
+    """The newest timestamp of the champion's training snapshots (None: no champion or none
+    timestamped)."""
+    if state.champion_snapshots is None:
+        return None
+    by_id = {m.snapshot: m for m in state.manifests}
+    ends = [by_id[s].time_max for s in state.champion_snapshots if s in by_id and by_id[s].time_max]
+    return max(ends) if ends else None
+
+
 def read_state(config: Config) -> LoopState:
     """The edge: the lake's manifests, the champion's snapshots and the trigger state."""
     home = home_of(config)
@@ -37,23 +62,24 @@ def read_state(config: Config) -> LoopState:
 
 
 def decide(
-    state: LoopState, rules: TriggerConfig, ignore_cooldown: bool = False
+    state: LoopState,
+    rules: TriggerConfig,
+    ignore_cooldown: bool = False,
+    now: datetime | None = None,
 ) -> triggers.RetrainDecision:
-    """What the trigger rules say about this state (pure: no store is read)."""
-    champion_end = None
-    if state.champion_snapshots is not None:
-        by_id = {m.snapshot: m for m in state.manifests}
-        ends = [
-            by_id[s].time_max for s in state.champion_snapshots if s in by_id and by_id[s].time_max
-        ]
-        champion_end = max(ends) if ends else None
+    """What the trigger rules say about this state (pure: no store is read).
+
+    Args:
+        now: the clock of the cooldown (replay passes the batch's time; live: the wall clock).
+    """
     return triggers.decide_retrain(
         list(state.manifests),
-        champion_end,
+        champion_end(state),
         state.champion_snapshots is not None,
         state.pending,
         rules,
         last_retrain_at=None if ignore_cooldown else state.last_retrain_at,
+        now=now,
     )
 
 

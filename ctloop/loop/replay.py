@@ -7,10 +7,16 @@ starts from the same first model (the bootstrap rule); they differ only in when 
 - `never`: the first model serves forever;
 - `every_batch`: retrain after every batch (the model is replaced unconditionally);
 - `schedule`: retrain every `schedule_every` batches (replaced unconditionally);
-- `ctloop`: the live system's rules (`ctloop.loop.triggers`): drift from Evidently on the batch's
-  features against the champion's training window (a drift retrain trains on data since the
-  onset once `drift_min_rows` arrived), performance decay of the served metric, the new-data
-  volume rule when set, the cooldown; and the challenger must pass the blessing gate.
+- `ctloop`: the live system's rules, decided by the live code (`ctloop.loop.policy.decide` on the
+  state the live loop would read): drift from Evidently on the batch's features against the
+  champion's training window (a drift retrain trains on data since the onset once
+  `drift_min_rows` arrived), performance decay of the served metric, the new-data volume rule,
+  the cooldown; and the challenger must pass the blessing gate.
+
+Every policy trains on the live loop's window (`ctloop.loop.policy.window_ids`: whole batches of
+the newest `training.window_days`, reaching back to `training.min_rows` rows). A batch that
+cannot be scored alone (fewer than `SCORE_MIN_ROWS` rows, or one class) is scored together with
+the next batches.
 
 Time is accelerated: the clock is the batch's own timestamps, so the cooldown and windows follow
 the data, not the wall clock.
@@ -22,6 +28,7 @@ import base64
 import html
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,12 +40,22 @@ from ctloop.config.settings import Config, Task
 from ctloop.errors import InputError, NotEnoughData
 from ctloop.gates.blessing import bless
 from ctloop.lake.snapshots import Manifest
+from ctloop.loop import policy as live
 from ctloop.loop import triggers
-from ctloop.model.evaluate import evaluate_predictions, higher_is_better
+from ctloop.model.evaluate import (
+    evaluate_outputs,
+    evaluate_predictions,
+    evaluate_with_spread,
+    model_outputs,
+)
+from ctloop.model.metrics import check_metric
 from ctloop.model.train import Candidate, prepare_features, split_holdout, train_candidate
 from ctloop.monitor.drift import detect_drift
 
 POLICIES = ("never", "every_batch", "schedule", "ctloop")
+# a batch with fewer labelled rows is scored together with the next ones (an AUC or an rmse of
+# a handful of rows says little)
+SCORE_MIN_ROWS = 30
 
 
 @dataclass
@@ -118,13 +135,53 @@ def _manifest(index: int, batch: pd.DataFrame, timestamp: str) -> Manifest:
 
 
 class _Served:
-    """The model a policy serves, with the rows it was trained on and its holdout metric."""
+    """The model a policy serves, with the snapshots it was trained on and its holdout metric."""
 
-    def __init__(self, candidate: Candidate, window: pd.DataFrame, metric: float | None):
+    def __init__(
+        self, candidate: Candidate, window: pd.DataFrame, ids: list[str], metrics: dict, name: str
+    ):
         self.candidate = candidate
         self.window = window
-        self.metric = metric
-        self.data_end = window.attrs.get("data_end")
+        self.snapshots = tuple(ids)
+        self.metric = metrics.get(name)
+        self.metric_std = metrics.get(f"{name}_std")  # the holdout's bootstrap spread
+        self.holdout_rows = int(metrics.get("rows", 0)) or None
+
+
+class _Pool:
+    """Served outputs waiting to be scored: a batch too small to be scored alone (one row, one
+    class) is scored together with the next ones, each row by the model that served it."""
+
+    def __init__(self) -> None:
+        self.y: list[np.ndarray] = []
+        self.outputs: list[np.ndarray] = []
+        self.classes: list[np.ndarray | None] = []
+
+    def add(self, y: pd.Series, output: np.ndarray, classes: np.ndarray | None) -> None:
+        self.y.append(y.to_numpy())
+        self.outputs.append(output)
+        self.classes.append(classes)
+
+    @property
+    def rows(self) -> int:
+        return sum(len(y) for y in self.y)
+
+    def score(self, config: Config) -> dict[str, float]:
+        if self.rows < SCORE_MIN_ROWS:
+            return {}
+        y = np.concatenate(self.y)
+        if self.classes[0] is None:
+            return evaluate_outputs(y, np.concatenate(self.outputs), None, config)
+        if len(pd.unique(y)) < 2:
+            return {}
+        union = np.array(sorted(set().union(*(c.tolist() for c in self.classes))))
+        columns = {c: k for k, c in enumerate(union.tolist())}
+        parts = []
+        for output, classes in zip(self.outputs, self.classes, strict=True):
+            part = np.zeros((len(output), len(union)))
+            part[:, [columns[c] for c in classes.tolist()]] = output
+            parts.append(part)
+        return evaluate_outputs(y, np.concatenate(parts), union, config)
 
 
 class Replayer:
@@ -143,34 +200,44 @@ class Replayer:
 
     # -- shared pieces -------------------------------------------------------------------------
 
-    def _window(self, upto: int, since: str | None = None) -> pd.DataFrame:
-        frames = [b for i, (_, b) in enumerate(self.batches[: upto + 1])]
-        frame = pd.concat(frames, ignore_index=True)
-        stamps = frame[self.timestamp]
-        newest = stamps.max()
-        keep = pd.Series(True, index=frame.index)
-        if self.config.training.window_days:
-            keep &= stamps > newest - pd.Timedelta(days=self.config.training.window_days)
-        if since:
-            keep &= stamps >= pd.Timestamp(since)
-        window = frame[keep].reset_index(drop=True)
-        if self.config.training.max_rows:
-            window = window.tail(self.config.training.max_rows).reset_index(drop=True)
-        window.attrs["data_end"] = newest.isoformat()
-        return window
+    def window_ids(self, upto: int, since: str | None = None) -> list[str]:
+        """The live loop's window rule (`loop.policy.window_ids`) on the batches so far."""
+        return live.window_ids(self.manifests[: upto + 1], self.config, since)
+
+    def _window(self, ids: list[str]) -> pd.DataFrame:
+        frames = [self.batches[int(i[1:])][1] for i in ids]
+        return pd.concat(frames, ignore_index=True)
 
     def _fit(self, window: pd.DataFrame) -> tuple[Candidate, dict[str, float], pd.DataFrame]:
         split = split_holdout(window, self.config)
         candidate = train_candidate(split.train, self.config)
-        metrics = self._score(candidate, split.holdout)
+        metrics = self._score(candidate, split.holdout, spread=True)
         return candidate, metrics, split.holdout
 
-    def _score(self, candidate: Candidate, batch: pd.DataFrame) -> dict[str, float]:
+    def _score(
+        self, candidate: Candidate, batch: pd.DataFrame, spread: bool = False
+    ) -> dict[str, float]:
         X = prepare_features(batch, candidate.numeric, candidate.categorical)
         y = batch[self.target]
         if self.config.dataset.task != Task.REGRESSION and y.nunique() < 2:
             return {}
-        return evaluate_predictions(candidate.pipeline, X, y, self.config)
+        evaluate = evaluate_with_spread if spread else evaluate_predictions
+        return evaluate(candidate.pipeline, X, y, self.config)
+
+    def _serve(self, candidate: Candidate, batch: pd.DataFrame, pool: _Pool) -> float | None:
+        """Score a batch with the serving model into the pool; the pool's metric once it can
+        be computed (then the pool empties), else None."""
+        X = prepare_features(batch, candidate.numeric, candidate.categorical)
+        classes = (
+            None
+            if self.config.dataset.task == Task.REGRESSION
+            else np.asarray(candidate.pipeline.classes_)
+        )
+        pool.add(batch[self.target], model_outputs(candidate.pipeline, X, self.config), classes)
+        value = pool.score(self.config).get(self.metric_name)
+        if value is not None:
+            pool.__init__()
+        return value
 
     def _bootstrap_index(self) -> int:
         total = 0
@@ -179,20 +246,22 @@ class Replayer:
             if total >= self.config.triggers.bootstrap_rows:
                 return i
         raise NotEnoughData(
-            f"{total} labelled rows in the whole history < bootstrap_rows "
-            f"{self.config.triggers.bootstrap_rows}"
+            f"{total} labelled rows in the whole history < triggers.bootstrap_rows "
+            f"{self.config.triggers.bootstrap_rows} (the rows a first model waits for; set it "
+            "lower in ctloop.yaml or CTLOOP_TRIGGERS__BOOTSTRAP_ROWS)"
         )
 
     # -- one policy ----------------------------------------------------------------------------
 
-    def run(self, policy: str) -> PolicyResult:
-        started = time.perf_counter()
+    def run(self, policy_name: str, progress=None) -> PolicyResult:
         compute = 0.0
         first = self._bootstrap_index()
         t0 = time.perf_counter()
-        candidate, metrics, _ = self._fit(self._window(first))
+        ids = self.window_ids(first)
+        window = self._window(ids)
+        candidate, metrics, _ = self._fit(window)
         compute += time.perf_counter() - t0
-        served = _Served(candidate, self._window(first), metrics.get(self.metric_name))
+        served = _Served(candidate, window, ids, metrics, self.metric_name)
         retrains = 1
         points = [
             BatchPoint(label, len(b), None, i == first, "first model" if i == first else "no model")
@@ -202,56 +271,83 @@ class Replayer:
         last_retrain: str | None = self.manifests[first].time_max
         served_rows = 0
         served_hits: list[tuple[float, int]] = []
+        pool = _Pool()
         for i in range(first + 1, len(self.batches)):
             label, batch = self.batches[i]
-            scored = self._score(served.candidate, batch).get(self.metric_name)
+            waiting = pool.rows
+            scored = self._serve(served.candidate, batch, pool)
             point = BatchPoint(label, len(batch), scored)
             points.append(point)
-            if scored is not None:
-                served_hits.append((scored, len(batch)))
-                served_rows += len(batch)
-            retrain, since, note = False, None, ""
-            t0 = time.perf_counter()
-            if policy == "every_batch":
-                retrain, note = True, "every batch"
-            elif policy == "schedule":
-                retrain = (i - first) % self.schedule_every == 0
-                note = f"every {self.schedule_every} batches" if retrain else ""
-            elif policy == "ctloop":
-                retrain, since, note, pending = self._ctloop_step(
-                    i, batch, served, pending, last_retrain, served_hits, served_rows
-                )
-            compute += time.perf_counter() - t0
-            if not retrain:
-                point.note = note
-                continue
-            t0 = time.perf_counter()
-            window = self._window(i, since)
             try:
-                challenger, metrics, holdout = self._fit(window)
-            except NotEnoughData as exc:
-                point.note = f"{note}; not trained: {exc}"
+                if scored is not None:
+                    served_hits.append((scored, len(batch) + waiting))
+                    served_rows += len(batch) + waiting
+                retrain, since, note = False, None, ""
+                t0 = time.perf_counter()
+                if policy_name == "every_batch":
+                    retrain, note = True, "every batch"
+                elif policy_name == "schedule":
+                    retrain = (i - first) % self.schedule_every == 0
+                    note = f"every {self.schedule_every} batches" if retrain else ""
+                elif policy_name == "ctloop":
+                    retrain, since, note, pending = self._ctloop_step(
+                        i, batch, served, pending, last_retrain, served_hits, served_rows
+                    )
+                if scored is None:
+                    wait = f"scored with the next batches ({pool.rows} rows so far)"
+                    note = f"{note}; {wait}" if note else wait
                 compute += time.perf_counter() - t0
-                continue
-            replace = True
-            if policy == "ctloop":
-                champion_metrics = self._score(served.candidate, holdout)
-                blessing = bless(metrics, champion_metrics, self.config.gates)
-                replace = blessing.blessed
-                note = f"{note}; " + ("blessed" if replace else "refused: " + blessing.reasons[0])
-                pending = None
-                last_retrain = self.manifests[i].time_max
-            compute += time.perf_counter() - t0
-            retrains += 1
-            point.retrained = True
-            point.note = note
-            if replace:
-                served = _Served(challenger, window, metrics.get(self.metric_name))
-                served_hits, served_rows = [], 0
-        del started
+                if not retrain:
+                    point.note = note
+                    continue
+                t0 = time.perf_counter()
+                ids = self.window_ids(i, since)
+                window = self._window(ids)
+                try:
+                    challenger, metrics, holdout = self._fit(window)
+                except NotEnoughData as exc:
+                    point.note = f"{note}; not trained: {exc}"
+                    compute += time.perf_counter() - t0
+                    continue
+                replace = True
+                if policy_name == "ctloop":
+                    champion_metrics = self._score(served.candidate, holdout)
+                    blessing = bless(metrics, champion_metrics, self.config.gates)
+                    replace = blessing.blessed
+                    verdict = "blessed" if replace else "refused: " + blessing.reasons[0]
+                    note = f"{note}; {verdict}"
+                    pending = None
+                    last_retrain = self.manifests[i].time_max
+                compute += time.perf_counter() - t0
+                retrains += 1
+                point.retrained = True
+                point.note = note
+                if replace:
+                    served = _Served(challenger, window, ids, metrics, self.metric_name)
+                    served_hits, served_rows = [], 0
+            finally:
+                if progress is not None:
+                    progress(policy_name, i, point)
+
         scored = [p.metric for p in points if p.metric is not None]
         mean = float(np.mean(scored)) if scored else None
-        return PolicyResult(policy, self.metric_name, mean, retrains, compute, points)
+        return PolicyResult(policy_name, self.metric_name, mean, retrains, compute, points)
+
+    def state_at(
+        self,
+        i: int,
+        served: _Served,
+        pending: triggers.PendingDrift | None,
+        last_retrain: str | None,
+    ) -> live.LoopState:
+        """What the live loop would read from its stores after batch `i` was accepted."""
+        return live.LoopState(
+            manifests=tuple(self.manifests[: i + 1]),
+            champion_snapshots=served.snapshots,
+            pending=pending,
+            last_retrain_at=last_retrain,
+            last_retrain_by=None,
+        )
 
     def _ctloop_step(self, i, batch, served, pending, last_retrain, served_hits, served_rows):
         """The live decision code on one batch: monitor, then the retrain rules."""
@@ -268,7 +364,13 @@ class Replayer:
             values, weights = zip(*served_hits, strict=True)
             online = float(np.average(values, weights=weights))
             perf = triggers.decide_performance(
-                online, served.metric, served_rows, rules, higher_is_better(self.metric_name)
+                online,
+                served.metric,
+                served_rows,
+                rules,
+                self.metric_name,
+                served.metric_std,
+                served.holdout_rows,
             )
             if perf.retrain:
                 pending = triggers.PendingDrift(
@@ -278,15 +380,8 @@ class Replayer:
                     trigger=triggers.PERFORMANCE,
                 )
         now = datetime.fromisoformat(self.manifests[i].time_max).replace(tzinfo=None)
-        decision = triggers.decide_retrain(
-            self.manifests[: i + 1],
-            served.data_end,
-            True,
-            pending,
-            rules,
-            last_retrain_at=last_retrain,
-            now=now,
-        )
+        state = self.state_at(i, served, pending, last_retrain)
+        decision = live.decide(state, rules, now=now)
         if decision.retrain:
             return True, decision.since, f"{decision.trigger}: {decision.reason}", pending
         note = f"{pending.trigger} pending" if pending else ""
@@ -299,8 +394,14 @@ def replay(
     freq: str = "1D",
     schedule_every: int = 7,
     policies: tuple[str, ...] = POLICIES,
+    progress: Callable[[str, int, int, BatchPoint], None] | None = None,
 ) -> ReplayResult:
-    """Replay `frame` as batches of `freq` and run each policy over them."""
+    """Replay `frame` as batches of `freq` and run each policy over them.
+
+    Args:
+        progress: called after each batch of each policy with (policy, batch index, batches,
+            the batch's point), e.g. to print a line per batch.
+    """
     target = config.require_target()
     if target not in frame.columns:
         raise InputError(f"target column '{target}' is not in the data")
@@ -309,12 +410,21 @@ def replay(
     unknown = sorted(set(policies) - set(POLICIES))
     if unknown:
         raise InputError(f"unknown policies {unknown}; known: {list(POLICIES)}")
+    problem = check_metric(config.gates.primary_metric, str(config.dataset.task))
+    if problem:
+        raise InputError(f"gates.primary_metric: {problem}")
     frame = frame.dropna(subset=[target])
     batches = split_batches(frame, config.dataset.timestamp, freq)
     if len(batches) < 3:
         raise NotEnoughData(f"{len(batches)} batches at --freq {freq}; at least 3 are needed")
     replayer = Replayer(config, batches, schedule_every)
-    results = {name: replayer.run(name) for name in policies}
+    step = None
+    if progress is not None:
+
+        def step(name: str, index: int, point: BatchPoint) -> None:
+            progress(name, index, len(batches), point)
+
+    results = {name: replayer.run(name, step) for name in policies}
     return ReplayResult(results, len(batches), config.gates.primary_metric)
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ctloop.config.settings import Config
 from ctloop.gates.verdict import BLOCK, INFO, Verdict
-from ctloop.model.evaluate import higher_is_better
+from ctloop.model import metrics as m
 from ctloop.registry.store import CHALLENGER, CHAMPION, Registry
 
 PROMOTE = "promote"
@@ -61,15 +61,14 @@ def decide_rollout(
     mine, theirs = challenger.get(metric), champion.get(metric)
     if mine is None or theirs is None:
         return RolloutDecision(WAIT, f"{metric} not measurable online yet", **ids, metric=metric)
-    sign = 1 if higher_is_better(metric) else -1
-    gain = sign * (mine - theirs)
     values = {"champion_online": theirs, "challenger_online": mine}
     text = (
         f"online {metric}: challenger v{ids['challenger']} {mine:.4f} vs champion "
         f"v{ids['champion']} {theirs:.4f} over {challenger['labelled']}/{champion['labelled']} "
-        f"labelled rows (gain {gain:+.4f}, margin {margin:g})"
+        f"labelled rows (gain {m.describe_gain(mine, theirs, metric)}, margin "
+        f"{m.describe_threshold(margin, theirs, metric)})"
     )
-    action = PROMOTE if gain >= margin - 1e-9 else ROLLBACK
+    action = PROMOTE if m.better(mine, theirs, metric, margin) else ROLLBACK
     return RolloutDecision(action, text, **ids, metric=metric, **values)
 
 

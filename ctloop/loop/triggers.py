@@ -149,29 +149,54 @@ def decide_performance(
     baseline: float | None,
     rows: int,
     rules: TriggerConfig,
-    higher_is_better: bool = True,
+    metric: str = "roc_auc",
+    baseline_std: float | None = None,
+    baseline_rows: int | None = None,
 ) -> RetrainDecision:
     """Has the served model decayed? Compares its metric on labelled served rows with the
-    value it had on its holdout when it was blessed."""
+    value it had on its holdout when it was blessed.
+
+    `rules.performance_drop` is read in the metric's scale (`ctloop.model.metrics`): an amount
+    of a 0-1 metric, a fraction of the holdout value for an error such as rmse. When the
+    holdout's spread is known (`baseline_std`, the bootstrap std of the metric on its
+    `baseline_rows` rows), the drop must also exceed `rules.performance_noise` standard errors
+    of the difference, `baseline_std * sqrt(1 + baseline_rows / rows)`: a drop the size of the
+    sampling noise of two small samples is not decay.
+    """
+    import math
+
+    from ctloop.model import metrics as m
+
     if online is None or baseline is None:
         return RetrainDecision(False, PERFORMANCE, "no online metric yet")
     if rows < rules.performance_min_rows:
         return RetrainDecision(
             False, PERFORMANCE, f"{rows} labelled served rows < {rules.performance_min_rows}"
         )
-    drop = (baseline - online) if higher_is_better else (online - baseline)
-    if drop > rules.performance_drop:
+    drop = -m.relative_improvement(online, baseline, metric)
+    worse = -m.improvement(online, baseline, metric)
+    limit = m.describe_threshold(rules.performance_drop, baseline, metric)
+    shown = f"{worse:.4f}" if m.spec(metric).unit_scale else f"{worse:.4g} ({drop:.1%})"
+    noise = None
+    if baseline_std and baseline_rows and rules.performance_noise:
+        noise = rules.performance_noise * baseline_std * math.sqrt(1 + baseline_rows / rows)
+    head = f"online {metric} {online:.4f} vs {baseline:.4f} at blessing"
+    if drop > rules.performance_drop and (noise is None or worse > noise):
+        beyond = "" if noise is None else f" and > noise {noise:.4g}"
         return RetrainDecision(
             True,
             PERFORMANCE,
-            f"online metric {online:.4f} vs {baseline:.4f} at blessing: "
-            f"decayed by {drop:.4f} > {rules.performance_drop:g} over {rows} rows",
+            f"{head}: decayed by {shown} > {limit}{beyond} over {rows} rows",
         )
-    return RetrainDecision(
-        False,
-        PERFORMANCE,
-        f"online metric {online:.4f} within {rules.performance_drop:g} of {baseline:.4f}",
-    )
+    if drop > rules.performance_drop:
+        return RetrainDecision(
+            False,
+            PERFORMANCE,
+            f"{head}: decayed by {shown} > {limit}, but within the noise {noise:.4g} "
+            f"({rules.performance_noise:g} standard errors over {rows} served and "
+            f"{baseline_rows} holdout rows)",
+        )
+    return RetrainDecision(False, PERFORMANCE, f"{head}: within {limit}")
 
 
 def _state_path(home: Home) -> Path:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ctloop.config.settings import Config
 from ctloop.errors import InputError
-from ctloop.model.evaluate import evaluate_predictions
+from ctloop.model.evaluate import evaluate_with_spread
 from ctloop.model.train import Candidate, prepare_features, split_holdout, train_candidate
 from ctloop.names import TAG_BLESSED, TAG_BLESSING, TAG_GIT_COMMIT, TAG_SPLIT
 
@@ -201,7 +201,7 @@ def rebuild(frame: pd.DataFrame, recipe: Recipe, base: Config) -> Rebuild:
     candidate = train_candidate(split.train, config, recipe.family, recipe.params)
     target = config.require_target()
     X = prepare_features(split.holdout, candidate.numeric, candidate.categorical)
-    metrics = evaluate_predictions(candidate.pipeline, X, split.holdout[target], config)
+    metrics = evaluate_with_spread(candidate.pipeline, X, split.holdout[target], config)
     return Rebuild(candidate, metrics, dict(recipe.metrics), split.strategy)
 
 

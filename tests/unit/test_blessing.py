@@ -89,17 +89,18 @@ def test_a_failed_floor_refuses_even_a_better_challenger():
     [
         (0.40, 0.50, 0.0, True),  # lower loss wins
         (0.60, 0.50, 0.0, False),  # higher loss loses
-        (0.45, 0.50, 0.02, True),  # 0.05 better > margin
-        (0.49, 0.50, 0.02, False),  # 0.01 better < margin
+        (0.45, 0.50, 0.02, True),  # 10% better > a margin of 2% of the champion's loss
+        (0.49, 0.50, 0.03, False),  # 2% better < a margin of 3%
     ],
 )
 def test_lower_is_better_primary_metric(challenger, champion, margin, blessed):
+    # log_loss has no fixed scale: the margin is a fraction of the champion's value
     gates = GateConfig(primary_metric="log_loss", min_metrics={}, min_improvement=margin)
     result = bless({"log_loss": challenger}, {"log_loss": champion}, gates)
     assert result.blessed is blessed
     assert result.primary_metric == "log_loss"
     gain = champion - challenger
-    assert any(f"gain {gain:+.4f}" in r for r in result.reasons)
+    assert any(f"gain {gain:+.4g}, {gain / champion:+.1%}" in r for r in result.reasons)
 
 
 def test_primary_metric_missing_cannot_compare():

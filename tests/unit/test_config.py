@@ -63,7 +63,9 @@ def test_yaml_file_overrides_only_what_it_sets(tmp_path):
     assert cfg.validation.severity_of("label_shift") == Severity.BLOCK
     # untouched sections keep their defaults
     assert cfg.training.holdout_fraction == Config().training.holdout_fraction
-    assert cfg.gates == Config().gates
+    # the metric settings follow the task when unset
+    assert cfg.gates == Config(dataset={"task": "multiclass"}).gates
+    assert cfg.gates.primary_metric == "roc_auc_ovr"
     assert cfg.registry_name == "loans"
 
 

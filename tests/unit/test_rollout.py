@@ -29,7 +29,9 @@ def test_canary_actions(champion, challenger, action):
 
 def test_margin_and_lower_is_better():
     champion, challenger = row(1, 500, rmse=10.0), row(2, 500, rmse=9.5)
+    # rmse has no fixed scale: the margin is a fraction of the champion's value (5% here)
     assert decide_rollout(champion, challenger, "rmse", 100, 0.0).action == PROMOTE
-    assert decide_rollout(champion, challenger, "rmse", 100, 1.0).action == ROLLBACK
-    text = decide_rollout(champion, challenger, "rmse", 100, 1.0).reason
-    assert "gain +0.5000" in text and "margin 1" in text
+    assert decide_rollout(champion, challenger, "rmse", 100, 0.04).action == PROMOTE
+    assert decide_rollout(champion, challenger, "rmse", 100, 0.1).action == ROLLBACK
+    text = decide_rollout(champion, challenger, "rmse", 100, 0.1).reason
+    assert "gain +0.5, +5.0%" in text and "margin 10% of 10 (1)" in text
