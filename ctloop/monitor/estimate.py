@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-CLASSIFIER_METRICS = ("roc_auc", "accuracy", "f1", "f1_macro")
+CLASSIFIER_METRICS = ("roc_auc", "roc_auc_ovr", "accuracy", "f1", "f1_macro")
 REGRESSION_METRICS = ("mae", "rmse")
 
 
@@ -123,7 +123,7 @@ def _metric_of(metric: str, n_classes: int, proba: np.ndarray):
         return lambda labels: _f1(pred, labels, 1)
     if metric == "f1_macro":
         return lambda labels: float(np.mean([_f1(pred, labels, k) for k in range(n_classes)]))
-    if metric == "roc_auc":
+    if metric in ("roc_auc", "roc_auc_ovr"):  # one-vs-rest, macro, for several classes
         columns = [1] if n_classes == 2 else range(n_classes)
         ranks = {k: rankdata(proba[:, k]) for k in columns}
         return lambda labels: float(
