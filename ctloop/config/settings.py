@@ -311,6 +311,15 @@ class DriftConfig(_Strict):
         description="current rows sampled per column by the fast check (0 error bound: see README)",
     )
     workers: int = Field(default=2, ge=1, description="columns checked in parallel")
+    noise_quantile: float = Field(
+        default=0.99,
+        ge=0,
+        lt=1,
+        description="a distance (wasserstein, jensenshannon...) drifts only above this quantile "
+        "of the distances that batches of the same size drawn from the reference itself reach "
+        "(and above the threshold); 0: the threshold alone. Matters for batches of a few "
+        "thousand rows or fewer",
+    )
 
 
 class IngestConfig(_Strict):

@@ -108,6 +108,15 @@ def detect_drift(
     columns = [c for c in columns if c in reference.columns and c in current.columns]
     snapshot = run_drift_report(reference, current, columns, cfg)
     summary = summarize_drift(snapshot, cfg, len(reference), len(current))
+    if cfg.noise_quantile and floor_matters(len(current), cfg.threshold):
+        profile = profile_reference(reference, columns, cfg.workers)
+        adjusted = [
+            with_noise_floor(
+                c, profile.columns.get(c.column), int(current[c.column].notna().sum()), cfg
+            )
+            for c in summary.columns
+        ]
+        summary = _apply_rule(adjusted, cfg, len(reference), len(current))
     if html_path is not None and (
         html_when == "always" or html_when == "on_drift" and summary.drift
     ):
@@ -221,6 +230,57 @@ def _jensenshannon(profile: ColumnProfile, current: pd.Series) -> float:
     return float(distance.jensenshannon(p, q))
 
 
+def noise_floor(profile: ColumnProfile, rows: int, quantile: float, seed: int = 0) -> float:
+    """The score that a batch of `rows` rows drawn from the reference itself reaches at this
+    quantile: a distance below it is what sampling alone gives a batch of that size.
+
+    A distance between a small batch and the reference is never near 0: with 250 rows the
+    normalised Wasserstein distance of an unchanged column is often above 0.1, the default
+    threshold, so small batches "drifted" on noise. Computed only for batches small enough for
+    it to matter (a floor under a tenth of the threshold is not computed)."""
+    if quantile <= 0 or rows < 1:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    draws = 100
+    if profile.kind == "num":
+        quantiles = np.asarray(profile.quantiles)
+        scores = [
+            _wasserstein_normed(profile, quantiles[rng.integers(0, len(quantiles), rows)])
+            for _ in range(draws)
+        ]
+    else:
+        keys = list(profile.counts)
+        p = np.array([profile.counts[k] for k in keys], dtype=float)
+        p /= p.sum()
+        scores = []
+        for _ in range(draws):
+            drawn = rng.multinomial(rows, p)
+            sample = pd.Series(np.repeat(np.array(keys, dtype=object), drawn))
+            scores.append(_jensenshannon(profile, sample))
+    return float(np.quantile(scores, quantile))
+
+
+def floor_matters(rows: int, threshold: float) -> bool:
+    """Whether a batch is small enough for sampling noise to reach a tenth of the threshold
+    (both distances shrink like 1/sqrt(rows); about 0.8/sqrt(rows) for an unchanged column)."""
+    return 0.8 / np.sqrt(max(rows, 1)) > 0.1 * threshold
+
+
+def with_noise_floor(column: ColumnDrift, profile: ColumnProfile | None, rows: int, cfg):
+    """A distance verdict re-decided against max(threshold, the noise floor at this size)."""
+    if (
+        profile is None
+        or is_p_value(column.method)
+        or not cfg.noise_quantile
+        or not floor_matters(rows, cfg.threshold)
+        # the floor is computed with the fast check's own distances
+        or (cfg.num_method if profile.kind == "num" else cfg.cat_method) not in FAST_NUM | FAST_CAT
+    ):
+        return column
+    limit = max(cfg.threshold, noise_floor(profile, rows, cfg.noise_quantile))
+    return ColumnDrift(column.column, column.method, column.score, limit, column.score >= limit)
+
+
 def sampling_margin(rows: int, threshold: float) -> float:
     """Scores this close to the threshold are recomputed on every row (see README)."""
     return max(0.2 * threshold, 4.0 / np.sqrt(max(rows, 1)))
@@ -267,7 +327,10 @@ def fast_drift(
                 len(values), cfg.threshold
             ):
                 value = _wasserstein_normed(col, _finite(full))
-            return ColumnDrift(name, cfg.num_method, value, cfg.threshold, value >= cfg.threshold)
+            verdict = ColumnDrift(
+                name, cfg.num_method, value, cfg.threshold, value >= cfg.threshold
+            )
+            return with_noise_floor(verdict, col, len(_finite(full)), cfg)
         present = part.dropna().astype(str)
         if present.empty:
             return None
@@ -276,7 +339,8 @@ def fast_drift(
             len(present), cfg.threshold
         ):
             value = _jensenshannon(col, full.dropna().astype(str))
-        return ColumnDrift(name, cfg.cat_method, value, cfg.threshold, value >= cfg.threshold)
+        verdict = ColumnDrift(name, cfg.cat_method, value, cfg.threshold, value >= cfg.threshold)
+        return with_noise_floor(verdict, col, int(full.notna().sum()), cfg)
 
     with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
         scored = [c for c in pool.map(score, list(profile.columns)) if c is not None]

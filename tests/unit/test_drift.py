@@ -235,3 +235,54 @@ def test_fast_drift_refuses_methods_without_a_fast_path(reference):
 
     with pytest.raises(ValueError, match="detect_drift"):
         fast_drift(profile_reference(reference, COLUMNS), reference, DriftConfig(num_method="ks"))
+
+
+def _cancer_split():
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
+    shuffled = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    return shuffled.iloc[:300], shuffled.iloc[300:]
+
+
+@pytest.mark.parametrize("path", ["fast", "evidently"])
+def test_small_unchanged_batches_do_not_drift_on_sampling_noise(path):
+    """100-row batches of breast-cancer rows from the same population as the reference: with the
+    threshold alone most of them "drift"; against the noise floor of their size, few do."""
+    from ctloop.config.settings import DriftConfig
+    from ctloop.monitor.drift import detect_drift, fast_drift, profile_reference
+
+    reference, rest = _cancer_split()
+    columns = list(reference.columns)
+    tried = 4 if path == "evidently" else 10
+    verdicts = {}
+    for quantile in (0.0, 0.99):
+        cfg = DriftConfig(noise_quantile=quantile)
+        profile = profile_reference(reference, columns)
+        drifted = 0
+        for seed in range(tried):
+            batch = rest.sample(100, random_state=seed)
+            if path == "fast":
+                summary = fast_drift(profile, batch, cfg)
+            else:
+                summary = detect_drift(reference, batch, columns, cfg, html_when="never")
+            drifted += summary.drift
+        verdicts[quantile] = drifted
+    assert verdicts[0.0] >= tried // 2, verdicts  # the noise the floor is for
+    assert verdicts[0.99] <= 1, verdicts
+
+
+def test_a_real_shift_in_a_small_batch_still_drifts():
+    from ctloop.config.settings import DriftConfig
+    from ctloop.monitor.drift import fast_drift, profile_reference
+
+    reference, rest = _cancer_split()
+    # the largest tumours only: a selection shift in the size columns
+    shifted = rest[rest["mean radius"] > rest["mean radius"].quantile(0.6)].head(100)
+    summary = fast_drift(
+        profile_reference(reference, list(reference.columns)), shifted, DriftConfig()
+    )
+    assert summary.drift, summary.reasons
+    assert "mean radius" in summary.drifted_columns
+    floored = {c.column: c for c in summary.columns}["mean radius"]
+    assert floored.threshold > 0.1  # the limit it beat is the floor, above the threshold

@@ -39,7 +39,14 @@ def _realized(metric, labels, proba):
 
 @pytest.mark.parametrize(
     ("classes", "metric"),
-    [(2, "roc_auc"), (2, "accuracy"), (2, "f1"), (3, "accuracy"), (3, "roc_auc_ovr"), (4, "f1_macro")],
+    [
+        (2, "roc_auc"),
+        (2, "accuracy"),
+        (2, "f1"),
+        (3, "accuracy"),
+        (3, "roc_auc_ovr"),
+        (4, "f1_macro"),
+    ],
 )
 def test_on_calibrated_probabilities_the_interval_covers_the_realized_metric(classes, metric):
     rng = np.random.default_rng(classes * 7 + len(metric))
