@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -44,6 +45,7 @@ def ingest(
             raise InputError(f"{path}: file not found")
     config, root = make_config(config_path, home, target, task, timestamp, id_col, exclude)
     config.require_target()
+    quiet_run_logs()
     result = run.ingest([str(p) for p in paths], config)
     if result["accepted"]:
         keep_dataset_settings(config, root)
@@ -58,16 +60,32 @@ def ingest(
             for w in a["warnings"]:
                 out.print(f"  [yellow]warn[/yellow] {w['message']}")
         for q in result["quarantined"]:
-            blocking = [r["message"] for r in q["reasons"] if r["severity"] == "block"]
-            more = f" (+{len(blocking) - 1} more)" if len(blocking) > 1 else ""
             err.print(
-                f"[red]error:[/red] {q['path']}: quarantined: {blocking[0] if blocking else ''}"
-                f"{more}",
-                highlight=False,
-                soft_wrap=True,
+                f"[red]error:[/red] {quarantine_line(q)}", highlight=False, soft_wrap=True
             )
     if result["quarantined"]:
         raise typer.Exit(1)
+
+
+def quarantine_line(quarantined: dict) -> str:
+    """`PATH: quarantined: first blocking reason (+N more)`, the path said once."""
+    path = quarantined["path"]
+    blocking = [r["message"] for r in quarantined["reasons"] if r["severity"] == "block"]
+    first = blocking[0] if blocking else ""
+    first = first[len(path) + 2 :] if first.startswith(f"{path}: ") else first
+    more = f" (+{len(blocking) - 1} more)" if len(blocking) > 1 else ""
+    return f"{path}: quarantined: {first}{more}"
+
+
+def quiet_run_logs() -> None:
+    """Only errors on the console: the answer is the outcome lines.
+
+    Warnings (a finding of each check, a rejected batch) still reach the Prefect API and UI.
+    Call before Prefect is imported (it reads its settings once).
+    """
+    key = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
+    if os.environ.get(key, "WARNING") == "WARNING":  # not chosen by the user
+        os.environ[key] = "ERROR"
 
 
 @app.command()

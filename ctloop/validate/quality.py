@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ctloop.config.settings import Config
@@ -75,6 +76,12 @@ def compare_to_reference(staged: StagedBatch, config: Config, home: Home) -> Ref
         and not staged.schema.columns[c].personal
     ]
     issues: list[Issue] = []
+    columns, empty = measurable_columns(reference, current, columns)
+    if empty and config.validation.severity_of("data_drift") != "off":
+        issues += [
+            Issue("data_drift", "warn", f"column '{c}': no valid value, drift not measured", c)
+            for c in empty
+        ]
     summary = None
     if columns and len(current):
         profile = profile_reference(reference, columns, config.drift.workers)
@@ -92,8 +99,37 @@ def compare_to_reference(staged: StagedBatch, config: Config, home: Home) -> Ref
     when = config.validation.evidently_report
     blocked = not staged.report.passed or any(i.severity == "block" for i in issues)
     if columns and len(current) and (when == "always" or when == "on_block" and blocked):
-        html = str(write_evidently_html(reference, current, columns, config, home, staged.source))
+        try:
+            html = str(
+                write_evidently_html(reference, current, columns, config, home, staged.source)
+            )
+        except ValueError as exc:  # Evidently refusing data it cannot describe: no report
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "ValueError"
+            issues.append(Issue("data_drift", "warn", f"no Evidently report: {first}"))
     return ReferenceCheck(issues, summary, html)
+
+
+def measurable_columns(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]
+) -> tuple[list[str], list[str]]:
+    """The columns with at least one valid value in both frames, and the others.
+
+    Evidently raises on a column with no valid value ("An empty column 'x' was provided for
+    drift calculation"): such a column (all text in a numeric column, all missing) is reported
+    by the batch checks and left out of the drift measurement.
+    """
+    kept, empty = [], []
+    for c in columns:
+        valid = _has_value(current[c]) and _has_value(reference[c])
+        (kept if valid else empty).append(c)
+    return kept, empty
+
+
+def _has_value(series: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+        return bool(np.isfinite(values).any())
+    return bool(series.notna().any())
 
 
 def write_evidently_html(
