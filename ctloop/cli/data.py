@@ -60,9 +60,7 @@ def ingest(
             for w in a["warnings"]:
                 out.print(f"  [yellow]warn[/yellow] {w['message']}")
         for q in result["quarantined"]:
-            err.print(
-                f"[red]error:[/red] {quarantine_line(q)}", highlight=False, soft_wrap=True
-            )
+            err.print(f"[red]error:[/red] {quarantine_line(q)}", highlight=False, soft_wrap=True)
     if result["quarantined"]:
         raise typer.Exit(1)
 

@@ -33,6 +33,7 @@ from ctloop.validate.checks import (
     provisional_schema,
     type_chunk,
 )
+from ctloop.validate.quality import compare_to_reference
 
 
 def _arrow_schema(raw: pa.Schema, schema: Schema) -> pa.Schema:
@@ -283,17 +284,27 @@ def ingest_path(
     config: Config,
     home: Home,
     on_row_group: Callable[[int], None] | None = None,
+    compare: bool = False,
 ) -> Outcome:
-    """Ingest one file end to end without Prefect (the CLI's flows wrap the same steps)."""
+    """Ingest one file end to end without Prefect (the CLI's flows wrap the same steps).
+
+    Args:
+        compare: also check drift against the newest accepted data (`compare-to-reference` of
+            the ingest flow, with Evidently's report as `validation.evidently_report` says).
+    """
     path = str(path)
     for _attempt in range(3):
         staged = try_stage_file(path, config, home, on_row_group)
         if isinstance(staged, Unreadable):
             record = lake.quarantine_batch(home, Path(path), staged.reasons)
             return Outcome(path, False, None, quarantine=record)
+        html = None
+        if compare:
+            compared = compare_to_reference(staged, config, home)
+            staged.report, html = staged.report.with_issues(compared.issues), compared.html
         if not staged.passed:
             discard(staged)
-            record = lake.quarantine_batch(home, Path(path), staged.report.reasons())
+            record = lake.quarantine_batch(home, Path(path), staged.report.reasons(), html)
             return Outcome(path, False, staged.report, quarantine=record)
         try:
             written, _ = commit(staged, config, home)

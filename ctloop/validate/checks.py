@@ -21,11 +21,11 @@ from ctloop.data.batches import _text as as_text
 from ctloop.data.schema import (
     BOOLEAN_KIND,
     CATEGORICAL,
-    FALSE_WORDS,
-    TRUE_WORDS,
     DATETIME,
+    FALSE_WORDS,
     IDENTIFIER,
     NUMERIC,
+    TRUE_WORDS,
     ColumnSchema,
     Schema,
     _label_key,
