@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +10,15 @@ from typing import Annotated
 import typer  # module level: typer resolves the string annotations in these globals
 
 from ctloop.cli import run
-from ctloop.cli.app import app, err, handles_errors, keep_dataset_settings, make_config, out
+from ctloop.cli.app import (
+    app,
+    err,
+    handles_errors,
+    keep_dataset_settings,
+    make_config,
+    out,
+    quiet_run_logs,
+)
 from ctloop.cli.options import (
     ConfigOpt,
     ExcludeOpt,
@@ -73,17 +80,6 @@ def quarantine_line(quarantined: dict) -> str:
     first = first[len(path) + 2 :] if first.startswith(f"{path}: ") else first
     more = f" (+{len(blocking) - 1} more)" if len(blocking) > 1 else ""
     return f"{path}: quarantined: {first}{more}"
-
-
-def quiet_run_logs() -> None:
-    """Only errors on the console: the answer is the outcome lines.
-
-    Warnings (a finding of each check, a rejected batch) still reach the Prefect API and UI.
-    Call before Prefect is imported (it reads its settings once).
-    """
-    key = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
-    if os.environ.get(key, "WARNING") == "WARNING":  # not chosen by the user
-        os.environ[key] = "ERROR"
 
 
 @app.command()

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ctloop.config.settings import Config
 from ctloop.lake import snapshots as lake
-from ctloop.monitor.drift import DriftSummary, fast_drift, profile_reference
+from ctloop.monitor.drift import DriftSummary, fast_drift, measurable_columns, profile_reference
 from ctloop.stores.home import Home
 from ctloop.validate.checks import Issue, StagedBatch, make_issue
 
@@ -107,29 +106,6 @@ def compare_to_reference(staged: StagedBatch, config: Config, home: Home) -> Ref
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "ValueError"
             issues.append(Issue("data_drift", "warn", f"no Evidently report: {first}"))
     return ReferenceCheck(issues, summary, html)
-
-
-def measurable_columns(
-    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]
-) -> tuple[list[str], list[str]]:
-    """The columns with at least one valid value in both frames, and the others.
-
-    Evidently raises on a column with no valid value ("An empty column 'x' was provided for
-    drift calculation"): such a column (all text in a numeric column, all missing) is reported
-    by the batch checks and left out of the drift measurement.
-    """
-    kept, empty = [], []
-    for c in columns:
-        valid = _has_value(current[c]) and _has_value(reference[c])
-        (kept if valid else empty).append(c)
-    return kept, empty
-
-
-def _has_value(series: pd.Series) -> bool:
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
-        return bool(np.isfinite(values).any())
-    return bool(series.notna().any())
 
 
 def write_evidently_html(
