@@ -30,6 +30,7 @@ from ctloop.data.schema import (
     Schema,
     _label_key,
     class_shares,
+    parse_boolean,
 )
 from ctloop.gates.verdict import BLOCK, INFO, WARN, Verdict, combine
 
@@ -678,6 +679,9 @@ def coerce_to_schema(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
             out[name] = pd.to_numeric(out[name], errors="coerce")
         elif col.kind == DATETIME:
             out[name] = pd.to_datetime(out[name], errors="coerce", format="mixed")
+        elif col.kind == BOOLEAN_KIND:
+            parsed = parse_boolean(out[name])  # booleans, as the lake stores them
+            out[name] = parsed.astype(object).where(parsed.notna(), None)
         else:
             out[name] = out[name].map(lambda x: x if pd.isna(x) else _label_key(x)).astype(object)
     return out

@@ -68,3 +68,12 @@ def test_a_boolean_column_with_missing_values_trains_like_its_text():
         pd.DataFrame({"x": [0.0, 0.0], "flag": ["True", "False"]}), ["x"], ["flag"]
     )
     assert pipeline.predict(served).tolist() == [1, 0]
+
+
+def test_a_monitored_batch_is_coerced_to_booleans_like_the_lake():
+    from ctloop.data.schema import ColumnSchema, Schema
+    from ctloop.validate.checks import coerce_to_schema
+
+    schema = Schema(1, "y", "binary", {"f": ColumnSchema("f", BOOLEAN_KIND)})
+    frame = pd.DataFrame({"f": ["True", "no", None, True, "1"]})
+    assert coerce_to_schema(frame, schema)["f"].tolist() == [True, False, None, True, True]
