@@ -233,7 +233,7 @@ def check_outcome(outcome: Outcome, path: Path, home: Home, before: dict[str, by
             assert f"'{r['column']}'" in r["message"], r
 
 
-def ingest_mutated(home_path: Path, folder: Path, mutations: list[str], pick) -> None:
+def ingest_mutated(home_path: Path, folder: Path, mutations: list[str], pick) -> Outcome:
     home = Home(home_path).ensure()
     config = config_for(home_path)
     frame = base_frame(offset=200)
@@ -255,6 +255,7 @@ def ingest_mutated(home_path: Path, folder: Path, mutations: list[str], pick) ->
     before = lake_bytes(home)
     outcome = ingest_path(path, config, home, compare=True)
     check_outcome(outcome, path, home, before)
+    return outcome
 
 
 @pytest.fixture(scope="module")
@@ -286,9 +287,16 @@ def test_mutations_combined_against_a_schema(lake_home, mutations, data):
 @given(mutations=combos, data=st.data())
 def test_mutated_first_batch_never_raises_and_never_fails_its_own_types(mutations, data):
     with tempfile.TemporaryDirectory() as folder:
-        ingest_mutated(
+        outcome = ingest_mutated(
             Path(folder) / "home", Path(folder), mutations, lambda o: data.draw(st.sampled_from(o))
         )
+    reasons = outcome.report.reasons() if outcome.report else []
+    own_types = [
+        r
+        for r in reasons
+        if r["check"] == "type_error" and r["severity"] == "block" and r["column"] != TIMESTAMP
+    ]
+    assert own_types == [], own_types  # only the declared timestamp can be of the wrong type
 
 
 def test_a_first_batch_never_fails_against_types_inferred_from_itself(tmp_path):
