@@ -415,7 +415,10 @@ class BatchProfile:
         rows = self.rows
         columns = self.columns or []
         if rows < v.min_rows:
-            check.add("empty", f"batch has {rows} rows, at least {v.min_rows} needed", value=rows)
+            only = " (a header only)" if rows == 0 and columns else ""
+            check.add(
+                "empty", f"batch has {rows} rows{only}, at least {v.min_rows} needed", value=rows
+            )
             return ValidationReport(source, rows, tuple(check.issues))
         if target not in columns:
             shown = ", ".join(map(str, columns[:8]))
