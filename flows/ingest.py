@@ -6,7 +6,7 @@ from prefect import flow
 
 from ctloop.config.settings import Config, load_config
 from ctloop.ingest import landing
-from ctloop.ingest.stage import Outcome, SchemaRace, unreadable
+from ctloop.ingest.stage import Outcome, Unreadable
 from ctloop.stores.home import home_of
 from tasks.ingest import commit_snapshot, quarantine_batch, stage_batch
 from tasks.validate import compare_to_reference, gate_batch, log_findings
@@ -16,28 +16,25 @@ def ingest_one(path: str, config: Config) -> dict:
     """Stage, validate, gate, then commit or quarantine one file. Returns its outcome."""
     for _attempt in range(3):
         # -- read, type, profile and stage in one streamed pass; unreadable is quarantined
-        staged_state = stage_batch(path, config, return_state=True)
-        if staged_state.is_failed():
-            error = staged_state.result(raise_on_failure=False)
-            record = quarantine_batch(path, unreadable(config, error), config)
+        staged = stage_batch(path, config)
+        if isinstance(staged, Unreadable):
+            record = quarantine_batch(path, staged.reasons, config)
             return Outcome(path, False, None, quarantine=record).as_dict()
-        staged = staged_state.result()
 
         # -- validate: the batch's own checks, then against the reference window
         compared = compare_to_reference(staged, config)
         staged.report = log_findings(staged.report.with_issues(compared.issues))
 
         # -- gate
-        gate = gate_batch(staged.report, return_state=True)
-        if gate.is_failed():
+        if not gate_batch(staged.report).passed:
             record = quarantine_batch(path, staged.report.reasons(), config, staged, compared.html)
             return Outcome(path, False, staged.report, quarantine=record).as_dict()
 
         # -- version: an immutable snapshot named by its content
-        state = commit_snapshot(staged, config, return_state=True)
-        if state.is_failed() and isinstance(state.result(raise_on_failure=False), SchemaRace):
+        written = commit_snapshot(staged, config)
+        if written is None:
             continue  # another process published the first schema: stage again against it
-        return Outcome(path, True, staged.report, state.result()).as_dict()
+        return Outcome(path, True, staged.report, written).as_dict()
     raise RuntimeError(f"{path}: the schema kept changing while ingesting")
 
 

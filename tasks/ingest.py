@@ -24,22 +24,29 @@ def read_batch(path: str) -> pd.DataFrame:
 
 
 @task(name="stage-batch", cache_policy=NO_CACHE, retries=0)
-def stage_batch(path: str, config: Config) -> ingestion.StagedBatch:
+def stage_batch(path: str, config: Config) -> ingestion.StagedBatch | ingestion.Unreadable:
     """Read in chunks, type to the schema, profile, hash and write a temporary snapshot.
 
-    Raises InputError naming the file when it cannot be read (the flow quarantines it).
+    A file that cannot be read as a batch is an outcome, not a failure: it comes back as
+    `Unreadable` with its reason (the flow quarantines it), and the task run completes.
     """
-    return ingestion.stage_file(path, config, home_of(config).ensure())
+    staged = ingestion.try_stage_file(path, config, home_of(config).ensure())
+    if isinstance(staged, ingestion.Unreadable):
+        get_run_logger().warning("%s", staged.reasons[0]["message"])
+    return staged
 
 
 @task(name="commit-snapshot", cache_policy=NO_CACHE)
-def commit_snapshot(staged: ingestion.StagedBatch, config: Config) -> lake.SnapshotWrite:
+def commit_snapshot(staged: ingestion.StagedBatch, config: Config) -> lake.SnapshotWrite | None:
     """Make the staged batch an immutable snapshot (never cached: a side effect) and announce it.
 
-    Raises SchemaRace when another process published the first schema meanwhile.
+    Returns None when another process published the first schema meanwhile (stage it again).
     """
     home = home_of(config).ensure()
-    written, _schema = ingestion.commit(staged, config, home)
+    try:
+        written, _schema = ingestion.commit(staged, config, home)
+    except ingestion.SchemaRace:
+        return None
     m = written.manifest
     events.publish(
         config,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Failed
 
 from ctloop.config.settings import Config
 from ctloop.errors import BatchRejected
@@ -32,18 +31,18 @@ def log_findings(report: ValidationReport) -> ValidationReport:
 
 
 @task(name="gate-batch", cache_policy=NO_CACHE)
-def gate_batch(report: ValidationReport):
-    """The validation gate: the task fails, naming every blocking check, when any blocks.
+def gate_batch(report: ValidationReport) -> Verdict:
+    """The validation gate as a `Verdict`: it fails when any finding blocks.
 
-    The failure is a `Failed` state carrying `BatchRejected` (its message names the file, the
-    first blocking check and how many more), not a raised exception: a rejected batch is an
-    expected outcome, so it is logged as one line, without a traceback.
+    A rejected batch is an expected outcome, not a failed task: the run completes, the verdict
+    says why (the first blocking check and how many more, logged as one warning line), and the
+    flow quarantines the file.
     """
     verdict = report.verdict()
     if not verdict.passed:
         rejected = BatchRejected(report.source, [v.details for v in verdict.parts if v.blocks])
-        return Failed(message=str(rejected), data=rejected)
-    return report
+        get_run_logger().warning("rejected: %s", rejected)
+    return verdict
 
 
 @task(name="check-split-parity", cache_policy=NO_CACHE)

@@ -117,3 +117,21 @@ def test_demo_end_to_end(tmp_path):
     status = json.loads(run(["status", "--json"], tmp_path, home).stdout)
     assert status["champion"]["version"] == champion["version"]
     assert status["quarantined"] == 1
+
+
+def test_ingest_of_a_bad_batch_is_one_line_and_exit_1(tmp_path):
+    day = generate_day(DemoScript(rows_per_day=200), 0, np.random.default_rng(0))
+    day.to_csv(tmp_path / "good.csv", index=False)
+    day.assign(credit_score="unknown").to_csv(tmp_path / "text.csv", index=False)
+    (tmp_path / "empty.csv").write_bytes(b"")
+    args = ["ingest", "good.csv", "text.csv", "empty.csv", "--target", "default"]
+    proc = run([*args, "--timestamp", "application_date"], tmp_path, tmp_path / "home")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout and "NoneType" not in proc.stderr
+    assert "accepted good.csv: 200 rows" in proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "error: text.csv: quarantined: column 'credit_score': 200 of 200 values are not "
+        "numbers (first at row 1: 'unknown')",
+        "error: empty.csv: quarantined: file is empty",
+    ], proc.stderr

@@ -67,3 +67,38 @@ def test_ingest_landing_flow(prefect_harness, tmp_path):
     assert len(first["accepted"]) == 1 and len(first["quarantined"]) == 1
     assert ingest_landing(str(landing), config) == {"accepted": [], "quarantined": []}
     assert sorted(p.name for p in (landing / ".done").iterdir()) == ["day00.csv"]
+
+
+def test_quarantined_batches_complete_the_flow_without_error_logs(
+    prefect_harness, tmp_path, caplog
+):
+    """A numeric column of text (Evidently's empty-column error), a 0-byte and a binary file:
+    each is quarantined with its reason, the flow run ends Completed, nothing logs an ERROR."""
+    import logging
+
+    from flows.ingest import ingest
+
+    config = demo_config(str(tmp_path / "home"), rows_per_day=SCRIPT.rows_per_day)
+    config.validation.evidently_report = "on_block"
+    first = ingest([write_day(tmp_path / "in", 0)], config)
+    assert len(first["accepted"]) == 1
+    text = generate_day(SCRIPT, 1, np.random.default_rng(1)).assign(credit_score="unknown")
+    text.to_csv(tmp_path / "in" / "text.csv", index=False)
+    (tmp_path / "in" / "empty.csv").write_bytes(b"")
+    (tmp_path / "in" / "binary.csv").write_bytes(bytes(range(256)) * 16)
+    before = {p.name: p.read_bytes() for p in home_of(config).lake.rglob("*") if p.is_file()}
+    paths = [str(tmp_path / "in" / n) for n in ("text.csv", "empty.csv", "binary.csv")]
+    with caplog.at_level(logging.INFO):
+        state = ingest(paths, config, return_state=True)
+    assert state.is_completed(), state
+    result = state.result()
+    assert result["accepted"] == [] and len(result["quarantined"]) == 3
+    first_reasons = [q["reasons"][0] for q in result["quarantined"]]
+    assert first_reasons[0]["column"] == "credit_score"
+    assert "file is empty" in first_reasons[1]["message"]
+    assert "binary" in first_reasons[2]["message"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+    assert "Traceback" not in caplog.text and "NoneType: None" not in caplog.text
+    after = {p.name: p.read_bytes() for p in home_of(config).lake.rglob("*") if p.is_file()}
+    assert after == before

@@ -177,3 +177,31 @@ def prepare_environment(root: Home) -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "WARNING")
+
+
+def check_readable(path: Path, config: Config) -> None:
+    """Read the whole file once as a batch (streamed, bounded memory) before a flow gets it.
+
+    Raises:
+        InputError: the file is empty, binary, not UTF-8, ragged, has duplicate or unnamed
+            columns, or cannot be parsed; the message names the file (and the row).
+    """
+    from ctloop.data.batches import read_chunks
+
+    for _chunk in read_chunks(path, config.ingest.chunk_bytes, config.ingest.delimiter):
+        pass
+
+
+def quiet_run_logs(level: str = "ERROR") -> None:
+    """Only `level` and above on the console: the answer is the command's own lines.
+
+    Warnings of flow and task runs (each check's finding, a rejected batch) still reach the
+    Prefect API and UI; a bug that is no `CtloopError` still ends in a traceback. Call before
+    Prefect is imported (it reads its settings once); a level the user chose is kept.
+    """
+    key = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
+    if os.environ.get(key, "WARNING") == "WARNING":
+        os.environ[key] = level
+    # the in-process (ephemeral) API, stopped at exit under load, logs the events it could not
+    # flush in time as ERROR tracebacks; they are not the command's outcome
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")

@@ -10,7 +10,15 @@ from typing import Annotated
 import typer  # module level: typer resolves the string annotations in these globals
 
 from ctloop.cli import run
-from ctloop.cli.app import app, err, handles_errors, keep_dataset_settings, make_config, out
+from ctloop.cli.app import (
+    app,
+    err,
+    handles_errors,
+    keep_dataset_settings,
+    make_config,
+    out,
+    quiet_run_logs,
+)
 from ctloop.cli.options import (
     ConfigOpt,
     ExcludeOpt,
@@ -44,6 +52,7 @@ def ingest(
             raise InputError(f"{path}: file not found")
     config, root = make_config(config_path, home, target, task, timestamp, id_col, exclude)
     config.require_target()
+    quiet_run_logs()
     result = run.ingest([str(p) for p in paths], config)
     if result["accepted"]:
         keep_dataset_settings(config, root)
@@ -58,16 +67,19 @@ def ingest(
             for w in a["warnings"]:
                 out.print(f"  [yellow]warn[/yellow] {w['message']}")
         for q in result["quarantined"]:
-            blocking = [r["message"] for r in q["reasons"] if r["severity"] == "block"]
-            more = f" (+{len(blocking) - 1} more)" if len(blocking) > 1 else ""
-            err.print(
-                f"[red]error:[/red] {q['path']}: quarantined: {blocking[0] if blocking else ''}"
-                f"{more}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            err.print(f"[red]error:[/red] {quarantine_line(q)}", highlight=False, soft_wrap=True)
     if result["quarantined"]:
         raise typer.Exit(1)
+
+
+def quarantine_line(quarantined: dict) -> str:
+    """`PATH: quarantined: first blocking reason (+N more)`, the path said once."""
+    path = quarantined["path"]
+    blocking = [r["message"] for r in quarantined["reasons"] if r["severity"] == "block"]
+    first = blocking[0] if blocking else ""
+    first = first[len(path) + 2 :] if first.startswith(f"{path}: ") else first
+    more = f" (+{len(blocking) - 1} more)" if len(blocking) > 1 else ""
+    return f"{path}: quarantined: {first}{more}"
 
 
 @app.command()

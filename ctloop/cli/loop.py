@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer  # module level: typer resolves the string annotations in these globals
 
 from ctloop.cli import run
-from ctloop.cli.app import app, err, handles_errors, make_config, out, prepare_environment
+from ctloop.cli.app import (
+    app,
+    check_readable,
+    err,
+    handles_errors,
+    make_config,
+    out,
+    prepare_environment,
+    quiet_run_logs,
+)
 from ctloop.cli.options import (
     ConfigOpt,
     ExcludeOpt,
@@ -22,7 +31,7 @@ from ctloop.cli.options import (
     TimeOpt,
     print_json,
 )
-from ctloop.errors import InputError
+from ctloop.errors import InputError, NotEnoughData
 from ctloop.names import CONFIG_FILENAME
 
 if TYPE_CHECKING:
@@ -110,6 +119,9 @@ def monitor(
     if path is not None and not path.exists():
         raise InputError(f"{path}: file not found")
     config, _ = make_config(config_path, home, target, None, timestamp, id_col)
+    if path is not None:
+        check_readable(path, config)  # a bad file is one line here, not a failed flow run
+    quiet_run_logs("CRITICAL")  # a bad batch's error is printed once, below, as one line
     result = run.monitor(str(path) if path else None, config)
     if as_json:
         print_json(result)
@@ -271,7 +283,10 @@ def replay(
         config.triggers.min_new_rows = min_new_rows
     frame = read_batch(data)
     chosen = tuple(p.strip() for p in policies.split(",") if p.strip())
-    result = run_replay(frame, config, freq, schedule_every, chosen, replay_progress())
+    try:
+        result = run_replay(frame, config, freq, schedule_every, chosen, replay_progress())
+    except (InputError, NotEnoughData) as exc:
+        raise type(exc)(f"{data}: {exc}") from None
     folder = out or root.reports / f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     png = plot_replay(result, folder / "replay.png")
     page = report_html(result, png, folder / "replay.html")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer  # module level: typer resolves the string annotations in these globals
 
 from ctloop.cli import run
-from ctloop.cli.app import app, handles_errors, make_config
+from ctloop.cli.app import app, check_readable, handles_errors, make_config, quiet_run_logs
 from ctloop.cli.options import ConfigOpt, HomeOpt, JsonOpt, print_json
 
 
@@ -111,6 +111,9 @@ def score(
 ) -> None:
     """Score a file or snapshot with the champion (the `score-batch` flow)."""
     config, _ = make_config(config_path, home)
+    if Path(source).is_file():
+        check_readable(Path(source), config)  # a bad file is one line, not a failed flow run
+    quiet_run_logs("CRITICAL")  # a bad batch's error is printed once, as one line
     result = run.score_batch(source, str(out), config)
     if as_json:
         print_json(result)

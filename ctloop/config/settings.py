@@ -272,6 +272,7 @@ DEFAULT_SEVERITY: dict[str, Severity] = {
     "missing_column": Severity.BLOCK,
     "extra_column": Severity.WARN,
     "type_error": Severity.BLOCK,
+    "non_finite": Severity.WARN,
     "missing_values": Severity.BLOCK,
     "out_of_range": Severity.WARN,
     "unseen_categories": Severity.BLOCK,

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctloop.data.schema import DATETIME, NUMERIC, ColumnSchema, Schema
+from ctloop.data.schema import (
+    BOOLEAN_KIND,
+    DATETIME,
+    FALSE_VALUES,
+    NUMERIC,
+    TRUE_VALUES,
+    ColumnSchema,
+    Schema,
+)
 from ctloop.data.schema import _label_key as label_key
 from ctloop.errors import InputError
 
@@ -51,13 +60,18 @@ def _csv_header(path: Path, delimiter: str) -> list[str]:
         raise InputError(f"{path}: not a text CSV file (binary content)")
     cut = head.rfind(b"\n") if len(head) == 1 << 16 else len(head)
     try:
-        text = head[: max(cut, 0)].decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text CSV file (binary content)") from None
+        text = head[: max(cut, 0)].decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not UTF-8 text (byte 0x{head[exc.start]:02x} at offset {exc.start}; "
+            "wrong encoding? save the file as UTF-8)"
+        ) from None
     rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(r)]
     if not rows:
         raise InputError(f"{path}: file has no columns")
     header = [h.strip() for h in rows[0]]
+    if any(not h for h in header):
+        raise InputError(f"{path}: column {header.index('') + 1} of the header has no name")
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})
         raise InputError(f"{path}: duplicate column names {dupes}")
@@ -118,10 +132,22 @@ def read_chunks(
     except InputError:
         raise
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
-        first = _first_line(exc)
-        if "UTF8" in first or "utf8" in first or "utf-8" in first:
-            raise InputError(f"{path}: not a text CSV file (binary content)") from None
-        raise InputError(f"{path}: cannot be parsed ({first})") from None
+        raise InputError(f"{path}: {_parse_reason(_first_line(exc))}") from None
+
+
+_RAGGED = re.compile(r"Expected (\d+) columns, got (\d+): ?(.*)")
+
+
+def _parse_reason(first: str) -> str:
+    """Arrow's parse error as a reason a user can act on."""
+    if "UTF8" in first or "utf8" in first or "utf-8" in first:
+        return "not UTF-8 text (wrong encoding? save the file as UTF-8)"
+    ragged = _RAGGED.search(first)
+    if ragged:
+        expected, got, row = ragged.groups()
+        row = row if len(row) <= 60 else row[:57] + "..."
+        return f"ragged rows: a row has {got} fields, the header {expected} (row {row!r})"
+    return f"cannot be parsed ({first})"
 
 
 def frame_to_raw(frame: pd.DataFrame) -> pa.Table:
@@ -139,9 +165,7 @@ def frame_to_raw(frame: pd.DataFrame) -> pa.Table:
                 fields.append(pa.field(str(name), pa.string(), metadata={TYPED: b"1"}))
                 continue
         elif pd.api.types.is_bool_dtype(series):
-            arrays.append(pa.array(series.map({True: "True", False: "False"}), type=pa.string()))
-            fields.append(pa.field(str(name), pa.string(), metadata={TYPED: b"1"}))
-            continue
+            arrays.append(pa.array(series, type=pa.bool_(), from_pandas=True))
         elif pd.api.types.is_datetime64_any_dtype(series):
             s = series
             if getattr(s.dt, "tz", None) is not None:
@@ -173,6 +197,8 @@ class Conversion:
     bad: int = 0
     first_bad: int | None = None  # row within the chunk
     first_bad_value: str | None = None
+    non_finite: int = 0  # numbers that are infinite, stored as missing values
+    first_non_finite: int | None = None  # row within the chunk
 
 
 def storage_type(col: ColumnSchema, schema: Schema) -> pa.DataType:
@@ -181,6 +207,8 @@ def storage_type(col: ColumnSchema, schema: Schema) -> pa.DataType:
         return pa.string()
     if col.kind == DATETIME:
         return pa.timestamp("ns")
+    if col.kind == BOOLEAN_KIND:
+        return pa.bool_()
     if col.kind == NUMERIC:
         if col.name == schema.target and schema.task != "regression" and _integral_labels(col):
             return pa.int64()
@@ -217,17 +245,53 @@ def _bad(raw: pa.Array, typed: pa.Array) -> Conversion:
 
 
 def to_numbers(raw: pa.Array) -> Conversion:
-    """Numbers as float64; text that is not a number becomes null and is counted."""
+    """Numbers as float64; text that is not a number becomes null and is counted.
+
+    Infinite numbers become null too, counted as `non_finite` (no model can learn from them);
+    NaN is a missing value.
+    """
     if pa.types.is_boolean(raw.type):
         return _bad(raw, pa.nulls(len(raw), pa.float64()))
     if pa.types.is_integer(raw.type) or pa.types.is_floating(raw.type):
-        return Conversion(pc.cast(raw, pa.float64()))
+        return _finite(Conversion(pc.cast(raw, pa.float64())))
     text = _text(raw)
     try:
-        return Conversion(pc.cast(text, pa.float64()))
+        return _finite(Conversion(pc.cast(text, pa.float64())))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         numbers = pd.to_numeric(text.to_pandas(), errors="coerce")
-        return _bad(text, pa.array(numbers, type=pa.float64(), from_pandas=True))
+        return _finite(_bad(text, pa.array(numbers, type=pa.float64(), from_pandas=True)))
+
+
+def _finite(conv: Conversion) -> Conversion:
+    values = conv.values
+    if values.null_count == len(values):
+        return conv
+    nan = pc.is_nan(values)
+    inf = pc.is_inf(values)
+    bad = pc.or_(nan, inf)
+    if not pc.any(bad).as_py():
+        return conv
+    conv.values = pc.if_else(bad, pa.scalar(None, pa.float64()), values)
+    conv.non_finite = int(pc.sum(inf).as_py() or 0)
+    if conv.non_finite:
+        conv.first_non_finite = int(pc.index(inf, True).as_py())
+    return conv
+
+
+def to_booleans(raw: pa.Array) -> Conversion:
+    """Booleans from True/False (any case), yes/no, 0/1; anything else becomes null, counted."""
+    if pa.types.is_boolean(raw.type):
+        return Conversion(raw)
+    if pa.types.is_integer(raw.type) or pa.types.is_floating(raw.type):
+        numbers = pc.cast(raw, pa.float64())
+        true, false = pc.equal(numbers, 1.0), pc.equal(numbers, 0.0)
+    else:
+        words = pc.utf8_lower(pc.utf8_trim_whitespace(_text(raw)))
+        true = pc.is_in(words, value_set=pa.array(sorted(TRUE_VALUES)))
+        false = pc.is_in(words, value_set=pa.array(sorted(FALSE_VALUES)))
+    null = pa.scalar(None, pa.bool_())
+    typed = pc.if_else(true, True, pc.if_else(false, False, null))
+    return _bad(raw, typed)
 
 
 def to_times(raw: pa.Array) -> Conversion:
@@ -252,6 +316,8 @@ def to_type(raw: pa.Array, col: ColumnSchema, schema: Schema) -> Conversion:
     target = storage_type(col, schema)
     if pa.types.is_timestamp(target):
         return to_times(raw)
+    if pa.types.is_boolean(target):
+        return to_booleans(raw)
     if pa.types.is_floating(target):
         return to_numbers(raw)
     if pa.types.is_integer(target):

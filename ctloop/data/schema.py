@@ -7,6 +7,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ctloop.config.settings import DatasetConfig, Task
@@ -17,6 +18,16 @@ NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 DATETIME = "datetime"
 IDENTIFIER = "id"
+BOOLEAN_KIND = "boolean"
+BOOLEAN = BOOLEAN_KIND
+
+# Spellings of a boolean, compared after trimming and lower-casing. Words only: a column of
+# 0/1 stays numeric when a schema is inferred, but a boolean column accepts 0 and 1 as values.
+TRUE_WORDS = frozenset({"true", "yes"})
+FALSE_WORDS = frozenset({"false", "no"})
+TRUE_VALUES = TRUE_WORDS | {"1", "1.0"}
+FALSE_VALUES = FALSE_WORDS | {"0", "0.0"}
+FEATURE_KINDS = (NUMERIC, CATEGORICAL, BOOLEAN_KIND)
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,7 @@ class Schema:
         return [
             c.name
             for c in self.columns.values()
-            if c.kind in (NUMERIC, CATEGORICAL) and c.handling != "drop"
+            if c.kind in FEATURE_KINDS and c.handling != "drop"
         ]
 
     @property
@@ -59,7 +70,7 @@ class Schema:
         return [
             (c.name, c.kind)
             for c in self.columns.values()
-            if c.name not in exclude and c.kind in (NUMERIC, CATEGORICAL) and c.handling != "drop"
+            if c.name not in exclude and c.kind in FEATURE_KINDS and c.handling != "drop"
         ]
 
     def to_json(self) -> str:
@@ -75,6 +86,50 @@ class Schema:
 
 
 _WHOLE = re.compile(r"^-?\d+\.0+$")
+
+
+def _boolean_of(value: object) -> bool | None:
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        return {0: False, 1: True}.get(value) if value in (0, 1) else None
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_VALUES:
+            return True
+        if word in FALSE_VALUES:
+            return False
+    return None
+
+
+def parse_boolean(values) -> pd.Series:
+    """Booleans from their spellings: True/False (any case), yes/no, 0/1, real booleans.
+
+    Args:
+        values: a Series or any sequence (text, numbers, booleans, missing values).
+
+    Returns:
+        A Series of pandas' nullable "boolean" dtype, index kept: missing values and values
+        that are no boolean spelling are both <NA> (compare with the input's `notna()` to find
+        the latter).
+    """
+    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    parsed = [None if _missing(v) else _boolean_of(v) for v in series.tolist()]
+    return pd.Series(parsed, index=series.index, dtype="boolean", name=series.name)
+
+
+def is_boolean_word(value: object) -> bool:
+    """True for a value that makes a column boolean when a schema is inferred (not 0/1)."""
+    if isinstance(value, bool | np.bool_):
+        return True
+    return isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS
+
+
+def _missing(value: object) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _label_key(value: object) -> str:
@@ -104,7 +159,9 @@ def infer_schema(frame: pd.DataFrame, dataset: DatasetConfig, version: int = 1) 
             columns[name] = ColumnSchema(name, IDENTIFIER, nullable)
         elif name == dataset.timestamp or pd.api.types.is_datetime64_any_dtype(series):
             columns[name] = ColumnSchema(name, DATETIME, nullable)
-        elif pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        elif pd.api.types.is_bool_dtype(series) or _all_boolean_words(series):
+            columns[name] = ColumnSchema(name, BOOLEAN_KIND, nullable)
+        elif pd.api.types.is_numeric_dtype(series):
             lo, hi = series.min(), series.max()
             columns[name] = ColumnSchema(
                 name,
@@ -118,6 +175,13 @@ def infer_schema(frame: pd.DataFrame, dataset: DatasetConfig, version: int = 1) 
             columns[name] = ColumnSchema(name, CATEGORICAL, nullable, categories=cats)
     shares = class_shares(frame[target]) if dataset.task != Task.REGRESSION else {}
     return Schema(version, target, str(dataset.task), columns, shares)
+
+
+def _all_boolean_words(series: pd.Series) -> bool:
+    if series.dtype != object:
+        return False
+    present = series.dropna()
+    return bool(len(present)) and all(is_boolean_word(v) for v in present.unique())
 
 
 def schema_name(version: int) -> str:

@@ -27,10 +27,13 @@ from ctloop.validate.checks import (
     Issue,
     StagedBatch,
     ValidationReport,
+    add_evidence,
+    kind_evidence,
     make_issue,
     provisional_schema,
     type_chunk,
 )
+from ctloop.validate.quality import compare_to_reference
 
 
 def _arrow_schema(raw: pa.Schema, schema: Schema) -> pa.Schema:
@@ -50,22 +53,52 @@ def _salt(config: Config, home: Home, schema: Schema) -> bytes | None:
 
 
 def stage_chunks(
-    chunks: Iterator[pa.Table],
+    chunks: Callable[[], Iterator[pa.Table]],
     source: str,
     fmt: str,
     config: Config,
     home: Home,
     on_row_group: Callable[[int], None] | None = None,
 ) -> StagedBatch:
-    """Stream raw chunks through typing, profiling, hashing and a temporary Parquet file."""
+    """Stream raw chunks through typing, profiling, hashing and a temporary Parquet file.
+
+    `chunks` opens the batch (a new iterator on each call). A first batch's kinds come from
+    all of its values: when the first chunk suggested other kinds than the whole batch gives,
+    the batch is staged once more with the whole batch's kinds.
+    """
     config.require_target()
     home.ensure()
     lake.sweep_temporaries(home)
     schema = load_latest_schema(open_lake(home).schema)
+    staged, kinds = _stage_pass(chunks(), schema, None, source, fmt, config, home, on_row_group)
+    if kinds is not None:
+        discard(staged)
+        staged, _ = _stage_pass(chunks(), schema, kinds, source, fmt, config, home, on_row_group)
+    return staged
+
+
+def _stage_pass(
+    chunks: Iterator[pa.Table],
+    schema: Schema | None,
+    kinds: dict[str, str] | None,
+    source: str,
+    fmt: str,
+    config: Config,
+    home: Home,
+    on_row_group: Callable[[int], None] | None,
+) -> tuple[StagedBatch, dict[str, str] | None]:
+    """One pass; for a first batch, also the whole batch's kinds when they differ from its
+    first chunk's (then the pass is to be done again with them)."""
     provisional = schema is None
     first = next(chunks)
+    evidence = first_kinds = None
     if schema is None:
-        schema = provisional_schema(first, config.dataset, config.personal_data)
+        if kinds is None:
+            first_kinds = _kinds(first)
+            evidence = kind_evidence(first)
+        schema = provisional_schema(
+            first, config.dataset, config.personal_data, kinds or first_kinds
+        )
     salt = _salt(config, home, schema)
     profile = BatchProfile(schema, config, provisional)
     writer = lake.SnapshotWriter(home, _arrow_schema(first.schema, schema), on_row_group)
@@ -74,6 +107,8 @@ def stage_chunks(
         while chunk is not None:
             if chunk.schema.names != first.schema.names:
                 raise InputError(f"{source}: columns change within the file")
+            if evidence is not None:
+                add_evidence(evidence, chunk)
             typed, conversions = type_chunk(chunk, schema, salt)
             hashes = row_hashes(typed)
             profile.add(chunk, conversions, hashes)
@@ -83,6 +118,28 @@ def stage_chunks(
     except BaseException:
         writer.abort()
         raise
+    if evidence is not None:
+        whole = {name: e.kind() for name, e in evidence.items()}
+        if whole != first_kinds:
+            return StagedBatch(source, fmt, profile.report(source), schema, True, writer), whole
+    return _finish(profile, schema, provisional, writer, source, fmt, config), None
+
+
+def _kinds(raw: pa.Table) -> dict[str, str]:
+    evidence = kind_evidence(raw)
+    add_evidence(evidence, raw)
+    return {name: e.kind() for name, e in evidence.items()}
+
+
+def _finish(
+    profile: BatchProfile,
+    schema: Schema,
+    provisional: bool,
+    writer: lake.SnapshotWriter,
+    source: str,
+    fmt: str,
+    config: Config,
+) -> StagedBatch:
     report = profile.report(source)
     checked = schema
     if provisional and report.passed:
@@ -109,9 +166,12 @@ def stage_file(
 ) -> StagedBatch:
     """Stage a CSV or Parquet file (raises InputError naming the file when unreadable)."""
     path = Path(path)
-    chunks = read_chunks(path, config.ingest.chunk_bytes, config.ingest.delimiter)
     fmt = "csv" if path.suffix.lower() == ".csv" else "parquet"
-    return stage_chunks(iter(chunks), str(path), fmt, config, home, on_row_group)
+
+    def chunks() -> Iterator[pa.Table]:
+        return iter(read_chunks(path, config.ingest.chunk_bytes, config.ingest.delimiter))
+
+    return stage_chunks(chunks, str(path), fmt, config, home, on_row_group)
 
 
 def stage_frame(
@@ -120,7 +180,10 @@ def stage_frame(
     """Stage a DataFrame given from Python (typed to the schema exactly like a file)."""
     rows = 200_000
     raw = frame_to_raw(frame)
-    chunks = (raw.slice(i, rows) for i in range(0, max(raw.num_rows, 1), rows))
+
+    def chunks() -> Iterator[pa.Table]:
+        return (raw.slice(i, rows) for i in range(0, max(raw.num_rows, 1), rows))
+
     return stage_chunks(chunks, source, "dataframe", config, home)
 
 
@@ -191,23 +254,57 @@ def unreadable(config: Config, error: Exception) -> list[dict]:
     return [issue.as_dict()]
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A file that could not be read as a batch: its path and the reason (naming the file)."""
+
+    path: str
+    reasons: list[dict]
+
+
+def try_stage_file(
+    path: str | Path,
+    config: Config,
+    home: Home,
+    on_row_group: Callable[[int], None] | None = None,
+) -> StagedBatch | Unreadable:
+    """`stage_file`, with a file that cannot be read as a batch returned as `Unreadable`.
+
+    Only the errors of reading bad data (`InputError`, which names the file) are turned into a
+    reason; anything else is a bug and propagates.
+    """
+    try:
+        return stage_file(path, config, home, on_row_group)
+    except InputError as exc:
+        return Unreadable(str(path), unreadable(config, exc))
+
+
 def ingest_path(
     path: str | Path,
     config: Config,
     home: Home,
     on_row_group: Callable[[int], None] | None = None,
+    compare: bool = False,
 ) -> Outcome:
-    """Ingest one file end to end without Prefect (the CLI's flows wrap the same steps)."""
+    """Ingest one file end to end without Prefect (the CLI's flows wrap the same steps).
+
+    Args:
+        compare: also check drift against the newest accepted data (`compare-to-reference` of
+            the ingest flow, with Evidently's report as `validation.evidently_report` says).
+    """
     path = str(path)
     for _attempt in range(3):
-        try:
-            staged = stage_file(path, config, home, on_row_group)
-        except InputError as exc:
-            record = lake.quarantine_batch(home, Path(path), unreadable(config, exc))
+        staged = try_stage_file(path, config, home, on_row_group)
+        if isinstance(staged, Unreadable):
+            record = lake.quarantine_batch(home, Path(path), staged.reasons)
             return Outcome(path, False, None, quarantine=record)
+        html = None
+        if compare:
+            compared = compare_to_reference(staged, config, home)
+            staged.report, html = staged.report.with_issues(compared.issues), compared.html
         if not staged.passed:
             discard(staged)
-            record = lake.quarantine_batch(home, Path(path), staged.report.reasons())
+            record = lake.quarantine_batch(home, Path(path), staged.report.reasons(), html)
             return Outcome(path, False, staged.report, quarantine=record)
         try:
             written, _ = commit(staged, config, home)

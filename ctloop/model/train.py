@@ -201,6 +201,10 @@ def prepare_features(frame: pd.DataFrame, numeric: list[str], categorical: list[
         X[name] = pd.to_numeric(X[name], errors="coerce").astype(float)
     for name in categorical:
         X[name] = X[name].astype(object).where(X[name].notna(), np.nan)
+        if X[name].map(type).isin([bool, np.bool_]).any():
+            # a boolean column (stored as booleans) is encoded as its text, the spelling the
+            # server receives, and never sorted together with the imputer's text
+            X[name] = X[name].map(lambda v: str(bool(v)) if isinstance(v, bool | np.bool_) else v)
     return X
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +106,10 @@ def detect_drift(
         html_when: "always", "on_drift" or "never".
     """
     columns = [c for c in columns if c in reference.columns and c in current.columns]
+    columns, empty = measurable_columns(reference, current, columns)
+    unmeasured = [f"column '{c}': no valid value, drift not measured" for c in empty]
+    if not columns:
+        return DriftSummary(False, [], 0.0, unmeasured, [], len(reference), len(current))
     snapshot = run_drift_report(reference, current, columns, cfg)
     summary = summarize_drift(snapshot, cfg, len(reference), len(current))
     if cfg.noise_quantile and floor_matters(len(current), cfg.threshold):
@@ -117,12 +121,37 @@ def detect_drift(
             for c in summary.columns
         ]
         summary = _apply_rule(adjusted, cfg, len(reference), len(current))
+    if unmeasured:
+        summary = replace(summary, reasons=[*summary.reasons, *unmeasured])
     if html_path is not None and (
         html_when == "always" or html_when == "on_drift" and summary.drift
     ):
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
     return summary
+
+
+def measurable_columns(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]
+) -> tuple[list[str], list[str]]:
+    """The columns with at least one valid value in both frames, and the others.
+
+    Evidently raises on a column with no valid value ("An empty column 'x' was provided for
+    drift calculation"): such a column (all text in a numeric column, all missing) is left out
+    of the drift measurement and named instead.
+    """
+    kept, empty = [], []
+    for c in columns:
+        valid = _has_value(current[c]) and _has_value(reference[c])
+        (kept if valid else empty).append(c)
+    return kept, empty
+
+
+def _has_value(series: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+        return bool(np.isfinite(values).any())
+    return bool(series.notna().any())
 
 
 # --- the fast check: reference statistics reused, current sampled, columns in parallel -----

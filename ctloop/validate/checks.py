@@ -19,14 +19,18 @@ from ctloop.data import privacy
 from ctloop.data.batches import TYPED, Conversion, frame_to_raw, row_hashes, to_numbers, to_type
 from ctloop.data.batches import _text as as_text
 from ctloop.data.schema import (
+    BOOLEAN_KIND,
     CATEGORICAL,
     DATETIME,
+    FALSE_WORDS,
     IDENTIFIER,
     NUMERIC,
+    TRUE_WORDS,
     ColumnSchema,
     Schema,
     _label_key,
     class_shares,
+    parse_boolean,
 )
 from ctloop.gates.verdict import BLOCK, INFO, WARN, Verdict, combine
 
@@ -91,10 +95,19 @@ class _Checker:
         self.config = config
         self.issues: list[Issue] = []
 
-    def add(self, check: str, message: str, column: str | None = None, value=None) -> None:
+    def add(
+        self,
+        check: str,
+        message: str,
+        column: str | None = None,
+        value=None,
+        at_most: Severity | None = None,
+    ) -> None:
         severity = self.config.validation.severity_of(check)
         if severity == Severity.OFF:
             return
+        if at_most == Severity.WARN and severity == Severity.BLOCK:
+            severity = Severity.WARN
         value = None if value is None else round(float(value), 6)
         self.issues.append(Issue(check, str(severity), message, column, value))
 
@@ -109,40 +122,114 @@ def make_issue(config: Config, check: str, message: str, column=None, value=None
 # --- the provisional schema of a first batch ----------------------------------------------
 
 
-def provisional_schema(
-    raw: pa.Table, dataset: DatasetConfig, personal: PersonalDataConfig | None = None
-) -> Schema:
-    """Kinds (and personal data) of a first batch, from its first chunk; no ranges yet.
+NUMBER_LIKE = r"^\s*[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)\s*$"
+NUMERIC_SHARE = 0.95  # of present values that are numbers, for a text column to be numeric
 
-    Text that mostly parses as numbers is numeric (the rest are type errors); text that stands
-    for categories (a DataFrame's object column of non-text values) stays categorical.
+
+@dataclass
+class KindEvidence:
+    """What a first batch's values say about a column's kind, summed over every chunk."""
+
+    arrow: str  # "timestamp", "boolean", "number", "typed_text" (categories) or "text"
+    present: int = 0
+    numbers: int = 0
+    booleans: int = 0
+
+    def add(self, arr: pa.Array) -> None:
+        present = len(arr) - arr.null_count
+        self.present += present
+        if self.arrow not in ("text", "typed_text") or not present:
+            return
+        text = as_text(arr)
+        if self.booleans == self.present - present:  # all boolean words so far
+            words = pc.utf8_lower(pc.utf8_trim_whitespace(text))
+            found = pc.is_in(words, value_set=pa.array(sorted(TRUE_WORDS | FALSE_WORDS)))
+            self.booleans += int(pc.sum(found).as_py() or 0)
+        if self.arrow == "text":
+            numbers = pc.match_substring_regex(text, NUMBER_LIKE, ignore_case=True)
+            self.numbers += int(pc.sum(numbers).as_py() or 0)
+
+    def kind(self) -> str:
+        if self.arrow == "timestamp":
+            return DATETIME
+        if self.arrow == "boolean":
+            return BOOLEAN_KIND
+        if self.arrow == "number":
+            return NUMERIC
+        if self.present and self.booleans == self.present:
+            return BOOLEAN_KIND
+        if self.arrow == "typed_text":
+            return CATEGORICAL
+        # an all-missing column is numeric (and fails the missing-values check)
+        if not self.present or self.numbers >= NUMERIC_SHARE * self.present:
+            return NUMERIC
+        return CATEGORICAL
+
+
+def kind_evidence(raw: pa.Table) -> dict[str, KindEvidence]:
+    """Empty evidence for each column of a raw chunk, by its Arrow type."""
+    evidence = {}
+    for fld in raw.schema:
+        t = fld.type
+        if pa.types.is_timestamp(t) or pa.types.is_date(t):
+            arrow = "timestamp"
+        elif pa.types.is_boolean(t):
+            arrow = "boolean"
+        elif pa.types.is_integer(t) or pa.types.is_floating(t):
+            arrow = "number"
+        elif fld.metadata and fld.metadata.get(TYPED):
+            arrow = "typed_text"
+        elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
+            arrow = "text"
+        else:
+            arrow = "typed_text"
+        evidence[fld.name] = KindEvidence(arrow)
+    return evidence
+
+
+def add_evidence(evidence: dict[str, KindEvidence], raw: pa.Table) -> None:
+    for name, arr in zip(raw.column_names, raw.columns, strict=True):
+        if name in evidence:
+            evidence[name].add(arr)
+
+
+def provisional_schema(
+    raw: pa.Table,
+    dataset: DatasetConfig,
+    personal: PersonalDataConfig | None = None,
+    kinds: dict[str, str] | None = None,
+) -> Schema:
+    """Kinds (and personal data) of a first batch; no ranges yet.
+
+    `kinds` are the kinds the whole batch's `KindEvidence` gives (the stager passes them after
+    its first pass over a file whose first chunk misled); without them, the kinds come from
+    `raw` alone. Text that is (almost) all numbers is numeric, text that is all true/false or
+    yes/no is boolean; text that stands for categories (a DataFrame's object column of non-text
+    values) stays categorical.
     """
     personal = personal or PersonalDataConfig(detect=False)
+    if kinds is None:
+        evidence = kind_evidence(raw)
+        add_evidence(evidence, raw)
+        kinds = {name: e.kind() for name, e in evidence.items()}
     columns: dict[str, ColumnSchema] = {}
-    for fld, arr in zip(raw.schema, raw.columns, strict=True):
-        name, t = fld.name, fld.type
-        typed_text = bool(fld.metadata and fld.metadata.get(TYPED))
+    for name, arr in zip(raw.column_names, raw.columns, strict=True):
         lo = hi = None
         if name == dataset.id:
             kind = IDENTIFIER
-        elif name == dataset.timestamp or pa.types.is_timestamp(t) or pa.types.is_date(t):
+        elif name == dataset.timestamp:
             kind = DATETIME
-        elif pa.types.is_boolean(t) or typed_text:
-            kind = CATEGORICAL
-        elif pa.types.is_integer(t) or pa.types.is_floating(t):
-            kind = NUMERIC
         else:
-            present = len(arr) - arr.null_count
-            numbers = to_numbers(arr).values
-            parsed = len(numbers) - numbers.null_count
-            kind = NUMERIC if present == 0 or parsed / present > 0.5 else CATEGORICAL
+            kind = kinds.get(name, CATEGORICAL)
         found = None
-        if personal.detect and kind != DATETIME and name != dataset.target:
+        if personal.detect and kind not in (DATETIME, BOOLEAN_KIND) and name != dataset.target:
             sample = as_text(arr.slice(0, 2000)).drop_null().to_pylist()
             found = privacy.detect_personal(name, [str(v) for v in sample])
         handling = privacy.decide(name, found, personal) if name != dataset.target else None
         if found and kind == NUMERIC:
             kind = CATEGORICAL  # card numbers and phones are identifiers, never quantities
+        if name == dataset.target and kind == BOOLEAN_KIND:
+            kind = CATEGORICAL  # labels keep their spelling: the model predicts what it saw
         if name == dataset.target and kind == NUMERIC:
             numbers = to_numbers(arr).values
             lo, hi = pc.min_max(numbers).values()
@@ -198,6 +285,8 @@ class ColumnStats:
     unseen_examples: set[str] = field(default_factory=set)
     t_lo: object = None
     t_hi: object = None
+    non_finite: int = 0
+    first_non_finite: int | None = None  # row in the batch (1-based)
 
 
 def _minmax(values) -> tuple[object, object]:
@@ -239,6 +328,10 @@ class BatchProfile:
                         f"first at row {offset + conv.first_bad + 1}: {conv.first_bad_value!r}"
                     )
                 s.bad += conv.bad
+            if conv.non_finite:
+                if s.non_finite == 0:
+                    s.first_non_finite = offset + conv.first_non_finite + 1
+                s.non_finite += conv.non_finite
             if col is None or len(arr) == 0:
                 continue
             values = conv.values
@@ -322,7 +415,10 @@ class BatchProfile:
         rows = self.rows
         columns = self.columns or []
         if rows < v.min_rows:
-            check.add("empty", f"batch has {rows} rows, at least {v.min_rows} needed", value=rows)
+            only = " (a header only)" if rows == 0 and columns else ""
+            check.add(
+                "empty", f"batch has {rows} rows{only}, at least {v.min_rows} needed", value=rows
+            )
             return ValidationReport(source, rows, tuple(check.issues))
         if target not in columns:
             shown = ", ".join(map(str, columns[:8]))
@@ -391,14 +487,28 @@ class BatchProfile:
             if name == target and self.config.dataset.task != Task.REGRESSION:
                 continue
             s = self.stats[name]
+            # the first batch defines the types: what does not fit them is stored as missing
+            # and reported, it cannot fail the batch (a declared timestamp still can)
+            defined = self.provisional and name != self.config.dataset.timestamp
+            cap = Severity.WARN if defined else None
+            stored = "; stored as missing (the first batch defines the types)" if defined else ""
+            if s.non_finite:
+                check.add(
+                    "non_finite",
+                    f"column '{name}': {s.non_finite} of {rows} values are infinite "
+                    f"(first at row {s.first_non_finite}); stored as missing",
+                    name,
+                    s.non_finite,
+                )
             if col.kind == NUMERIC:
                 if s.bad:
                     check.add(
                         "type_error",
                         f"column '{name}': {s.bad} of {rows} values are not numbers "
-                        f"({s.first_bad})",
+                        f"({s.first_bad}){stored}",
                         name,
                         s.bad,
+                        cap,
                     )
                 share = s.outside / rows
                 if share > v.max_out_of_range_share:
@@ -412,9 +522,20 @@ class BatchProfile:
             elif col.kind == DATETIME and s.bad:
                 check.add(
                     "type_error",
-                    f"column '{name}': {s.bad} of {rows} values are not dates ({s.first_bad})",
+                    f"column '{name}': {s.bad} of {rows} values are not dates "
+                    f"({s.first_bad}){stored}",
                     name,
                     s.bad,
+                    cap,
+                )
+            elif col.kind == BOOLEAN_KIND and s.bad:
+                check.add(
+                    "type_error",
+                    f"column '{name}': {s.bad} of {rows} values are not booleans "
+                    f"(true/false, yes/no, 1/0; {s.first_bad}){stored}",
+                    name,
+                    s.bad,
+                    cap,
                 )
             elif col.kind == CATEGORICAL and col.categories and s.present:
                 share = s.unseen / s.present
@@ -561,6 +682,9 @@ def coerce_to_schema(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
             out[name] = pd.to_numeric(out[name], errors="coerce")
         elif col.kind == DATETIME:
             out[name] = pd.to_datetime(out[name], errors="coerce", format="mixed")
+        elif col.kind == BOOLEAN_KIND:
+            parsed = parse_boolean(out[name])  # booleans, as the lake stores them
+            out[name] = parsed.astype(object).where(parsed.notna(), None)
         else:
             out[name] = out[name].map(lambda x: x if pd.isna(x) else _label_key(x)).astype(object)
     return out

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ctloop.config.settings import Config
 from ctloop.lake import snapshots as lake
-from ctloop.monitor.drift import DriftSummary, fast_drift, profile_reference
+from ctloop.monitor.drift import DriftSummary, fast_drift, measurable_columns, profile_reference
 from ctloop.stores.home import Home
 from ctloop.validate.checks import Issue, StagedBatch, make_issue
 
@@ -75,6 +75,12 @@ def compare_to_reference(staged: StagedBatch, config: Config, home: Home) -> Ref
         and not staged.schema.columns[c].personal
     ]
     issues: list[Issue] = []
+    columns, empty = measurable_columns(reference, current, columns)
+    if empty and config.validation.severity_of("data_drift") != "off":
+        issues += [
+            Issue("data_drift", "warn", f"column '{c}': no valid value, drift not measured", c)
+            for c in empty
+        ]
     summary = None
     if columns and len(current):
         profile = profile_reference(reference, columns, config.drift.workers)
@@ -92,7 +98,13 @@ def compare_to_reference(staged: StagedBatch, config: Config, home: Home) -> Ref
     when = config.validation.evidently_report
     blocked = not staged.report.passed or any(i.severity == "block" for i in issues)
     if columns and len(current) and (when == "always" or when == "on_block" and blocked):
-        html = str(write_evidently_html(reference, current, columns, config, home, staged.source))
+        try:
+            html = str(
+                write_evidently_html(reference, current, columns, config, home, staged.source)
+            )
+        except ValueError as exc:  # Evidently refusing data it cannot describe: no report
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "ValueError"
+            issues.append(Issue("data_drift", "warn", f"no Evidently report: {first}"))
     return ReferenceCheck(issues, summary, html)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from ctloop.config.settings import DatasetConfig, Task
 from ctloop.data.schema import (
+    BOOLEAN_KIND,
     CATEGORICAL,
     DATETIME,
     IDENTIFIER,
@@ -52,7 +53,7 @@ def test_infer_schema_kinds():
         "amount": NUMERIC,
         "count": NUMERIC,
         "colour": CATEGORICAL,
-        "flag": CATEGORICAL,  # booleans are not numbers
+        "flag": BOOLEAN_KIND,  # booleans are neither numbers nor categories
         "seen_at": DATETIME,  # datetime dtype, whatever its name
         "y": NUMERIC,
     }
@@ -70,7 +71,7 @@ def test_infer_schema_ranges_nulls_and_categories():
     assert (schema.columns["count"].min, schema.columns["count"].max) == (1.0, 8.0)
     assert schema.columns["colour"].categories == ["blue", "green", "red"]
     assert schema.columns["colour"].nullable is True
-    assert schema.columns["flag"].categories == ["False", "True"]
+    assert schema.columns["flag"].categories == []  # a boolean has no category set
     assert schema.version == 3
 
 
@@ -116,7 +117,7 @@ def test_signature_is_model_inputs_only():
         ("amount", NUMERIC),
         ("count", NUMERIC),
         ("colour", CATEGORICAL),
-        ("flag", CATEGORICAL),
+        ("flag", BOOLEAN_KIND),
     ]
 
 
