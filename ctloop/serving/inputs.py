@@ -12,6 +12,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from ctloop.data.schema import BOOLEAN_KIND, FALSE_VALUES, TRUE_VALUES
+
 MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
@@ -43,12 +45,10 @@ def parse_json(body: bytes) -> Any:
         raise RequestError(f"malformed JSON{where}: {reason}", 400) from None
 
 
-BOOLEAN = "boolean"
-# the spellings a batch's boolean column takes (ctloop.data.schema's TRUE_VALUES/FALSE_VALUES),
-# compared trimmed and lower-cased; JSON true/false and the numbers 0 and 1 too
-TRUE_TEXT = ("true", "yes", "1", "1.0")
-FALSE_TEXT = ("false", "no", "0", "0.0")
-_BOOLEAN_TEXT = {**dict.fromkeys(TRUE_TEXT, True), **dict.fromkeys(FALSE_TEXT, False)}
+BOOLEAN = BOOLEAN_KIND
+# the spellings a batch's boolean column takes, compared trimmed and lower-cased; JSON
+# true/false and the numbers 0 and 1 too
+_BOOLEAN_TEXT = {**dict.fromkeys(TRUE_VALUES, True), **dict.fromkeys(FALSE_VALUES, False)}
 
 
 def parse_boolean(value: Any, where: str) -> bool | None:
@@ -197,7 +197,7 @@ class FeatureSchema:
         flag = {
             "anyOf": [
                 {"type": ["boolean", "null"]},
-                {"enum": [0, 1, *TRUE_TEXT, *FALSE_TEXT, "True", "False"]},
+                {"enum": [0, 1, *sorted(TRUE_VALUES), *sorted(FALSE_VALUES), "True", "False"]},
             ]
         }
         properties.update({n: flag for n in self.booleans})
