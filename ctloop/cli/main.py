@@ -3,13 +3,21 @@
 `app` lives in `ctloop.cli.app`; importing an area module declares its commands on it:
 `data` (ingest, landing, snapshots, schema), `model` (train, lineage), `loop` (status,
 monitor, demo, replay), `serving` (serve, promote, rollback, score, feedback-export),
-`stack` (up, ui) and `init` (a commented ctloop.yaml). Flows and deployments are reached only
+`estimate` (label-free metric estimates), `stack` (up, ui) and `init` (a commented ctloop.yaml). Flows and deployments are reached only
 through `ctloop.cli.run`.
 """
 
 from __future__ import annotations
 
-from ctloop.cli import data, init, loop, model, serving, stack  # noqa: F401 (declare the commands)
+from ctloop.cli import (  # noqa: F401 (declare the commands)
+    data,
+    estimate,
+    init,
+    loop,
+    model,
+    serving,
+    stack,
+)
 from ctloop.cli.app import app
 
 
