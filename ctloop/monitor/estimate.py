@@ -114,11 +114,10 @@ def _f1(pred: np.ndarray, labels: np.ndarray, k: int) -> float:
     return 0.0 if tp == 0 else float(2 * tp / (2 * tp + fp + fn))
 
 
-def _metric_of(metric: str, n_classes: int, proba: np.ndarray):
+def _metric_of(metric: str, n_classes: int, proba: np.ndarray, pred: np.ndarray):
     """The metric as a function of drawn labels (class indices), for a fixed chunk."""
     from scipy.stats import rankdata
 
-    pred = proba.argmax(axis=1)
     if metric == "f1":
         return lambda labels: _f1(pred, labels, 1)
     if metric == "f1_macro":
@@ -133,22 +132,34 @@ def _metric_of(metric: str, n_classes: int, proba: np.ndarray):
 
 
 def estimate_classifier(
-    proba: np.ndarray, metric: str, *, draws: int = 300, seed: int = 0
+    proba: np.ndarray,
+    metric: str,
+    *,
+    draws: int = 300,
+    seed: int = 0,
+    predicted: np.ndarray | None = None,
 ) -> Estimate:
-    """CBPE on calibrated probabilities (rows x classes)."""
+    """CBPE on calibrated probabilities (rows x classes).
+
+    Args:
+        predicted: the class index the model predicts per row (the argmax of its raw
+            probabilities); calibration can move the top class, and accuracy and F1 are of
+            what the model predicts. The calibrated argmax when None.
+    """
     proba = np.asarray(proba, dtype=float)
     rows, n_classes = proba.shape
     if rows == 0:
         return Estimate(metric, None, None, None, 0)
+    pred = proba.argmax(axis=1) if predicted is None else np.asarray(predicted, dtype=int)
     if metric == "accuracy":
-        top = proba.max(axis=1)
+        top = proba[np.arange(rows), pred]
         mean = float(top.mean())
         half = 1.96 * float(np.sqrt((top * (1 - top)).sum())) / rows
         return Estimate(metric, mean, max(0.0, mean - half), min(1.0, mean + half), rows)
     rng = np.random.default_rng(seed)
     cumulative = proba.cumsum(axis=1)
     cumulative[:, -1] = 1.0
-    metric_of = _metric_of(metric, n_classes, proba)
+    metric_of = _metric_of(metric, n_classes, proba, pred)
     values = []
     for _ in range(draws):
         labels = (rng.random((rows, 1)) > cumulative).sum(axis=1)

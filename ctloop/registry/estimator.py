@@ -188,11 +188,13 @@ def estimate_frame(
         labels: true labels when the file has them: `realized` is set beside each estimate.
     """
     if estimator.calibrator is not None:
-        output = estimator.calibrator.apply(pipeline.predict_proba(X))
+        output = np.asarray(pipeline.predict_proba(X), dtype=float)  # what the model serves
+        calibrated = estimator.calibrator.apply(output)
+        predicted = output.argmax(axis=1)
         classes = estimator.calibrator.classes
 
         def one(rows: np.ndarray):
-            return estimate_classifier(output[rows], metric)
+            return estimate_classifier(calibrated[rows], metric, predicted=predicted[rows])
     else:
         output = np.asarray(pipeline.predict(X), dtype=float)
         classes = []
