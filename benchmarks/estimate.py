@@ -118,7 +118,9 @@ def run_task(task: str, args, rng) -> dict:
             strength = k / max(1, args.chunks - 1)
             frame = draw(task, args.chunk_rows, rng, scenario, strength)
             raw = candidate.pipeline.predict_proba(prepare(frame))
-            est = estimate_classifier(estimator.calibrator.apply(raw), metric, seed=k)
+            est = estimate_classifier(
+                estimator.calibrator.apply(raw), metric, seed=k, predicted=raw.argmax(axis=1)
+            )
             real = realized_metric(metric, frame["label"].to_numpy(), raw)
             chunks.append(
                 {
@@ -211,9 +213,9 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chunks", type=int, default=10, help="chunks per stream")
+    parser.add_argument("--chunks", type=int, default=30, help="chunks per stream")
     parser.add_argument("--chunk-rows", type=int, default=2000)
-    parser.add_argument("--train-rows", type=int, default=5000)
+    parser.add_argument("--train-rows", type=int, default=20000)
     parser.add_argument("--holdout-rows", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--record", action="store_true", help="append to results/estimate.jsonl")
