@@ -93,8 +93,7 @@ def run_task(task: str, args, rng) -> dict:
 
     from ctloop.config.settings import Config
     from ctloop.model.train import prepare_features, train_candidate
-    from ctloop.monitor.estimate import estimate_classifier
-    from ctloop.registry.estimator import fit_estimator
+    from ctloop.registry.estimator import estimate_chunk, fit_estimator
 
     metric, target_error = TARGETS[task]
     config = Config.model_validate(
@@ -118,9 +117,7 @@ def run_task(task: str, args, rng) -> dict:
             strength = k / max(1, args.chunks - 1)
             frame = draw(task, args.chunk_rows, rng, scenario, strength)
             raw = candidate.pipeline.predict_proba(prepare(frame))
-            est = estimate_classifier(
-                estimator.calibrator.apply(raw), metric, seed=k, predicted=raw.argmax(axis=1)
-            )
+            est = estimate_chunk(estimator, raw, metric, seed=k)
             real = realized_metric(metric, frame["label"].to_numpy(), raw)
             chunks.append(
                 {

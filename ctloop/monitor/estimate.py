@@ -76,6 +76,36 @@ def fit_calibrator(proba: np.ndarray, y: np.ndarray, classes: list[Any]) -> Cali
     return Calibrator(list(classes), maps)
 
 
+def fit_bootstrap_calibrators(
+    proba: np.ndarray, y: np.ndarray, classes: list[Any], resamples: int = 20, seed: int = 0
+) -> list[Calibrator]:
+    """Calibrators fitted on bootstrap resamples of the holdout: how far the calibration itself
+    may be off, for a holdout of this size (see `widen`)."""
+    rng = np.random.default_rng(seed)
+    proba, y = np.asarray(proba, dtype=float), np.asarray(y)
+    picks = (rng.integers(0, len(y), len(y)) for _ in range(resamples))
+    return [fit_calibrator(proba[rows], y[rows], classes) for rows in picks]
+
+
+def widen(found: Estimate, spread: float, low: float = 0.0, high: float = 1.0) -> Estimate:
+    """The interval widened by the calibrator's own error: `spread` is the standard deviation of
+    the estimate over the bootstrap calibrators, added in quadrature to the chunk's sampling
+    error (which alone is the whole interval only for a very large holdout)."""
+    if found.estimate is None or not spread:
+        return found
+    below = (found.estimate - found.ci_low) / 1.96
+    above = (found.ci_high - found.estimate) / 1.96
+    grow = lambda side: 1.96 * float(np.hypot(side, spread))  # noqa: E731
+    return Estimate(
+        found.metric,
+        found.estimate,
+        max(low, found.estimate - grow(below)),
+        min(high, found.estimate + grow(above)),
+        found.rows,
+        {**found.extra, "calibration_spread": float(spread)},
+    )
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A metric estimated on one chunk, with the 95% interval of its sampling error."""
@@ -114,8 +144,9 @@ def _f1(pred: np.ndarray, labels: np.ndarray, k: int) -> float:
     return 0.0 if tp == 0 else float(2 * tp / (2 * tp + fp + fn))
 
 
-def _metric_of(metric: str, n_classes: int, proba: np.ndarray, pred: np.ndarray):
-    """The metric as a function of drawn labels (class indices), for a fixed chunk."""
+def _metric_of(metric: str, n_classes: int, scores: np.ndarray, pred: np.ndarray):
+    """The metric as a function of drawn labels (class indices), for a fixed chunk; ROC AUC
+    ranks the rows by `scores`, what the model serves."""
     from scipy.stats import rankdata
 
     if metric == "f1":
@@ -124,7 +155,7 @@ def _metric_of(metric: str, n_classes: int, proba: np.ndarray, pred: np.ndarray)
         return lambda labels: float(np.mean([_f1(pred, labels, k) for k in range(n_classes)]))
     if metric in ("roc_auc", "roc_auc_ovr"):  # one-vs-rest, macro, for several classes
         columns = [1] if n_classes == 2 else range(n_classes)
-        ranks = {k: rankdata(proba[:, k]) for k in columns}
+        ranks = {k: rankdata(scores[:, k]) for k in columns}
         return lambda labels: float(
             np.mean([_auc_from_ranks(ranks[k], labels == k) for k in columns])
         )
@@ -138,6 +169,7 @@ def estimate_classifier(
     draws: int = 300,
     seed: int = 0,
     predicted: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
 ) -> Estimate:
     """CBPE on calibrated probabilities (rows x classes).
 
@@ -145,6 +177,8 @@ def estimate_classifier(
         predicted: the class index the model predicts per row (the argmax of its raw
             probabilities); calibration can move the top class, and accuracy and F1 are of
             what the model predicts. The calibrated argmax when None.
+        scores: the model's own probabilities, which ROC AUC ranks rows by (an isotonic
+            calibration ties rows the model tells apart). The calibrated ones when None.
     """
     proba = np.asarray(proba, dtype=float)
     rows, n_classes = proba.shape
@@ -159,7 +193,8 @@ def estimate_classifier(
     rng = np.random.default_rng(seed)
     cumulative = proba.cumsum(axis=1)
     cumulative[:, -1] = 1.0
-    metric_of = _metric_of(metric, n_classes, proba, pred)
+    ranked = proba if scores is None else np.asarray(scores, dtype=float)
+    metric_of = _metric_of(metric, n_classes, ranked, pred)
     values = []
     for _ in range(draws):
         labels = (rng.random((rows, 1)) > cumulative).sum(axis=1)

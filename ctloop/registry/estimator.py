@@ -21,12 +21,15 @@ from ctloop.config.settings import Config, Task
 from ctloop.errors import InputError
 from ctloop.monitor.estimate import (
     Calibrator,
+    Estimate,
     LossModel,
     chunks,
     estimate_classifier,
     estimate_regression,
+    fit_bootstrap_calibrators,
     fit_calibrator,
     fit_loss_model,
+    widen,
 )
 
 ESTIMABLE = {
@@ -34,7 +37,7 @@ ESTIMABLE = {
     Task.MULTICLASS: ("accuracy", "roc_auc", "f1_macro"),
     Task.REGRESSION: ("rmse", "mae"),
 }
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: with the bootstrap calibrators
 LOSS_TYPES = frozenset(
     {
         "numpy.dtype",
@@ -62,6 +65,8 @@ class VersionEstimator:
     split: str
     calibrator: Calibrator | None = None
     loss: LossModel | None = None
+    # calibrators of bootstrap resamples of the holdout: the calibration's own error
+    bootstrap: tuple[Calibrator, ...] = ()
 
 
 def choose_metric(task: Task, requested: str | None, primary: str | None) -> str:
@@ -137,8 +142,10 @@ def fit_estimator(
         loss = fit_loss_model(X, pipeline.predict(X), y.to_numpy())
         return VersionEstimator(**common, loss=loss)
     proba = pipeline.predict_proba(X)
-    calibrator = fit_calibrator(proba, y.to_numpy(), list(pipeline.classes_))
-    return VersionEstimator(**common, calibrator=calibrator)
+    classes = list(pipeline.classes_)
+    calibrator = fit_calibrator(proba, y.to_numpy(), classes)
+    bootstrap = tuple(fit_bootstrap_calibrators(proba, y.to_numpy(), classes))
+    return VersionEstimator(**common, calibrator=calibrator, bootstrap=bootstrap)
 
 
 def _realized(metric: str, task: Task, classes: list[Any], y, output: np.ndarray) -> float | None:
@@ -170,6 +177,27 @@ def _realized(metric: str, task: Task, classes: list[Any], y, output: np.ndarray
     return float(skm.roc_auc_score(y, output, multi_class="ovr", labels=classes))
 
 
+def estimate_chunk(
+    estimator: VersionEstimator, output: np.ndarray, metric: str, *, seed: int = 0
+) -> Estimate:
+    """A classifier's metric on one chunk, from the probabilities the model served: calibrated,
+    and with the interval widened by the calibration's own error (the spread over the bootstrap
+    calibrators)."""
+    output = np.asarray(output, dtype=float)
+    predicted = output.argmax(axis=1)  # what the model serves, whatever calibration moves
+    found = estimate_classifier(
+        estimator.calibrator.apply(output), metric, seed=seed, predicted=predicted, scores=output
+    )
+    others = [
+        estimate_classifier(
+            c.apply(output), metric, draws=40, seed=seed, predicted=predicted, scores=output
+        )
+        for c in estimator.bootstrap
+    ]
+    values = [o.estimate for o in others if o.estimate is not None]
+    return widen(found, float(np.std(values)) if len(values) > 1 else 0.0)
+
+
 def estimate_frame(
     estimator: VersionEstimator,
     pipeline,
@@ -189,12 +217,10 @@ def estimate_frame(
     """
     if estimator.calibrator is not None:
         output = np.asarray(pipeline.predict_proba(X), dtype=float)  # what the model serves
-        calibrated = estimator.calibrator.apply(output)
-        predicted = output.argmax(axis=1)
         classes = estimator.calibrator.classes
 
         def one(rows: np.ndarray):
-            return estimate_classifier(calibrated[rows], metric, predicted=predicted[rows])
+            return estimate_chunk(estimator, output[rows], metric)
     else:
         output = np.asarray(pipeline.predict(X), dtype=float)
         classes = []
@@ -263,6 +289,7 @@ def save_estimator(estimator: VersionEstimator, root: Path, name: str) -> Path:
         "holdout_rows": estimator.holdout_rows,
         "split": estimator.split,
         "calibrator": estimator.calibrator.to_dict() if estimator.calibrator else None,
+        "bootstrap": [c.to_dict() for c in estimator.bootstrap],
         "loss": loss_path.name if estimator.loss is not None else None,
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{meta_path.name}.", dir=meta_path.parent)
@@ -299,6 +326,7 @@ def load_estimator(root: Path, name: str, version: int, run_id: str) -> VersionE
             split=str(data["split"]),
             calibrator=calibrator,
             loss=loss,
+            bootstrap=tuple(Calibrator.from_dict(c) for c in data.get("bootstrap") or []),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

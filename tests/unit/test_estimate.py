@@ -117,3 +117,20 @@ def test_chunks_follow_the_timestamp_or_the_row_numbers():
     assert [(s, e) for s, e, _ in chunks(frame, 2)] == [(0, 1), (2, 2)]
     with pytest.raises(ValueError, match="at least 1"):
         list(chunks(frame, 0))
+
+
+def test_the_calibrations_own_error_widens_the_interval_and_never_moves_the_estimate():
+    from ctloop.monitor.estimate import Estimate, fit_bootstrap_calibrators, widen
+
+    rng = np.random.default_rng(3)
+    p = rng.beta(2, 2, size=600)
+    y = (rng.random(600) < p).astype(int)
+    boots = fit_bootstrap_calibrators(np.column_stack([1 - p, p]), y, [0, 1], resamples=8)
+    assert len(boots) == 8
+    spread = np.std([b.apply(np.array([[0.3, 0.7]]))[0, 1] for b in boots])
+    assert spread > 0  # a 600-row holdout does not pin the calibration down
+    found = Estimate("accuracy", 0.8, 0.78, 0.82, 1000)
+    wider = widen(found, 0.01)
+    assert wider.estimate == 0.8 and wider.ci_low < 0.78 and wider.ci_high > 0.82
+    assert wider.ci_high - wider.ci_low == pytest.approx(2 * 1.96 * np.hypot(0.02 / 1.96, 0.01))
+    assert widen(found, 0.0) == found
