@@ -19,6 +19,7 @@ from tasks.monitor import (
     check_drift,
     check_performance,
     decide_canary,
+    estimate_performance,
     publish_drift,
     read_feedback,
 )
@@ -52,12 +53,9 @@ def monitor(
     home = home_of(config).ensure()
     champion = open_registry(config).by_alias(CHAMPION)
     if champion is None:
-        return {
-            "drift": False,
-            "drifted_columns": [],
-            "share": 0.0,
-            "reasons": ["no champion yet: nothing to compare against"],
-            "source": path,
+        reasons = ["no champion yet: nothing to compare against"]
+        return {"drift": False, "drifted_columns": [], "share": 0.0, "reasons": reasons} | {
+            "source": path
         }
 
     # -- the batch and the reference (the champion's training window)
@@ -90,7 +88,9 @@ def monitor(
             ),
         )
 
-    # -- online: the canary decision, then the champion's performance on labelled traffic
+    # -- the champion's metric estimated without labels; then, online, the canary decision and
+    # the champion's performance on labelled traffic
+    estimate = estimate_performance(current, config)
     feedback = read_feedback(config)
     rollout = decide_canary(config, feedback)
     performance = check_performance(config, feedback)
@@ -114,4 +114,5 @@ def monitor(
         "report": html_path,
         "performance": performance.as_dict(),
         "rollout": rollout.as_dict(),
+        "estimate": estimate,
     }

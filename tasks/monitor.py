@@ -107,3 +107,47 @@ def decide_canary(config: Config, joined: pd.DataFrame):
 def read_feedback(config: Config) -> pd.DataFrame:
     """Served predictions joined to their true labels, read once per monitor run."""
     return served_feedback(config)
+
+
+@task(name="estimate-performance", cache_policy=NO_CACHE)
+def estimate_performance(current: pd.DataFrame, config: Config) -> dict | None:
+    """The champion's metric estimated on the batch without its labels (CBPE for classifiers,
+    DLE for regression): a point of an MLflow line over time and a Prefect artifact. None when
+    it cannot be estimated (a warning says why)."""
+    from prefect import get_run_logger
+
+    from ctloop.errors import CtloopError
+    from ctloop.registry.estimator import estimate_version
+    from ctloop.registry.store import open_registry
+
+    try:
+        answer = estimate_version(
+            config, current, chunk_rows=max(len(current), 1), timestamp=config.dataset.timestamp
+        )
+    except CtloopError as exc:
+        get_run_logger().warning("no performance estimate: %s", exc)
+        return None
+    keys = ("metric", "version", "reference", "estimate", "ci_low", "ci_high", "rows", "realized")
+    found = {k: answer[k] for k in keys if k in answer}
+    metric = found["metric"]
+    points = {f"estimated_{metric}": found["estimate"], f"estimated_{metric}_low": found["ci_low"]}
+    points[f"estimated_{metric}_high"] = found["ci_high"]
+    if found.get("reference") is not None:
+        points[f"holdout_{metric}"] = found["reference"]
+    if found.get("realized") is not None:
+        points[f"realized_{metric}"] = found["realized"]
+    series = f"estimate-v{found['version']}"
+    clean = {k: v for k, v in points.items() if v is not None}
+    if clean:
+        open_registry(config).log_series(series, clean, {"ctloop.report": "estimate"})
+    create_markdown_artifact(
+        key="performance-estimate",
+        markdown=(
+            f"# Estimated {metric} of version {found['version']} (no labels used)\n\n"
+            f"| rows | estimate | 95% interval | holdout |\n|---|---|---|---|\n"
+            f"| {found['rows']} | {found['estimate']} | {found['ci_low']} - {found['ci_high']} "
+            f"| {found.get('reference')} |\n"
+        ),
+        description=f"Label-free estimate of {metric}",
+    )
+    return found

@@ -108,3 +108,23 @@ def test_estimate_command_answers_json_and_names_a_bad_file(trained):
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "mean radius" in errors[0], bad.stderr
+
+
+def test_monitor_estimates_the_champion_on_every_features_batch_as_a_line(trained):
+    from flows.monitor import monitor
+
+    root, config, result = trained
+    first = monitor(str(root / "features.csv"), config, html_when="never")
+    estimate = first["estimate"]
+    assert estimate["metric"] == "roc_auc" and estimate["version"] == result["version"]
+    assert estimate["ci_low"] <= estimate["estimate"] <= estimate["ci_high"]
+    assert estimate["rows"] == 169 and "realized" not in estimate  # a features file: no labels
+    monitor(str(root / "features.csv"), config, html_when="never")
+    registry = open_registry(config)
+    experiment = registry.client.get_experiment_by_name(f"{registry.name}-data")
+    [series] = registry.client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`ctloop.series` = 'estimate-v1'"
+    )
+    history = registry.client.get_metric_history(series.info.run_id, "estimated_roc_auc")
+    assert [p.step for p in history] == [0, 1]  # one run, one point per check: a line
+    assert history[0].value == pytest.approx(estimate["estimate"])

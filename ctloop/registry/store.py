@@ -323,6 +323,37 @@ class Registry:
             self.client.set_terminated(run_id)
         return run_id
 
+    def log_series(self, series: str, metrics: dict[str, float], tags: dict[str, str]) -> str:
+        """Append one point to each metric of a long-lived run of the `<name>-data`
+        experiment, found by its `ctloop.series` tag and made on first use: MLflow charts the
+        points as lines over time (one run per check would be one bar each)."""
+        import time
+
+        experiment = self.client.get_experiment_by_name(f"{self.name}-data")
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self.client.create_experiment(
+                f"{self.name}-data", artifact_location=self.artifact_root
+            )
+        )
+        found = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`ctloop.series` = '{series}'", max_results=1
+        )
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run = self.client.create_run(
+                experiment_id, run_name=series, tags={"ctloop.series": series, **tags}
+            )
+            run_id = run.info.run_id
+        first = next(iter(metrics), None)
+        step = len(self.client.get_metric_history(run_id, first)) if first else 0
+        now = int(time.time() * 1000)
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, float(value), timestamp=now, step=step)
+        return run_id
+
     def _ref(self, mv) -> ModelRef:
         tags = dict(mv.tags or {})
         return ModelRef(self.name, int(mv.version), tags.get("semver", "0.0.0"), mv.run_id, tags)
