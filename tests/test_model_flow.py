@@ -113,7 +113,7 @@ def test_tuned_retrain_records_lineage_that_rebuilds(prefect_harness, config, tm
     missing = subprocess.run(
         [ctloop, "lineage", "99"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
-    assert missing.returncode != 0 and "version 99: not registered" in missing.stderr
+    assert missing.returncode != 0 and "version 99: no such version" in missing.stderr
 
 
 def test_shuffled_labels_are_refused_and_semver_follows_the_schema(

@@ -336,26 +336,21 @@ def load_estimator(root: Path, name: str, version: int, run_id: str) -> VersionE
 
 
 def resolve_version(registry, text: str | None):
-    """A version by number (`3`), `v3`, semver (`1.2.0`) or alias; the champion when None.
+    """The version a person means (`3`, `v3`, `1.2.0`, an alias; see
+    `ctloop.registry.lineage.resolve_version`); the champion when None.
 
     Raises:
         InputError: no such version (or no champion).
     """
     from ctloop.names import CHAMPION
+    from ctloop.registry.lineage import resolve_version as version_number
 
-    text = (text or CHAMPION).strip()
-    bare = text[1:] if text[:1] in "vV" and text[1:].isdigit() else text
-    if bare.isdigit():
-        ref = registry.version(int(bare))
-    elif bare.count(".") == 2 and bare.replace(".", "").isdigit():
-        ref = next((r for r in registry.versions() if r.semver == bare), None)
-    else:
-        ref = registry.by_alias(bare)
-    if ref is None:
-        known = [r.version for r in registry.versions()]
-        what = "no champion yet (train one first)" if text == CHAMPION else "not registered"
-        raise InputError(f"version {text}: {what} (versions: {known or 'none'})")
-    return ref
+    if text is None:
+        ref = registry.by_alias(CHAMPION)
+        if ref is None:
+            raise InputError("version champion: no champion yet (train one first)")
+        return ref
+    return registry.version(version_number(registry, text))
 
 
 def rebuild_holdout(config: Config, ref) -> tuple[pd.DataFrame, Config, str]:

@@ -153,7 +153,7 @@ def test_versions_resolve_by_number_semver_or_alias(text, version):
 
 
 def test_an_unknown_version_or_no_champion_is_one_clear_error():
-    with pytest.raises(InputError, match=r"version v9: not registered \(versions: \[1, 2\]\)"):
+    with pytest.raises(InputError, match=r"version v9: no such version \(registered: v1, v2\)"):
         resolve_version(_Registry(), "v9")
     empty = _Registry()
     empty.refs = []
