@@ -42,7 +42,8 @@ def prepare_home(config: Config) -> None:
         home.ensure()
         from prefect.settings import get_current_settings
 
-        if not get_current_settings().api.url:
+        # the cluster profile's Prefect server keeps its own database (PostgreSQL)
+        if config.profile != "cluster" and not get_current_settings().api.url:
             import asyncio
 
             from prefect.server.database import provide_database_interface
