@@ -42,8 +42,7 @@ def prepare_home(config: Config) -> None:
         home.ensure()
         from prefect.settings import get_current_settings
 
-        # the cluster profile's Prefect server keeps its own database (PostgreSQL)
-        if config.profile != "cluster" and not get_current_settings().api.url:
+        if not get_current_settings().api.url:
             import asyncio
 
             from prefect.server.database import provide_database_interface
@@ -119,7 +118,11 @@ def up(
     announce: Callable[[dict[str, str]], None],
 ) -> None:
     """The whole loop (`deployments/stack.py`) until Ctrl-C or SIGTERM."""
-    _guard(config)
+    # only the watchdog: its stack creates the stores before its children, and Prefect must not
+    # be imported here before the stack has set PREFECT_API_URL (its settings are read once)
+    from ctloop.launcher import guard_descendants
+
+    guard_descendants()
     from deployments.stack import StackOptions, run_stack
 
     options = StackOptions(
