@@ -127,6 +127,13 @@ def estimate_performance(current: pd.DataFrame, config: Config) -> dict | None:
     except CtloopError as exc:
         get_run_logger().warning("no performance estimate: %s", exc)
         return None
+    except Exception as exc:  # noqa: BLE001 - a side output: drift and decay go on without it
+        get_run_logger().warning(
+            "no performance estimate (%s: %s); drift and decay checks are unaffected",
+            type(exc).__name__,
+            exc,
+        )
+        return None
     keys = ("metric", "version", "reference", "estimate", "ci_low", "ci_high", "rows", "realized")
     found = {k: answer[k] for k in keys if k in answer}
     metric = found["metric"]

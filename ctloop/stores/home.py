@@ -148,6 +148,9 @@ def prefect_environment(home: Home) -> dict[str, str]:
         "PREFECT_UI_SHOW_PROMOTIONAL_CONTENT": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # MLflow 3's server starts a pool of job consumers (GenAI scorers) ctloop never uses:
+        # about ten processes competing for the cores
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "GIT_PYTHON_REFRESH": "quiet",
     }
 

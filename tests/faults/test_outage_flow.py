@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import os
 import socket
 import subprocess
 import sys
@@ -89,6 +90,7 @@ def tracking_server(tmp_path):
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     try:
         deadline = time.monotonic() + 180

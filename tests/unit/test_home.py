@@ -46,6 +46,7 @@ def test_activate_points_prefect_at_the_home_and_keeps_explicit_settings(tmp_pat
     assert env["DO_NOT_TRACK"] == "0"  # an explicit setting wins
     assert env["PREFECT_API_URL"] == "http://x/api"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"  # no idle job consumers
 
 
 def test_core_imports_without_prefect_or_mlflow():
