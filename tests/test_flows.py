@@ -93,7 +93,12 @@ def test_loop_ingest_retrain_monitor(prefect_harness, config, tmp_path):
     data = registry.client.get_experiment_by_name(f"{config.registry_name}-data")
     runs = registry.client.search_runs([data.experiment_id])
     kinds = sorted(r.data.tags["ctloop.report"] for r in runs)
-    assert kinds == ["drift", "drift", "quarantine"]
+    # two drift checks (a run each), one line of label-free estimates (one run, a point per
+    # check), one quarantine
+    assert kinds == ["drift", "drift", "estimate", "quarantine"]
+    series = next(r for r in runs if r.data.tags["ctloop.report"] == "estimate")
+    points = registry.client.get_metric_history(series.info.run_id, "estimated_roc_auc")
+    assert [p.step for p in points] == [0, 1]
     quarantine = next(r for r in runs if r.data.tags["ctloop.report"] == "quarantine")
     files = {f.path for f in registry.client.list_artifacts(quarantine.info.run_id)}
     assert {"quarantine.md", "reasons.json"} <= files
