@@ -299,14 +299,7 @@ class Registry:
     ) -> str:
         """Record a data report (validation, quarantine, drift) as a run of the project's
         `<name>-data` experiment, so MLflow shows data quality and drift over time."""
-        experiment = self.client.get_experiment_by_name(f"{self.name}-data")
-        experiment_id = (
-            experiment.experiment_id
-            if experiment is not None
-            else self.client.create_experiment(
-                f"{self.name}-data", artifact_location=self.artifact_root
-            )
-        )
+        experiment_id = self._data_experiment_id()
         run = self.client.create_run(
             experiment_id,
             run_name=f"{kind}-{name}"[:250],
@@ -323,20 +316,22 @@ class Registry:
             self.client.set_terminated(run_id)
         return run_id
 
+    def _data_experiment_id(self) -> str:
+        """The `<name>-data` experiment (data reports, estimate lines), made on first use."""
+        experiment = self.client.get_experiment_by_name(f"{self.name}-data")
+        if experiment is not None:
+            return experiment.experiment_id
+        return self.client.create_experiment(
+            f"{self.name}-data", artifact_location=self.artifact_root
+        )
+
     def log_series(self, series: str, metrics: dict[str, float], tags: dict[str, str]) -> str:
         """Append one point to each metric of a long-lived run of the `<name>-data`
         experiment, found by its `ctloop.series` tag and made on first use: MLflow charts the
         points as lines over time (one run per check would be one bar each)."""
         import time
 
-        experiment = self.client.get_experiment_by_name(f"{self.name}-data")
-        experiment_id = (
-            experiment.experiment_id
-            if experiment is not None
-            else self.client.create_experiment(
-                f"{self.name}-data", artifact_location=self.artifact_root
-            )
-        )
+        experiment_id = self._data_experiment_id()
         found = self.client.search_runs(
             [experiment_id], filter_string=f"tags.`ctloop.series` = '{series}'", max_results=1
         )
