@@ -1,4 +1,5 @@
-# The front door: every target creates .venv and installs into it when needed.
+# The front door: every target creates .venv and installs into it when needed (with uv, which
+# resolves and installs faster than pip; see benchmarks/results/install.jsonl).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,8 +12,8 @@ export DO_NOT_TRACK := 1
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --upgrade pip uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

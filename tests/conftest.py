@@ -3,7 +3,7 @@
 `make test` runs the suite on pytest-xdist workers (`-n 3 --dist loadfile`, in pyproject.toml):
 each test file runs whole on one worker, so module fixtures are built once; each worker has its
 own Prefect home and its own session Prefect API. The files start longest first; the cluster
-test starts at once, alone on its worker.
+test starts at once, alone on its worker until it is done.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ os.environ.pop("PREFECT_API_URL", None)
 for key in [k for k in os.environ if k.startswith("CTLOOP_")]:
     os.environ.pop(key)
 
-# Files that run alone on their worker (the cluster profile: a whole stack of its own).
+# Files that run alone on their worker while they run (the cluster profile: a whole stack of its
+# own); the worker then takes other files.
 ALONE = ("tests/test_cluster.py",)
 # The longest files first (roughly, from timings on this 2-core machine), so that no long file
 # starts last; the other files keep their order.
@@ -65,29 +66,24 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`--dist loadfile` in the order above; a worker given an ALONE file gets nothing else."""
+    """`--dist loadfile` in the order above. A worker given an ALONE file also gets the last
+    (smallest) file of the queue, and nothing more until the ALONE file is done; then it takes
+    work like the others."""
     if config.getoption("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
     class LongestFirst(LoadFileScheduling):
         def _reschedule(self, node):
-            if any(scope in ALONE for scope in self.assigned_work.get(node, {})):
-                # a worker holds back its last test until it gets more or is told to stop:
-                # told to stop now, it runs the ALONE file at once, then exits
-                if not node.shutting_down:
-                    node.shutdown()
+            held = self.assigned_work.get(node, {})
+            alone = [s for s, tests in held.items() if s in ALONE and not all(tests.values())]
+            if not alone or node.shutting_down or not self.workqueue:
+                super()._reschedule(node)
                 return
-            super()._reschedule(node)
+            if len(held) == 1:
+                # a worker holds back its last test until it gets more or is told to stop: a
+                # second, small file lets the ALONE test start at once
+                self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
+                self._assign_work_unit(node)
 
     return LongestFirst(config, log)
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    """One temporary Prefect API (SQLite) for all flow tests of the session (of the worker)."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    shutil.rmtree(STATE / "prefect", ignore_errors=True)
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
