@@ -668,7 +668,8 @@ def replay(
     if best is not None:
         for result in results.values():
             result.regret = best.regret_of(result)
-    delay_text = str(delay) if isinstance(delay, pd.Timedelta) else f"{delay} batches"
+    plural = "" if delay == 1 else "es"
+    delay_text = str(delay) if isinstance(delay, pd.Timedelta) else f"{delay} batch{plural}"
     delay_text = delay_text if delay else None
     return ReplayResult(
         results, len(batches), config.gates.primary_metric, best, delay_text, reference
