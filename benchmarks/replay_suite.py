@@ -255,7 +255,7 @@ def main() -> None:
         home = tempfile.mkdtemp(prefix=f"ctloop-suite-{stream.name}-")
         frame = with_days(stream.load(), stream.rows)
         start = time.perf_counter()
-        result = replay(frame, stream_config(stream, home), "1D", 7, POLICIES)
+        result = replay(frame, stream_config(stream, home), "1D", 7, POLICIES, oracle=True)
         print_table(stream.name, result)
         results[stream.name] = judge(stream, result)
         results[stream.name]["wall_seconds"] = round(time.perf_counter() - start, 1)

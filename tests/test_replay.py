@@ -87,7 +87,7 @@ def test_replay_command_by_flags_alone(tmp_path):
             "--policies",
             "never,schedule",
             "--schedule-every",
-            "2",
+            "1",
             "--label-delay",
             "1",
             "--json",
@@ -145,7 +145,7 @@ def test_oracle_and_regret_on_a_public_stream(tmp_path):
             "paths": {"home": str(tmp_path)},
         }
     )
-    result = replay(frame, config, "1D", 3, ("never", "every_batch", "schedule"))
+    result = replay(frame, config, "1D", 3, ("never", "every_batch", "schedule"), oracle=True)
     best, every = result.oracle, result.policies["every_batch"]
     assert result.batches == 10 and best.scored_units == 8
     # the oracle's matrix holds every-batch's own prequential scores on its diagonal

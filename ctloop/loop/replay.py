@@ -397,6 +397,13 @@ class Replayer:
             self._outputs[key] = (batch[self.target].to_numpy(), output, classes)
         return self._outputs[key]
 
+    def _unit_outputs(self, fit: _Fit, frame: pd.DataFrame) -> tuple:
+        candidate = fit.candidate
+        X = prepare_features(frame, candidate.numeric, candidate.categorical)
+        classes = np.asarray(candidate.pipeline.classes_) if self.classification else None
+        output = model_outputs(candidate.pipeline, X, self.config)
+        return frame[self.target].to_numpy(), output, classes
+
     def _serve(self, fit: _Fit, index: int, pool: _Pool) -> float | None:
         """Score a batch with the serving model into the pool; the pool's metric once it can
         be computed (then the pool empties), else None."""
@@ -446,6 +453,9 @@ class Replayer:
         units = self.units()
         ends = [first] + [u[-1] for u in units]
         n = len(ends)
+        frames = [
+            pd.concat([self.batches[b][1] for b in unit], ignore_index=True) for unit in units
+        ]
         scores = np.full((n, n), np.nan)
         fits: list[_Fit] = []
         for u, end in enumerate(ends):
@@ -459,8 +469,10 @@ class Replayer:
             fits.append(fit)
             for v in range(u + 1, n):
                 pool = _Pool()
-                for b in units[v - 1]:
-                    pool.add(*self._outputs_of(fit, b))
+                if len(units[v - 1]) == 1:  # a batch the policies may ask for too: shared
+                    pool.add(*self._outputs_of(fit, units[v - 1][0]))
+                else:  # small batches: one prediction on the unit's rows
+                    pool.add(*self._unit_outputs(fit, frames[v - 1]))
                 value = pool.score(self.config).get(self.metric_name)
                 if value is not None:
                     scores[u, v] = value
@@ -627,7 +639,7 @@ def replay(
     policies: tuple[str, ...] = POLICIES,
     progress: Callable[[str, int, int, BatchPoint], None] | None = None,
     label_delay: int | str | None = None,
-    oracle: bool = True,
+    oracle: bool = False,
 ) -> ReplayResult:
     """Replay `frame` as batches of `freq` and run each policy over them.
 
@@ -636,7 +648,8 @@ def replay(
             the batch's point), e.g. to print a line per batch ("oracle": after each of its fits).
         label_delay: batches (an int or "3") or a duration ("2D") before a batch's labels
             arrive (see the module docstring); None or 0: at once.
-        oracle: compute the hindsight-optimal schedule and each policy's regret.
+        oracle: compute the hindsight-optimal schedule and each policy's regret (about one
+            fit per batch, shared with `every_batch`; `ctloop replay` computes it by default).
     """
     target = config.require_target()
     if target not in frame.columns:

@@ -106,7 +106,7 @@ def test_delayed_labels_give_the_model_of_their_time(flipping, config):
 
 
 def test_oracle_is_a_lower_bound_of_the_fixed_policies(flipping, config):
-    result = replay(flipping, config, "1D", 3, ("never", "every_batch", "schedule"))
+    result = replay(flipping, config, "1D", 3, ("never", "every_batch", "schedule"), oracle=True)
     best = result.oracle
     assert best is not None and best.scored_units == DAYS - 1  # every batch scores alone
     every = result.policies["every_batch"]
