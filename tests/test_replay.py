@@ -87,7 +87,9 @@ def test_replay_command_by_flags_alone(tmp_path):
             "--policies",
             "never,schedule",
             "--schedule-every",
-            "2",
+            "1",
+            "--label-delay",
+            "1",
             "--json",
             "--out",
             str(tmp_path / "out"),
@@ -105,7 +107,11 @@ def test_replay_command_by_flags_alone(tmp_path):
     assert answer["batches"] == 5
     assert set(answer["policies"]) == {"never", "schedule"}
     for summary in answer["policies"].values():
-        assert set(summary) >= {"metric_name", "mean_metric", "retrains", "seconds"}
+        assert set(summary) >= {"metric_name", "mean_metric", "retrains", "seconds", "regret"}
+    assert set(answer["oracle"]) >= {"mean_metric", "retrains", "retrain_cost"}
+    assert answer["label_delay"] == "1 batch"
+    # never's schedule is one the oracle considered: it cannot regret less than the oracle
+    assert answer["policies"]["never"]["regret"] >= answer["oracle"]["regret"] - 1e-9
     assert answer["policies"]["schedule"]["retrains"] > answer["policies"]["never"]["retrains"]
     png = Path(answer["plot"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -121,3 +127,33 @@ def test_replay_command_by_flags_alone(tmp_path):
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "--freq 'nonsense'" in bad.stderr
+
+
+def test_oracle_and_regret_on_a_public_stream(tmp_path):
+    """river's phishing stream (read from the installed wheel), in row order, 10 batches."""
+    import river
+
+    from ctloop.config.settings import Config
+
+    frame = pd.read_csv(Path(river.__file__).parent / "datasets" / "phishing.csv.gz")
+    frame["when"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(len(frame)) // 125, "D")
+    config = Config.model_validate(
+        {
+            "dataset": {"target": "is_phishing", "task": "binary", "timestamp": "when"},
+            "training": {"min_rows": 250, "family": "logistic_regression"},
+            "triggers": {"bootstrap_rows": 250, "min_new_rows": None},
+            "paths": {"home": str(tmp_path)},
+        }
+    )
+    result = replay(frame, config, "1D", 3, ("never", "every_batch", "schedule"), oracle=True)
+    best, every = result.oracle, result.policies["every_batch"]
+    assert result.batches == 10 and best.scored_units == 8
+    # the oracle's matrix holds every-batch's own prequential scores on its diagonal
+    diagonal = [best.scores[u, u + 1] for u in range(best.scored_units)]
+    assert diagonal == pytest.approx([p.metric for p in every.points[2:]])
+    for alpha in (0.0, 0.02, 1.0):
+        oracle, regrets = result.at_cost(alpha)
+        assert all(r >= oracle.schedule.regret - 1e-9 for r in regrets.values()), alpha
+    # free retrains: the oracle's summed metric is at least every-batch's
+    free, _ = result.at_cost(0.0)
+    assert free.schedule.total >= every.total_metric - 1e-9

@@ -260,12 +260,27 @@ def replay(
         int | None,
         typer.Option(help="new-data rule for ctloop (default: triggers.min_new_rows, as live)"),
     ] = None,
+    label_delay: Annotated[
+        str | None,
+        typer.Option(
+            help="labels arrive this many batches later (3) or after this duration (2D, 12h); "
+            "features at once"
+        ),
+    ] = None,
+    retrain_cost: Annotated[
+        float | None,
+        typer.Option(help="alpha of the oracle and regret (default: triggers.retrain_cost)"),
+    ] = None,
+    oracle: Annotated[
+        bool, typer.Option(help="compute the hindsight-optimal schedule and the regrets")
+    ] = True,
     out: Annotated[Path | None, typer.Option(help="folder for replay.png and replay.html")] = None,
     config_path: ConfigOpt = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Replay a labelled history as batches and compare retraining policies (prequential)."""
+    """Replay a labelled history as batches and compare retraining policies (prequential),
+    with each policy's regret against the hindsight-optimal schedule."""
     from rich.console import Console
     from rich.table import Table
 
@@ -281,10 +296,23 @@ def replay(
     config.require_target()
     if min_new_rows is not None:
         config.triggers.min_new_rows = min_new_rows
+    if retrain_cost is not None:
+        if retrain_cost < 0:
+            raise InputError(f"--retrain-cost {retrain_cost:g}: must be >= 0")
+        config.triggers.retrain_cost = retrain_cost
     frame = read_batch(data)
     chosen = tuple(p.strip() for p in policies.split(",") if p.strip())
     try:
-        result = run_replay(frame, config, freq, schedule_every, chosen, replay_progress())
+        result = run_replay(
+            frame,
+            config,
+            freq,
+            schedule_every,
+            chosen,
+            replay_progress(),
+            label_delay=label_delay,
+            oracle=oracle,
+        )
     except (InputError, NotEnoughData) as exc:
         raise type(exc)(f"{data}: {exc}") from None
     folder = out or root.reports / f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}"
@@ -297,10 +325,26 @@ def replay(
         return
     console = Console()
     table = Table(title=f"replay of {data.name}: {result.batches} batches of {freq}")
-    for col in ("policy", f"mean {result.metric_name}", "retrains", "compute s"):
+    for col in ("policy", f"mean {result.metric_name}", "retrains", "compute s", "regret"):
         table.add_column(col)
     for name, p in result.policies.items():
         metric = "n/a" if p.mean_metric is None else f"{p.mean_metric:.4f}"
-        table.add_row(name, metric, str(p.retrains), f"{p.seconds:.1f}")
+        regret = "n/a" if p.regret is None else f"{p.regret:.4f}"
+        table.add_row(name, metric, str(p.retrains), f"{p.seconds:.1f}", regret)
+    if result.oracle is not None:
+        best = result.oracle.summary()
+        table.add_row(
+            "oracle",
+            f"{best['mean_metric']:.4f}",
+            str(best["retrains"]),
+            f"{best['seconds']:.1f}",
+            f"{best['regret']:.4f}",
+        )
     console.print(table)
+    if result.oracle is not None:
+        console.print(
+            f"regret = {best['cost_in_metric_units']:.4g} x retrains (triggers.retrain_cost "
+            f"{best['retrain_cost']:g}) + the {result.metric_name} lost against the oracle "
+            "(the hindsight-optimal schedule), summed over the scored batches"
+        )
     console.print(f"plot: {png}\nreport: {page}")

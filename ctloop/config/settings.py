@@ -393,6 +393,15 @@ class TriggerConfig(_Strict):
         description="online: challenger better than champion by this promotes, else rolls back "
         "(units as performance_drop)",
     )
+    retrain_cost: float = Field(
+        default=0.02,
+        ge=0,
+        description="what one retrain is worth in primary-metric units summed over batches "
+        "(alpha): a retrain pays when it raises the metric by more than this over the batches "
+        "it serves (0.02: +0.002 ROC AUC on each of 10 batches); units as performance_drop, so "
+        "for an error metric a fraction of the champion's holdout value (0.02: 2% of its rmse). "
+        "Used by `ctloop replay` for the hindsight-optimal schedule and each policy's regret",
+    )
     performance_min_rows: int = Field(
         default=200, ge=1, description="labelled served rows needed before judging performance"
     )

@@ -1,8 +1,9 @@
 """Replay a labelled history as a stream of batches and compare retraining policies.
 
 Scoring is prequential: each batch is first scored by the model serving at that time, then its
-labels are learned from. Every policy trains the same way (the config's family and window) and
-starts from the same first model (the bootstrap rule); they differ only in when they retrain:
+labels are learned from (once they have arrived, see the label delay). Every policy trains the
+same way (the config's family and window) and starts from the same first model (the bootstrap
+rule); they differ only in when they retrain:
 
 - `never`: the first model serves forever;
 - `every_batch`: retrain after every batch (the model is replaced unconditionally);
@@ -17,6 +18,25 @@ Every policy trains on the live loop's window (`ctloop.loop.policy.window_ids`: 
 the newest `training.window_days`, reaching back to `training.min_rows` rows). A batch that
 cannot be scored alone (fewer than `SCORE_MIN_ROWS` rows, or one class) is scored together with
 the next batches.
+
+The oracle (`Replayer.oracle`): the hindsight-optimal schedule for `triggers.retrain_cost`
+(alpha), by dynamic programming (`ctloop.loop.oracle`) over the retrain points, with the same
+window rule: the model fitted after unit `u` (its window: `window_ids` on the labels known then)
+is scored on every later unit, each fit made once and cached (the policies reuse the same fits:
+a window fitted twice is fitted once, and each policy is charged the fit's seconds). Exact: the
+optimum over every schedule of those fits, given the score matrix. Approximate: a unit is a
+scoring group (a batch, or small batches pooled as the policies pool them) and the oracle only
+retrains at a unit's end; pooled metrics such as ROC AUC are computed per unit and then averaged,
+as the policies' `mean_metric` is, which is not the AUC of the whole stream; ctloop's drift
+retrains (a window since the onset) and refused challengers are schedules the oracle does not
+consider, so ctloop's regret may even be below the oracle's.
+
+Label delay (`label_delay`): a batch's labels arrive `N` batches later, or, for a duration, with
+the first batch whose newest row is at least that long after the batch's newest row (so no row's
+label is used before `its time + delay`). Features are seen at once (drift is detected on the
+batch that shows it), but every fit, the new-data and drift-row counts and the online metric of
+the decay trigger use only labels that have arrived. Prequential scores are hindsight and use
+every batch's labels.
 
 Time is accelerated: the clock is the batch's own timestamps, so the cooldown and windows follow
 the data, not the wall clock.
@@ -40,6 +60,7 @@ from ctloop.config.settings import Config, Task
 from ctloop.errors import InputError, NotEnoughData
 from ctloop.gates.blessing import bless
 from ctloop.lake.snapshots import Manifest
+from ctloop.loop import oracle as dp
 from ctloop.loop import policy as live
 from ctloop.loop import triggers
 from ctloop.model.evaluate import (
@@ -48,7 +69,7 @@ from ctloop.model.evaluate import (
     evaluate_with_spread,
     model_outputs,
 )
-from ctloop.model.metrics import check_metric
+from ctloop.model.metrics import check_metric, higher_is_better, scale
 from ctloop.model.train import Candidate, prepare_features, split_holdout, train_candidate
 from ctloop.monitor.drift import detect_drift
 
@@ -75,12 +96,63 @@ class PolicyResult:
     retrains: int
     seconds: float
     points: list[BatchPoint] = field(default_factory=list)
+    regret: float | None = None
+
+    @property
+    def total_metric(self) -> float:
+        return float(sum(p.metric for p in self.points if p.metric is not None))
 
     def summary(self) -> dict:
         return {
             "metric_name": self.metric_name,
             "mean_metric": self.mean_metric,
             "retrains": self.retrains,
+            "seconds": round(self.seconds, 3),
+            "regret": None if self.regret is None else round(self.regret, 6),
+        }
+
+
+@dataclass
+class OracleResult:
+    """The hindsight-optimal schedule: `scores[u, v]` is the fit after unit u on unit v."""
+
+    scores: np.ndarray
+    units: list[str]  # the label of each unit's last batch (unit 0: the first model's batch)
+    metric_name: str
+    retrain_cost: float  # alpha as configured (scale units)
+    cost: float  # alpha in metric units (retrain_cost x the metric's scale)
+    schedule: dp.Schedule
+    seconds: float
+
+    @property
+    def scored_units(self) -> int:
+        return len(self.units) - 1
+
+    def at_cost(self, retrain_cost: float, reference: float | None) -> OracleResult:
+        """The same fits and scores, another alpha (the DP only is run again)."""
+        cost = retrain_cost * scale(reference or 1.0, self.metric_name)
+        schedule = dp.optimal_schedule(self.scores, cost, higher_is_better(self.metric_name))
+        return OracleResult(
+            self.scores, self.units, self.metric_name, retrain_cost, cost, schedule, self.seconds
+        )
+
+    def regret_of(self, policy: PolicyResult) -> float:
+        return dp.regret(
+            policy.total_metric,
+            policy.retrains,
+            self.schedule.total,
+            self.cost,
+            higher_is_better(self.metric_name),
+        )
+
+    def summary(self) -> dict:
+        return {
+            "mean_metric": round(self.schedule.mean(self.scored_units), 6),
+            "retrains": self.schedule.retrains,
+            "retrain_cost": self.retrain_cost,
+            "cost_in_metric_units": round(self.cost, 6),
+            "regret": round(self.schedule.regret, 6),
+            "retrain_after": [self.units[u] for u in self.schedule.points],
             "seconds": round(self.seconds, 3),
         }
 
@@ -90,12 +162,24 @@ class ReplayResult:
     policies: dict[str, PolicyResult]
     batches: int
     metric_name: str
+    oracle: OracleResult | None = None
+    label_delay: str | None = None
+    reference: float | None = None  # the first model's holdout metric (the scale of alpha)
+
+    def at_cost(self, retrain_cost: float) -> tuple[OracleResult, dict[str, float]]:
+        """The oracle and every policy's regret at another alpha (needs the oracle)."""
+        if self.oracle is None:
+            raise ValueError("the replay ran without the oracle")
+        best = self.oracle.at_cost(retrain_cost, self.reference)
+        return best, {name: best.regret_of(p) for name, p in self.policies.items()}
 
     def as_json(self) -> dict:
         return {
             "policies": {name: p.summary() for name, p in self.policies.items()},
+            "oracle": None if self.oracle is None else self.oracle.summary(),
             "batches": self.batches,
             "metric_name": self.metric_name,
+            "label_delay": self.label_delay,
             "per_batch": {name: [asdict(x) for x in p.points] for name, p in self.policies.items()},
         }
 
@@ -119,6 +203,43 @@ def split_batches(frame: pd.DataFrame, timestamp: str, freq: str) -> list[tuple[
     return [(str(k)[:19], g.reset_index(drop=True)) for k, g in groups if len(g)]
 
 
+def parse_label_delay(value: int | str | None) -> int | pd.Timedelta:
+    """`--label-delay`: a whole number of batches (`3`) or a duration (`2D`, `12h`, `1W`)."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, int) or str(value).strip().isdigit():
+        return int(value)
+    try:
+        delay = pd.Timedelta(str(value).strip())
+    except ValueError:
+        delay = None
+    if delay is None or pd.isna(delay) or delay < pd.Timedelta(0):
+        raise InputError(
+            f"--label-delay {value!r}: not a number of batches (3) or a duration (2D, 12h, 1W)"
+        )
+    return delay
+
+
+def label_arrivals(manifests: list[Manifest], delay: int | pd.Timedelta) -> list[int]:
+    """For each batch, the first batch after which its labels are known (len: never).
+
+    A number `N`: with the batch `N` later. A duration: with the first batch whose newest row
+    is at least `delay` after this batch's newest row, so that every row's label arrives no
+    earlier than its own time + delay.
+    """
+    n = len(manifests)
+    if isinstance(delay, int):
+        return [min(j + delay, n) for j in range(n)]
+    ends = [pd.Timestamp(m.time_max) for m in manifests]
+    arrivals, i = [], 0
+    for j in range(n):
+        i = max(i, j)
+        while i < n and ends[i] < ends[j] + delay:
+            i += 1
+        arrivals.append(i)
+    return arrivals
+
+
 def _manifest(index: int, batch: pd.DataFrame, timestamp: str) -> Manifest:
     lo, hi = batch[timestamp].min(), batch[timestamp].max()
     return Manifest(
@@ -134,18 +255,29 @@ def _manifest(index: int, batch: pd.DataFrame, timestamp: str) -> Manifest:
     )
 
 
+@dataclass
+class _Fit:
+    """One fitted window, shared by every policy and the oracle that train on it."""
+
+    ids: tuple[str, ...]
+    candidate: Candidate
+    window: pd.DataFrame
+    metrics: dict[str, float]
+    holdout: pd.DataFrame
+    seconds: float
+
+
 class _Served:
     """The model a policy serves, with the snapshots it was trained on and its holdout metric."""
 
-    def __init__(
-        self, candidate: Candidate, window: pd.DataFrame, ids: list[str], metrics: dict, name: str
-    ):
-        self.candidate = candidate
-        self.window = window
-        self.snapshots = tuple(ids)
-        self.metric = metrics.get(name)
-        self.metric_std = metrics.get(f"{name}_std")  # the holdout's bootstrap spread
-        self.holdout_rows = int(metrics.get("rows", 0)) or None
+    def __init__(self, fit: _Fit, name: str):
+        self.fit = fit
+        self.candidate = fit.candidate
+        self.window = fit.window
+        self.snapshots = fit.ids
+        self.metric = fit.metrics.get(name)
+        self.metric_std = fit.metrics.get(f"{name}_std")  # the holdout's bootstrap spread
+        self.holdout_rows = int(fit.metrics.get("rows", 0)) or None
 
 
 class _Pool:
@@ -157,8 +289,8 @@ class _Pool:
         self.outputs: list[np.ndarray] = []
         self.classes: list[np.ndarray | None] = []
 
-    def add(self, y: pd.Series, output: np.ndarray, classes: np.ndarray | None) -> None:
-        self.y.append(y.to_numpy())
+    def add(self, y: np.ndarray, output: np.ndarray, classes: np.ndarray | None) -> None:
+        self.y.append(y)
         self.outputs.append(output)
         self.classes.append(classes)
 
@@ -188,7 +320,11 @@ class Replayer:
     """Runs the policies over the same batches with the same training code."""
 
     def __init__(
-        self, config: Config, batches: list[tuple[str, pd.DataFrame]], schedule_every: int
+        self,
+        config: Config,
+        batches: list[tuple[str, pd.DataFrame]],
+        schedule_every: int,
+        label_delay: int | pd.Timedelta = 0,
     ):
         self.config = config
         self.batches = batches
@@ -197,71 +333,172 @@ class Replayer:
         self.timestamp = config.dataset.timestamp
         self.metric_name = config.gates.primary_metric
         self.manifests = [_manifest(i, b, self.timestamp) for i, (_, b) in enumerate(batches)]
+        self.arrival = label_arrivals(self.manifests, label_delay)
+        # known[i]: the newest batch whose labels are known after batch i (-1: none); arrivals
+        # are non-decreasing, so the labelled batches are always a prefix
+        self.known = [sum(1 for a in self.arrival if a <= i) - 1 for i in range(len(batches))]
+        self.classification = config.dataset.task != Task.REGRESSION
+        self._fits: dict[tuple[str, ...], _Fit] = {}
+        self._outputs: dict[tuple[tuple[str, ...], int], tuple] = {}
+        self.fit_log: list[tuple[int, tuple[str, ...]]] = []  # (decided after batch, window)
 
     # -- shared pieces -------------------------------------------------------------------------
 
-    def window_ids(self, upto: int, since: str | None = None) -> list[str]:
-        """The live loop's window rule (`loop.policy.window_ids`) on the batches so far."""
-        return live.window_ids(self.manifests[: upto + 1], self.config, since)
+    def labelled(self, i: int) -> list[Manifest]:
+        """The batches whose labels are known after batch `i` (what the live lake holds)."""
+        return self.manifests[: self.known[i] + 1]
 
-    def _window(self, ids: list[str]) -> pd.DataFrame:
+    def window_ids(self, upto: int, since: str | None = None) -> list[str]:
+        """The live loop's window rule (`loop.policy.window_ids`) on the labels known after
+        batch `upto`."""
+        return live.window_ids(self.labelled(upto), self.config, since)
+
+    def _window(self, ids: list[str] | tuple[str, ...]) -> pd.DataFrame:
         frames = [self.batches[int(i[1:])][1] for i in ids]
         return pd.concat(frames, ignore_index=True)
 
-    def _fit(self, window: pd.DataFrame) -> tuple[Candidate, dict[str, float], pd.DataFrame]:
-        split = split_holdout(window, self.config)
-        candidate = train_candidate(split.train, self.config)
-        metrics = self._score(candidate, split.holdout, spread=True)
-        return candidate, metrics, split.holdout
+    def fit(self, ids: list[str] | tuple[str, ...], decided_at: int) -> _Fit:
+        """The model of a window, fitted once (the holdout split and seed make it the same
+        model for every policy that asks)."""
+        key = tuple(ids)
+        late = [i for i in key if self.arrival[int(i[1:])] > decided_at]
+        if late:  # the label-delay guarantee, checked where every fit passes
+            raise RuntimeError(f"replay bug: window {late} fitted before its labels arrived")
+        self.fit_log.append((decided_at, key))
+        if key not in self._fits:
+            t0 = time.perf_counter()
+            window = self._window(key)
+            split = split_holdout(window, self.config)
+            candidate = train_candidate(split.train, self.config)
+            metrics = self._score(candidate, split.holdout, spread=True)
+            seconds = time.perf_counter() - t0
+            self._fits[key] = _Fit(key, candidate, window, metrics, split.holdout, seconds)
+        return self._fits[key]
 
     def _score(
         self, candidate: Candidate, batch: pd.DataFrame, spread: bool = False
     ) -> dict[str, float]:
         X = prepare_features(batch, candidate.numeric, candidate.categorical)
         y = batch[self.target]
-        if self.config.dataset.task != Task.REGRESSION and y.nunique() < 2:
+        if self.classification and y.nunique() < 2:
             return {}
         evaluate = evaluate_with_spread if spread else evaluate_predictions
         return evaluate(candidate.pipeline, X, y, self.config)
 
-    def _serve(self, candidate: Candidate, batch: pd.DataFrame, pool: _Pool) -> float | None:
+    def _outputs_of(self, fit: _Fit, index: int) -> tuple:
+        """(labels, outputs, classes) of a fit on batch `index`, computed once."""
+        key = (fit.ids, index)
+        if key not in self._outputs:
+            batch = self.batches[index][1]
+            candidate = fit.candidate
+            X = prepare_features(batch, candidate.numeric, candidate.categorical)
+            classes = np.asarray(candidate.pipeline.classes_) if self.classification else None
+            output = model_outputs(candidate.pipeline, X, self.config)
+            self._outputs[key] = (batch[self.target].to_numpy(), output, classes)
+        return self._outputs[key]
+
+    def _unit_outputs(self, fit: _Fit, frame: pd.DataFrame) -> tuple:
+        candidate = fit.candidate
+        X = prepare_features(frame, candidate.numeric, candidate.categorical)
+        classes = np.asarray(candidate.pipeline.classes_) if self.classification else None
+        output = model_outputs(candidate.pipeline, X, self.config)
+        return frame[self.target].to_numpy(), output, classes
+
+    def _serve(self, fit: _Fit, index: int, pool: _Pool) -> float | None:
         """Score a batch with the serving model into the pool; the pool's metric once it can
         be computed (then the pool empties), else None."""
-        X = prepare_features(batch, candidate.numeric, candidate.categorical)
-        classes = (
-            None
-            if self.config.dataset.task == Task.REGRESSION
-            else np.asarray(candidate.pipeline.classes_)
-        )
-        pool.add(batch[self.target], model_outputs(candidate.pipeline, X, self.config), classes)
+        pool.add(*self._outputs_of(fit, index))
         value = pool.score(self.config).get(self.metric_name)
         if value is not None:
             pool.__init__()
         return value
 
-    def _bootstrap_index(self) -> int:
-        total = 0
-        for i, m in enumerate(self.manifests):
-            total += m.rows
-            if total >= self.config.triggers.bootstrap_rows:
+    def bootstrap_index(self) -> int:
+        """The first batch after which enough labels are known for a first model."""
+        need = self.config.triggers.bootstrap_rows
+        for i in range(len(self.manifests)):
+            if sum(m.rows for m in self.labelled(i)) >= need:
                 return i
+        total = sum(m.rows for m in self.manifests)
         raise NotEnoughData(
-            f"{total} labelled rows in the whole history < triggers.bootstrap_rows "
-            f"{self.config.triggers.bootstrap_rows} (the rows a first model waits for; set it "
-            "lower in ctloop.yaml or CTLOOP_TRIGGERS__BOOTSTRAP_ROWS)"
+            f"{sum(m.rows for m in self.labelled(len(self.manifests) - 1))} labelled rows "
+            f"arrived in the whole history ({total} rows) < triggers.bootstrap_rows {need} (the "
+            "rows a first model waits for; set it lower in ctloop.yaml or "
+            "CTLOOP_TRIGGERS__BOOTSTRAP_ROWS)"
         )
+
+    def units(self) -> list[list[int]]:
+        """The scoring units after the first model: batches grouped as the policies' pool
+        groups them (until SCORE_MIN_ROWS rows and, for classes, two classes); a trailing
+        group that never fills is not scored, by the policies either."""
+        groups, current, rows, labels = [], [], 0, set()
+        for i in range(self.bootstrap_index() + 1, len(self.batches)):
+            batch = self.batches[i][1]
+            current.append(i)
+            rows += len(batch)
+            if self.classification:
+                labels.update(pd.unique(batch[self.target]).tolist())
+            if rows >= SCORE_MIN_ROWS and (not self.classification or len(labels) >= 2):
+                groups.append(current)
+                current, rows, labels = [], 0, set()
+        return groups
+
+    # -- the oracle ----------------------------------------------------------------------------
+
+    def oracle(self, progress=None) -> tuple[OracleResult, float | None]:
+        """The hindsight-optimal schedule at `triggers.retrain_cost` (see the module docstring);
+        also the first model's holdout metric, the reference of alpha's scale."""
+        t0 = time.perf_counter()
+        first = self.bootstrap_index()
+        units = self.units()
+        ends = [first] + [u[-1] for u in units]
+        n = len(ends)
+        frames = [
+            pd.concat([self.batches[b][1] for b in unit], ignore_index=True) for unit in units
+        ]
+        scores = np.full((n, n), np.nan)
+        fits: list[_Fit] = []
+        for u, end in enumerate(ends):
+            ids = self.window_ids(end)
+            try:
+                fit = self.fit(ids, end)
+            except NotEnoughData:
+                if not fits:
+                    raise
+                fit = fits[-1]  # nothing to fit here: retraining at this point keeps the model
+            fits.append(fit)
+            for v in range(u + 1, n):
+                pool = _Pool()
+                if len(units[v - 1]) == 1:  # a batch the policies may ask for too: shared
+                    pool.add(*self._outputs_of(fit, units[v - 1][0]))
+                else:  # small batches: one prediction on the unit's rows
+                    pool.add(*self._unit_outputs(fit, frames[v - 1]))
+                value = pool.score(self.config).get(self.metric_name)
+                if value is not None:
+                    scores[u, v] = value
+            if progress is not None:
+                progress("oracle", end, BatchPoint(self.batches[end][0], 0, None, True, "fit"))
+        # a unit no model could be scored on (a metric undefined there) counts the same for all
+        for v in range(1, n):
+            column = scores[:v, v]
+            known = column[~np.isnan(column)]
+            column[np.isnan(column)] = known.mean() if len(known) else 0.0
+        reference = fits[0].metrics.get(self.metric_name)
+        alpha = self.config.triggers.retrain_cost
+        cost = alpha * scale(reference or 1.0, self.metric_name)
+        schedule = dp.optimal_schedule(scores, cost, higher_is_better(self.metric_name))
+        labels = [self.batches[e][0] for e in ends]
+        seconds = time.perf_counter() - t0  # its fits (made here first) and its scoring
+        result = OracleResult(scores, labels, self.metric_name, alpha, cost, schedule, seconds)
+        return result, reference
 
     # -- one policy ----------------------------------------------------------------------------
 
     def run(self, policy_name: str, progress=None) -> PolicyResult:
-        compute = 0.0
-        first = self._bootstrap_index()
-        t0 = time.perf_counter()
+        first = self.bootstrap_index()
         ids = self.window_ids(first)
-        window = self._window(ids)
-        candidate, metrics, _ = self._fit(window)
-        compute += time.perf_counter() - t0
-        served = _Served(candidate, window, ids, metrics, self.metric_name)
+        served = _Served(self.fit(ids, first), self.metric_name)
+        compute = served.fit.seconds
         retrains = 1
         points = [
             BatchPoint(label, len(b), None, i == first, "first model" if i == first else "no model")
@@ -269,19 +506,18 @@ class Replayer:
         ]
         pending: triggers.PendingDrift | None = None
         last_retrain: str | None = self.manifests[first].time_max
-        served_rows = 0
-        served_hits: list[tuple[float, int]] = []
+        # the served model's scores: (batch whose labels complete the score, value, rows)
+        served_hits: list[tuple[int, float, int]] = []
         pool = _Pool()
         for i in range(first + 1, len(self.batches)):
             label, batch = self.batches[i]
             waiting = pool.rows
-            scored = self._serve(served.candidate, batch, pool)
+            scored = self._serve(served.fit, i, pool)
             point = BatchPoint(label, len(batch), scored)
             points.append(point)
             try:
                 if scored is not None:
-                    served_hits.append((scored, len(batch) + waiting))
-                    served_rows += len(batch) + waiting
+                    served_hits.append((i, scored, len(batch) + waiting))
                 retrain, since, note = False, None, ""
                 t0 = time.perf_counter()
                 if policy_name == "every_batch":
@@ -290,8 +526,9 @@ class Replayer:
                     retrain = (i - first) % self.schedule_every == 0
                     note = f"every {self.schedule_every} batches" if retrain else ""
                 elif policy_name == "ctloop":
+                    known = [(v, r) for j, v, r in served_hits if self.arrival[j] <= i]
                     retrain, since, note, pending = self._ctloop_step(
-                        i, batch, served, pending, last_retrain, served_hits, served_rows
+                        i, batch, served, pending, last_retrain, known
                     )
                 if scored is None:
                     wait = f"scored with the next batches ({pool.rows} rows so far)"
@@ -300,31 +537,33 @@ class Replayer:
                 if not retrain:
                     point.note = note
                     continue
-                t0 = time.perf_counter()
                 ids = self.window_ids(i, since)
-                window = self._window(ids)
+                if tuple(ids) == served.snapshots:
+                    point.note = f"{note}; not trained: no new labels have arrived"
+                    continue
                 try:
-                    challenger, metrics, holdout = self._fit(window)
+                    challenger = self.fit(ids, i)
                 except NotEnoughData as exc:
                     point.note = f"{note}; not trained: {exc}"
-                    compute += time.perf_counter() - t0
                     continue
+                compute += challenger.seconds
                 replace = True
                 if policy_name == "ctloop":
-                    champion_metrics = self._score(served.candidate, holdout)
-                    blessing = bless(metrics, champion_metrics, self.config.gates)
+                    t0 = time.perf_counter()
+                    champion_metrics = self._score(served.candidate, challenger.holdout)
+                    blessing = bless(challenger.metrics, champion_metrics, self.config.gates)
                     replace = blessing.blessed
                     verdict = "blessed" if replace else "refused: " + blessing.reasons[0]
                     note = f"{note}; {verdict}"
                     pending = None
                     last_retrain = self.manifests[i].time_max
-                compute += time.perf_counter() - t0
+                    compute += time.perf_counter() - t0
                 retrains += 1
                 point.retrained = True
                 point.note = note
                 if replace:
-                    served = _Served(challenger, window, ids, metrics, self.metric_name)
-                    served_hits, served_rows = [], 0
+                    served = _Served(challenger, self.metric_name)
+                    served_hits = []
             finally:
                 if progress is not None:
                     progress(policy_name, i, point)
@@ -340,17 +579,21 @@ class Replayer:
         pending: triggers.PendingDrift | None,
         last_retrain: str | None,
     ) -> live.LoopState:
-        """What the live loop would read from its stores after batch `i` was accepted."""
+        """What the live loop would read from its stores after batch `i` was accepted: the
+        lake holds the batches whose labels have arrived."""
         return live.LoopState(
-            manifests=tuple(self.manifests[: i + 1]),
+            manifests=tuple(self.labelled(i)),
             champion_snapshots=served.snapshots,
             pending=pending,
             last_retrain_at=last_retrain,
             last_retrain_by=None,
         )
 
-    def _ctloop_step(self, i, batch, served, pending, last_retrain, served_hits, served_rows):
-        """The live decision code on one batch: monitor, then the retrain rules."""
+    def _ctloop_step(self, i, batch, served, pending, last_retrain, served_hits):
+        """The live decision code on one batch: monitor, then the retrain rules.
+
+        `served_hits`: (metric, rows) of the served model on batches whose labels arrived.
+        """
         rules = self.config.triggers
         columns = served.candidate.features
         summary = detect_drift(served.window, batch, columns, self.config.drift, html_when="never")
@@ -366,7 +609,7 @@ class Replayer:
             perf = triggers.decide_performance(
                 online,
                 served.metric,
-                served_rows,
+                int(sum(weights)),
                 rules,
                 self.metric_name,
                 served.metric_std,
@@ -395,12 +638,18 @@ def replay(
     schedule_every: int = 7,
     policies: tuple[str, ...] = POLICIES,
     progress: Callable[[str, int, int, BatchPoint], None] | None = None,
+    label_delay: int | str | None = None,
+    oracle: bool = False,
 ) -> ReplayResult:
     """Replay `frame` as batches of `freq` and run each policy over them.
 
     Args:
         progress: called after each batch of each policy with (policy, batch index, batches,
-            the batch's point), e.g. to print a line per batch.
+            the batch's point), e.g. to print a line per batch ("oracle": after each of its fits).
+        label_delay: batches (an int or "3") or a duration ("2D") before a batch's labels
+            arrive (see the module docstring); None or 0: at once.
+        oracle: compute the hindsight-optimal schedule and each policy's regret (about one
+            fit per batch, shared with `every_batch`; `ctloop replay` computes it by default).
     """
     target = config.require_target()
     if target not in frame.columns:
@@ -413,19 +662,31 @@ def replay(
     problem = check_metric(config.gates.primary_metric, str(config.dataset.task))
     if problem:
         raise InputError(f"gates.primary_metric: {problem}")
+    delay = parse_label_delay(label_delay)
     frame = frame.dropna(subset=[target])
     batches = split_batches(frame, config.dataset.timestamp, freq)
     if len(batches) < 3:
         raise NotEnoughData(f"{len(batches)} batches at --freq {freq}; at least 3 are needed")
-    replayer = Replayer(config, batches, schedule_every)
+    replayer = Replayer(config, batches, schedule_every, delay)
     step = None
     if progress is not None:
 
         def step(name: str, index: int, point: BatchPoint) -> None:
             progress(name, index, len(batches), point)
 
+    best, reference = replayer.oracle(step) if oracle else (None, None)
+    if best is not None and step is not None:
+        step("oracle", len(batches) - 1, BatchPoint(batches[-1][0], 0, None))
     results = {name: replayer.run(name, step) for name in policies}
-    return ReplayResult(results, len(batches), config.gates.primary_metric)
+    if best is not None:
+        for result in results.values():
+            result.regret = best.regret_of(result)
+    plural = "" if delay == 1 else "es"
+    delay_text = str(delay) if isinstance(delay, pd.Timedelta) else f"{delay} batch{plural}"
+    delay_text = delay_text if delay else None
+    return ReplayResult(
+        results, len(batches), config.gates.primary_metric, best, delay_text, reference
+    )
 
 
 def plot_replay(result: ReplayResult, path: Path) -> Path:
@@ -464,10 +725,26 @@ def report_html(result: ReplayResult, png: Path, path: Path) -> Path:
 
     rows = "".join(
         f"<tr><td>{html.escape(n)}</td><td>{fmt(p.mean_metric)}</td><td>{p.retrains}</td>"
-        f"<td>{p.seconds:.1f}</td></tr>"
+        f"<td>{p.seconds:.1f}</td><td>{fmt(p.regret)}</td></tr>"
         for n, p in result.policies.items()
     )
-    summary = {n: p.summary() for n, p in result.policies.items()}
+    summary = result.as_json()
+    summary.pop("per_batch")
+    oracle = ""
+    if result.oracle is not None:
+        best = result.oracle.summary()
+        rows += (
+            f"<tr><td><i>oracle</i></td><td>{fmt(best['mean_metric'])}</td>"
+            f"<td>{best['retrains']}</td><td>{best['seconds']:.1f}</td>"
+            f"<td>{fmt(best['regret'])}</td></tr>"
+        )
+        oracle = (
+            f"<p>Regret = {best['cost_in_metric_units']:.4g} (triggers.retrain_cost "
+            f"{best['retrain_cost']:g}) x retrains + the {html.escape(result.metric_name)} "
+            "lost against the oracle, summed over the scored batches. The oracle is the "
+            "hindsight-optimal schedule of the same fits; it retrains after "
+            f"{html.escape(', '.join(best['retrain_after']))}.</p>"
+        )
     notes = ""
     for name, policy in result.policies.items():
         items = "".join(
@@ -481,8 +758,8 @@ def report_html(result: ReplayResult, png: Path, path: Path) -> Path:
         "<html><head><meta charset='utf-8'><title>ctloop replay</title></head><body>"
         f"<h1>ctloop replay: {result.batches} batches</h1>"
         f"<table border='1' cellpadding='4'><tr><th>policy</th><th>mean {result.metric_name}"
-        f"</th><th>retrains</th><th>compute s</th></tr>{rows}</table>"
-        f"<p><img src='data:image/png;base64,{image}'/></p>{notes}"
+        f"</th><th>retrains</th><th>compute s</th><th>regret</th></tr>{rows}</table>"
+        f"{oracle}<p><img src='data:image/png;base64,{image}'/></p>{notes}"
         f"<pre>{html.escape(json.dumps(summary, indent=2))}</pre>"
         "</body></html>"
     )

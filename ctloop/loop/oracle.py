@@ -1,0 +1,111 @@
+"""The hindsight-optimal retrain schedule for a cost per retrain, and a policy's regret against it.
+
+Pure arithmetic on a score matrix (no model, no data): `ctloop.loop.replay` fills the matrix with
+the metric each fitted model reaches on each later scoring unit, and calls `optimal_schedule`.
+
+The objective, in metric units summed over the scored units (batches), is
+
+    value(schedule) = sum over units v of metric(model serving v, v) - cost x retrains
+
+for a higher-is-better metric (for an error metric the sum is negated: lost means higher), where
+the first model (unit 0) is always fitted and counts as one retrain, as in every replay policy.
+A policy's regret is what it gives up against the best schedule:
+
+    regret = cost x retrains + metric lost against the oracle (summed over the scored units)
+
+so the oracle's own regret is `cost x its retrains` and no schedule on the same fits has less.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# ties within this amount go to the schedule with fewer retrains
+_TIE = 1e-12
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The best schedule: the units whose end installs a new model (0: the first model)."""
+
+    points: tuple[int, ...]
+    total: float  # the summed metric over the scored units 1..n-1 (in the metric's own sign)
+    retrains: int
+    cost: float
+
+    @property
+    def regret(self) -> float:
+        return self.cost * self.retrains
+
+    def mean(self, units: int) -> float:
+        return self.total / units if units else float("nan")
+
+
+def optimal_schedule(scores: np.ndarray, cost: float, higher_is_better: bool = True) -> Schedule:
+    """The schedule of retrain points that maximises the served metric minus the retrain cost.
+
+    Exact dynamic programming in O(n^2) over a given matrix: `scores[u, v]` is the metric of the
+    model fitted at the end of unit `u` on unit `v` (only `v > u` is read; unit 0 is the first
+    model's point and is not scored). A model fitted at `u` serves units `u+1..k` until the next
+    retrain at `k`.
+
+    Args:
+        scores: an (n, n) matrix of finite values above the diagonal.
+        cost: the worth of one retrain, in metric units summed over units (>= 0).
+        higher_is_better: False for an error metric (the sum is minimised).
+    """
+    scores = np.asarray(scores, dtype=float)
+    n = scores.shape[0]
+    if scores.shape != (n, n) or n < 1:
+        raise ValueError(f"scores must be a square matrix, not {scores.shape}")
+    if cost < 0:
+        raise ValueError(f"cost must be >= 0, not {cost}")
+    gain = scores if higher_is_better else -scores
+    upper = gain[np.triu_indices(n, 1)]
+    if not np.all(np.isfinite(upper)):
+        raise ValueError("scores above the diagonal must be finite")
+    # best[u]: the most a model fitted at u can earn on units u+1..n-1, retrains after u included
+    best = np.zeros(n)
+    nxt = np.full(n, -1)  # the next retrain point after u (-1: none)
+    for u in range(n - 2, -1, -1):
+        run = np.cumsum(gain[u, u + 1 :])  # run[k - u - 1]: serve u+1..k with u's model
+        value, choice = run[-1], -1  # serve to the end
+        for k in range(u + 1, n - 1):
+            option = run[k - u - 1] - cost + best[k]
+            if option > value + _TIE:
+                value, choice = option, k
+        best[u], nxt[u] = value, choice
+    points = [0]
+    while nxt[points[-1]] >= 0:
+        points.append(int(nxt[points[-1]]))
+    total = _served_total(scores, points)
+    return Schedule(tuple(points), total, len(points), float(cost))
+
+
+def _served_total(scores: np.ndarray, points: list[int]) -> float:
+    n = scores.shape[0]
+    ends = [*points[1:], n - 1]
+    return float(sum(scores[u, u + 1 : end + 1].sum() for u, end in zip(points, ends, strict=True)))
+
+
+def schedule_value(
+    scores: np.ndarray, points: tuple[int, ...], cost: float, higher_is_better: bool = True
+) -> float:
+    """The objective of a given schedule (points must start with 0), e.g. to check the DP."""
+    total = _served_total(np.asarray(scores, dtype=float), list(points))
+    return (total if higher_is_better else -total) - cost * len(points)
+
+
+def regret(
+    total: float, retrains: int, oracle_total: float, cost: float, higher_is_better: bool = True
+) -> float:
+    """cost x retrains + the metric lost against the oracle (summed over the same units).
+
+    For an error metric, lost means higher: a policy with a lower summed error than the
+    oracle's (possible when its fits differ from the oracle's) gains, and the lost part is
+    negative.
+    """
+    lost = oracle_total - total if higher_is_better else total - oracle_total
+    return cost * retrains + lost

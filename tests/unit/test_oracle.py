@@ -1,0 +1,93 @@
+"""The hindsight-optimal schedule (dynamic programming) against brute force, and regret."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from ctloop.loop.oracle import optimal_schedule, regret, schedule_value
+
+
+def brute_force(scores: np.ndarray, cost: float, higher: bool = True) -> float:
+    """The best objective over every schedule (2^(n-1) subsets of retrain points)."""
+    n = scores.shape[0]
+    best = -np.inf
+    for k in range(n):
+        for extra in itertools.combinations(range(1, n), k):
+            best = max(best, schedule_value(scores, (0, *extra), cost, higher))
+    return best
+
+
+def test_four_batches_by_hand():
+    # unit 0: the first model; units 1..3 scored. The first model decays on unit 2 and 3; a
+    # model fitted after unit 1 is good on both; one fitted after unit 2 only helps unit 3.
+    nan = np.nan
+    scores = np.array(
+        [
+            [nan, 0.90, 0.60, 0.55],
+            [nan, nan, 0.88, 0.86],
+            [nan, nan, nan, 0.89],
+            [nan, nan, nan, nan],
+        ]
+    )
+    # cheap retrains: retrain after unit 1 (+0.28 + 0.31) and after unit 2 (+0.03 > 0.02)
+    cheap = optimal_schedule(np.nan_to_num(scores), 0.02)
+    assert cheap.points == (0, 1, 2)
+    assert cheap.total == pytest.approx(0.90 + 0.88 + 0.89)
+    # dearer: the second retrain (+0.03) no longer pays, the first (+0.59) does
+    dear = optimal_schedule(np.nan_to_num(scores), 0.1)
+    assert dear.points == (0, 1)
+    assert dear.total == pytest.approx(0.90 + 0.88 + 0.86)
+    assert dear.retrains == 2 and dear.regret == pytest.approx(0.2)
+    # prohibitive: never retrain
+    assert optimal_schedule(np.nan_to_num(scores), 1.0).points == (0,)
+
+
+def test_error_metric_minimises():
+    # rmse: lower is better; the model after unit 1 halves the error
+    scores = np.array([[0, 10.0, 10.0, 10.0], [0, 0, 5.0, 5.0], [0, 0, 0, 5.0], [0, 0, 0, 0]])
+    best = optimal_schedule(scores, 1.0, higher_is_better=False)
+    assert best.points == (0, 1)
+    assert best.total == pytest.approx(20.0)
+    # read as higher-is-better the same matrix keeps the first model
+    assert optimal_schedule(scores, 1.0).points == (0,)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_dp_equals_brute_force_on_random_matrices(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 9))
+    scores = rng.uniform(0.5, 1.0, (n, n))
+    cost = float(rng.choice([0.0, 0.01, 0.05, 0.2, 1.0]))
+    higher = bool(seed % 2)
+    best = optimal_schedule(scores, cost, higher)
+    value = schedule_value(scores, best.points, cost, higher)
+    assert value == pytest.approx(brute_force(scores, cost, higher), abs=1e-9)
+    assert best.points[0] == 0 and list(best.points) == sorted(set(best.points))
+    assert best.retrains == len(best.points)
+
+
+def test_ties_prefer_fewer_retrains():
+    scores = np.full((5, 5), 0.8)
+    assert optimal_schedule(scores, 0.0).points == (0,)
+
+
+def test_regret_arithmetic():
+    # cost x retrains + the metric lost: 3 x 0.02 + (2.7 - 2.6)
+    assert regret(2.6, 3, 2.7, 0.02) == pytest.approx(0.16)
+    # the oracle's own regret is cost x its retrains
+    assert regret(2.7, 2, 2.7, 0.02) == pytest.approx(0.04)
+    # error metric: a higher summed error is a loss
+    assert regret(22.0, 1, 20.0, 0.5, higher_is_better=False) == pytest.approx(2.5)
+    assert regret(19.0, 1, 20.0, 0.5, higher_is_better=False) == pytest.approx(-0.5)
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="square"):
+        optimal_schedule(np.zeros((2, 3)), 0.1)
+    with pytest.raises(ValueError, match="cost"):
+        optimal_schedule(np.zeros((2, 2)), -1)
+    with pytest.raises(ValueError, match="finite"):
+        optimal_schedule(np.array([[0, np.nan], [0, 0]]), 0.1)
