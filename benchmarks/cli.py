@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _record import commit, loadavg
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CTLOOP = str(BIN / "ctloop")
@@ -56,20 +58,6 @@ def timed(command: list[str], cwd: Path) -> float:
     if proc.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{proc.stderr.decode()[-3000:]}")
     return seconds
-
-
-def loadavg() -> list[float]:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
-
-
-def commit() -> str:
-    out = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    )
-    return out.stdout.strip() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:

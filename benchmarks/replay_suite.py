@@ -26,12 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from _record import commit, loadavg
 
 # one thread per fit: the machine this runs on is small and shared (set before numpy loads)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -227,20 +228,6 @@ def print_table(name: str, result: ReplayResult) -> None:
         f"{'oracle':<12} {result.metric_name:<12} {mean:>9.4f} "
         f"{oracle.schedule.retrains:>9} {oracle.seconds:>8.1f}{cells}"
     )
-
-
-def loadavg() -> list[float]:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
-
-
-def commit() -> str:
-    out = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    )
-    return out.stdout.strip() or "unknown"
 
 
 def main() -> None:
