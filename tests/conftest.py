@@ -87,3 +87,13 @@ def pytest_xdist_make_scheduler(config, log):
                 self._assign_work_unit(node)
 
     return LongestFirst(config, log)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API (SQLite) for all flow tests of the session (of the worker)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    shutil.rmtree(STATE / "prefect", ignore_errors=True)
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

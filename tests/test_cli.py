@@ -3,56 +3,31 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import one_error_line, run
 
 from ctloop.data.demo import DemoScript, generate_day
-
-CTLOOP = str(Path(sys.executable).parent / "ctloop")
-
-
-def run(args, cwd, home=None, timeout=600):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CTLOOP_", "PREFECT_"))}
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    if home is not None:
-        env["CTLOOP_HOME"] = str(home)
-    return subprocess.run(
-        [CTLOOP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def assert_one_line_error(proc, *needles):
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 def test_bad_config_is_one_line_naming_the_field(tmp_path):
     (tmp_path / "ctloop.yaml").write_text("training:\n  holdout_fraction: 3\n")
     proc = run(["status"], tmp_path, tmp_path / "home")
     assert proc.returncode == 2
-    assert_one_line_error(proc, "ctloop.yaml", "training.holdout_fraction")
+    one_error_line(proc, "ctloop.yaml", "training.holdout_fraction")
 
 
 def test_unknown_setting_is_named(tmp_path):
     (tmp_path / "ctloop.yaml").write_text("gates:\n  min_improvment: 0.1\n")
     proc = run(["status"], tmp_path, tmp_path / "home")
-    assert_one_line_error(proc, "gates.min_improvment")
+    one_error_line(proc, "gates.min_improvment")
 
 
 def test_missing_file_is_one_line(tmp_path):
     proc = run(["ingest", "nope.csv", "--target", "y"], tmp_path, tmp_path / "home")
     assert proc.returncode == 2
-    assert_one_line_error(proc, "nope.csv", "not found")
+    one_error_line(proc, "nope.csv", "not found")
 
 
 def test_status_of_an_empty_home(tmp_path):
@@ -87,7 +62,7 @@ def test_ingest_without_target_is_quarantined_and_accepted_data_kept(tmp_path):
 
     human = run(["ingest", str(unlabelled), *flags], tmp_path, home)
     assert human.returncode == 1
-    assert_one_line_error(human, "unlabelled.csv", "target column 'default' is missing")
+    one_error_line(human, "unlabelled.csv", "target column 'default' is missing")
 
     status = json.loads(run(["status", "--json"], tmp_path, home).stdout)
     assert status["snapshots"] == 1 and status["quarantined"] == 2

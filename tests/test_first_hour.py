@@ -3,32 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-CTLOOP = str(Path(sys.executable).parent / "ctloop")
-
-
-def run(args, cwd, home=None, timeout=600):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CTLOOP_", "PREFECT_"))}
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    if home is not None:
-        env["CTLOOP_HOME"] = str(home)
-    return subprocess.run(
-        [CTLOOP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def one_error_line(proc) -> str:
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    return errors[0]
+from clitools import one_error_line, run
 
 
 @pytest.fixture
