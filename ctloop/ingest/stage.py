@@ -19,6 +19,7 @@ from ctloop.data import privacy
 from ctloop.data.batches import frame_to_raw, read_chunks, row_hashes, storage_type
 from ctloop.data.schema import Schema, load_latest_schema, save_schema_if_absent
 from ctloop.errors import InputError
+from ctloop.faults import pause
 from ctloop.lake import snapshots as lake
 from ctloop.lake.sources import bounded, disk_full_raises, refusal
 from ctloop.stores.home import Home
@@ -204,6 +205,7 @@ def commit(staged: StagedBatch, config: Config, home: Home) -> tuple[lake.Snapsh
     is not committed here: `SchemaRace` tells the caller to stage it again against the winner.
     """
     schema = staged.schema
+    pause("ingest.staged")
     with disk_full_raises("the lake", open_lake(home).root.where()):
         try:
             if staged.new_schema:

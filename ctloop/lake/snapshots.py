@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from ctloop.data.batches import ContentHasher, check_file, row_hashes, table_of
 from ctloop.data.schema import Schema, load_latest_schema, schema_name
 from ctloop.errors import InputError, NotEnoughData
+from ctloop.faults import pause
 from ctloop.lake.manifests import (  # noqa: F401 (re-exported: the lake's read-only half)
     Manifest,
     QuarantineRecord,
@@ -165,6 +166,7 @@ class SnapshotWriter:
             return SnapshotWrite(_read_manifest(lake.manifests, snapshot), new=False)
         data = f"{snapshot}.parquet"
         lake.snapshots.promote(self.tmp, data)  # same name, same content: a twin is harmless
+        pause("lake.data")
         manifest = Manifest(
             snapshot=snapshot,
             sha256=sha,
@@ -314,22 +316,50 @@ def quarantine_batch(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     stored = safe_name(source.name)
     folder = home.quarantine / f"{stamp}_{stored}"
+    making = home.quarantine / f".{stamp}.{os.getpid()}.tmp"  # renamed to `folder` when whole
     with disk_full_raises("the quarantine", home.quarantine):
-        folder.mkdir(parents=True, exist_ok=False)
+        home.quarantine.mkdir(parents=True, exist_ok=True)
+        sweep_quarantine(home)
+        making.mkdir()
         try:
             sample = any(r.get("check") == "unreadable" for r in reasons)
-            kept, size = _keep_copy(source, folder / stored, sample)
+            kept, size = _keep_copy(source, making / stored, sample)
             record = QuarantineRecord(
                 str(source), str(folder), reasons, source.name, stored, kept, size
             )
-            _write_summary(folder, record, html)
-            body = json.dumps(asdict(record), indent=2, default=str)
-            (folder / ".reasons.json.tmp").write_text(body)
-            os.replace(folder / ".reasons.json.tmp", folder / "reasons.json")
+            _write_summary(making, record, html)
+            (making / "reasons.json").write_text(json.dumps(asdict(record), indent=2, default=str))
+            pause("quarantine.copied")
+            os.rename(making, folder)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(making, ignore_errors=True)
             raise
     return record
+
+
+def sweep_quarantine(home: Home) -> list[str]:
+    """Remove quarantine folders that a killed process left half-made (its pid is gone)."""
+    removed = []
+    for partial in home.quarantine.glob(".*.tmp"):
+        try:
+            pid = int(partial.name.rsplit(".", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        shutil.rmtree(partial, ignore_errors=True)
+        removed.append(str(partial))
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _keep_copy(source: Path, destination: Path, sample: bool) -> tuple[str, int | None]:
