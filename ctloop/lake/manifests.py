@@ -75,6 +75,8 @@ def list_quarantined(home: Home) -> list[QuarantineRecord]:
         return []
     out = []
     for reasons in sorted(home.quarantine.glob("*/reasons.json")):
+        if reasons.parent.name.startswith("."):
+            continue  # a record being made (or left half-made by a killed process)
         data = json.loads(reasons.read_text())
         out.append(QuarantineRecord(**{k: v for k, v in data.items() if k in _RECORD_FIELDS}))
     return out
