@@ -47,9 +47,13 @@ def read_batch(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file as delivered, without casting.
 
     Raises:
-        InputError: the file is missing, empty, of an unknown kind or not parseable.
+        InputError: the file is missing, empty, of an unknown kind or not parseable, or is a
+            FIFO, device, socket or a symlink out of its folder (not opened).
     """
     path = Path(path)
+    refused = refusal(path)
+    if refused is not None:  # a FIFO would hang the reader; a link out of its folder leaks
+        raise InputError(refused)
     kind = check_file(path)
     try:
         if kind == "csv":

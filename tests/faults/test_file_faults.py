@@ -226,3 +226,16 @@ def test_the_landing_folder_refuses_links_and_special_files(
     assert SECRET not in _everything_written(home)
     assert len(list_snapshots(home)) == 1
     assert scan_landing(config, home, landing) == {"accepted": [], "quarantined": []}
+
+
+def test_reading_a_batch_for_monitor_or_scoring_refuses_the_same_files(tmp_path, outside):
+    from ctloop.errors import InputError
+    from ctloop.lake.snapshots import read_batch
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.csv")
+    (folder / "passwd.csv").symlink_to(outside)
+    for name, says in (("pipe.csv", "FIFO"), ("passwd.csv", "outside")):
+        with pytest.raises(InputError, match=says):
+            read_batch(folder / name)
