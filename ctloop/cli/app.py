@@ -220,8 +220,9 @@ def _expected_failure(record) -> bool:
     if record.levelno < logging.ERROR:
         return True
     exc = record.exc_info[1] if record.exc_info else None
+    text = str(record.msg) if exc is None else ""
     if isinstance(exc, CtloopError) or (
-        exc is None and any(f"exception {n}" in str(record.msg) for n in _ctloop_error_names())
+        "exception" in text and any(f" {n}:" in text for n in _ctloop_error_names())
     ):
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info = record.exc_text = None
