@@ -8,11 +8,20 @@ warm-up; rounds alternate between the servers to cancel drift of the machine, an
 figures are taken from its best round. Then 100k rows are scored as one batch
 (`ctloop.serving.batch`) and the model time is reported.
 
+Under swaps: `ctloop serve` gets `--swap-requests` (20,000) requests at concurrency 32 from
+`httpx.AsyncClient()` with its defaults (pool of 100, 5 s keep-alive expiry, 5 s timeouts, as
+a common client is set up), in bursts separated by idle pauses as long as the client's
+keep-alive expiry, while the champion is promoted to v2 and rolled back to v1 every 0.25 s
+through the admin routes. Every request that fails (an exception or a status other than 200)
+counts; the target is none.
+
 Usage, from the repo root:
 
-    python benchmarks/serve.py [--requests 4000] [--concurrency 16] [--rounds 2] [--keep]
+    python benchmarks/serve.py [--requests 4000] [--concurrency 16] [--rounds 2]
+                               [--swap-requests 20000] [--swap-concurrency 32] [--keep]
 
-The last line printed is one JSON object: {"bench": "serve", "ratio": ..., "p99_ms": ...}.
+The last line printed is one JSON object: {"bench": "serve", "ratio": ..., "p99_ms": ...,
+"swap_failed": ...}.
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ TARGET_RATIO = 2.0
 TARGET_P99_MS = 25.0
 TARGET_BATCH_SECONDS = 1.0
 BATCH_ROWS = 100_000
+TOKEN = "bench-admin-token"
+SWAP_EVERY_SECONDS = 0.25
+IDLE_SECONDS = 5.0  # httpx's default keep-alive expiry: the race a 5 s server keep-alive lost
 
 
 def free_port() -> int:
@@ -90,6 +102,73 @@ def measure(port: int, path: str, bodies: list[bytes], total: int, concurrency: 
     }
 
 
+async def load_under_swaps(
+    base: str, bodies: list[bytes], total: int, concurrency: int, bursts: int = 4
+) -> dict:
+    """`total` requests at `concurrency` from one default httpx client, in `bursts` with idle
+    pauses between them, while another client swaps the champion (v2, then back to v1)."""
+    from collections import Counter
+
+    import httpx
+
+    failures: Counter = Counter()
+    served: Counter = Counter()
+    swaps = {"done": 0, "failed": 0}
+    stop = asyncio.Event()
+
+    async def swapper() -> None:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(base_url=base, headers=auth, timeout=30) as admin:
+            while not stop.is_set():
+                for call in (("/admin/promote", {"version": 2}), ("/admin/rollback", None)):
+                    answer = await admin.post(call[0], json=call[1])
+                    swaps["done" if answer.status_code == 200 else "failed"] += 1
+                    try:
+                        await asyncio.wait_for(stop.wait(), SWAP_EVERY_SECONDS)
+                    except TimeoutError:
+                        pass
+
+    async def worker(client: httpx.AsyncClient, indices) -> None:
+        for i in indices:
+            try:
+                answer = await client.post(
+                    "/predict",
+                    content=bodies[i % len(bodies)],
+                    headers={"Content-Type": "application/json"},
+                )
+            except httpx.HTTPError as exc:
+                failures[type(exc).__name__] += 1
+                continue
+            if answer.status_code != 200:
+                failures[f"status {answer.status_code}"] += 1
+            else:
+                served[answer.headers.get("x-model-version", "?")] += 1
+
+    swapping = asyncio.create_task(swapper())
+    start = time.perf_counter()
+    async with httpx.AsyncClient(base_url=base) as client:  # httpx's defaults, on purpose
+        per_burst = total // bursts
+        for burst in range(bursts):
+            if burst:
+                await asyncio.sleep(IDLE_SECONDS)
+            indices = iter(range(burst * per_burst, (burst + 1) * per_burst))
+            await asyncio.gather(*(worker(client, indices) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    stop.set()
+    await swapping
+    return {
+        "swap_requests": per_burst * bursts,
+        "swap_concurrency": concurrency,
+        "swap_failed": sum(failures.values()),
+        "swap_failures": dict(failures),
+        "swaps": swaps["done"],
+        "swap_admin_failed": swaps["failed"],
+        "swap_served_by_version": dict(served),
+        "swap_seconds": round(elapsed, 1),
+        "swap_client": f"httpx {httpx.__version__} AsyncClient() defaults",
+    }
+
+
 def best(rounds: list[dict]) -> dict:
     return max(rounds, key=lambda r: r["rps"])
 
@@ -99,6 +178,8 @@ def main() -> dict[str, Any]:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--swap-requests", type=int, default=20_000)
+    parser.add_argument("--swap-concurrency", type=int, default=32)
     parser.add_argument("--keep", action="store_true", help="keep the temporary home")
     args = parser.parse_args()
 
@@ -118,6 +199,7 @@ def main() -> dict[str, Any]:
         config = demo_config(str(home))
         train = demo_frame(range(4), rows_per_day=600)
         ref = register_version(config, train, alias=CHAMPION)
+        register_version(config, train, params={"max_iter": 20})  # v2: the swap target
         dump_config(config, home / CONFIG_FILENAME)
         records = (
             demo_frame([5, 6], rows_per_day=500, seed=99)
@@ -130,6 +212,7 @@ def main() -> dict[str, Any]:
             "CTLOOP_HOME": str(home),
             "MLFLOW_TRACKING_URI": open_registry(config).tracking_uri,
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "CTLOOP_ADMIN_TOKEN": TOKEN,
             # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH
             "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
         }
@@ -185,6 +268,14 @@ def main() -> dict[str, Any]:
                 results[name].append(measure(port, path, bodies, n, c))
         ours, theirs = best(results["ctloop_predict"]), best(results["mlflow"])
         ours_mlflow_api = best(results["ctloop_invocations"])
+        swapped = asyncio.run(
+            load_under_swaps(
+                f"http://127.0.0.1:{ctloop_port}",
+                predict,
+                args.swap_requests,
+                args.swap_concurrency,
+            )
+        )
         for proc in procs:
             stop(proc)
 
@@ -218,11 +309,14 @@ def main() -> dict[str, Any]:
             "batch_model_seconds": round(batch.model_seconds, 3),
             "target_batch_seconds": TARGET_BATCH_SECONDS,
             "model": f"{ref.uri} ({ref.semver}, {config.training.family})",
+            **swapped,
+            "target_swap_failed": 0,
             "cpus": os.cpu_count(),
             "passed": bool(
                 ratio >= TARGET_RATIO
                 and ours["p99_ms"] <= TARGET_P99_MS
                 and batch.model_seconds <= TARGET_BATCH_SECONDS
+                and swapped["swap_failed"] == 0
             ),
         }
     finally:

@@ -370,6 +370,62 @@ def test_admin_routes_need_the_token_and_promote_rollback(home, reset_aliases):
         assert bad.status_code == 404
 
 
+def test_a_reused_request_id_is_refused_and_a_second_label_is_an_update(home, reset_aliases):
+    """One label per served row: a request id names one request (409 when reused), and a
+    second label for a row updates it (the latest wins, the earlier is kept with its time)."""
+    server = ModelServer(_config(home))
+    labels = home["holdout"][TARGET].tolist()
+    with TestClient(create_app(server)) as client:
+        first = client.post("/predict", json={"records": _records(home, 2), "request_id": "o-1"})
+        assert first.status_code == 200 and first.json()["request_id"] == "o-1"
+        again = client.post("/predict", json={"records": _records(home, 1), "request_id": "o-1"})
+        assert again.status_code == 409, again.text
+        assert "'o-1' was already used" in again.json()["detail"]
+        assert again.json()["field"] == "request_id"
+        server.log.flush()  # written to the store: still refused (and after a restart)
+        again = client.post("/predict", json={"records": _records(home, 1), "request_id": "o-1"})
+        assert again.status_code == 409
+        # a request refused for its records does not use up its id
+        bad = client.post("/predict", json={"records": [{"age": "old"}], "request_id": "o-2"})
+        assert bad.status_code == 422
+        good = client.post("/predict", json={"records": _records(home, 1), "request_id": "o-2"})
+        assert good.status_code == 200
+
+        label, other = labels[0], 1 - int(labels[0])
+        once = client.post("/feedback", json={"request_id": "o-1", "row": 0, "label": label})
+        assert once.json() == {"stored": 1, "updated": False, "updated_rows": 0}
+        twice = client.post(
+            "/feedback",
+            json=[
+                {"request_id": "o-1", "row": 0, "label": other},
+                {"request_id": "o-1", "row": 1, "label": label},
+            ],
+        )
+        assert twice.json() == {"stored": 2, "updated": True, "updated_rows": 1}
+        joined = server.log.joined()
+        mine = joined[joined["request_id"] == "o-1"]
+        assert sorted(mine["row"]) == [0, 1]  # each row once, however often labelled
+        assert mine.set_index("row").loc[0, "label"] == other  # the latest label wins
+        metrics = client.get("/feedback/metrics").json()
+        assert metrics["labelled"] == len(joined)
+    kept = PredictionLog(server.log.url)
+    try:
+        import sqlalchemy as sa
+
+        with kept.engine.connect() as conn:
+            history = conn.execute(
+                sa.select(kept.feedback.c.label, kept.feedback.c.ts)
+                .where(kept.feedback.c.request_id == "o-1", kept.feedback.c.row == 0)
+                .order_by(kept.feedback.c.id)
+            ).all()
+        assert [json.loads(h.label) for h in history] == [label, other]
+        assert history[0].ts <= history[1].ts
+        assert not kept.claim("o-1")  # a restarted server still refuses it
+        assert kept.claim("o-3") and not kept.claim("o-3")
+    finally:
+        kept.close()
+
+
 def test_admin_routes_are_off_without_a_token(home, reset_aliases):
     config = _config(home, admin_token=None)
     with TestClient(create_app(ModelServer(config))) as client:
@@ -390,7 +446,8 @@ def test_feedback_joins_labels_into_online_metrics(home, reset_aliases):
         labels = holdout[TARGET].tolist()
         items = [{"request_id": rid, "label": labels[i]} for i, (rid, _, _) in enumerate(sent)]
         stored = client.post("/feedback", json=items)
-        assert stored.status_code == 200 and stored.json() == {"stored": 30}
+        assert stored.status_code == 200
+        assert stored.json() == {"stored": 30, "updated": False, "updated_rows": 0}
         one = client.post(
             "/feedback", json={"request_id": batch["request_id"], "row": 3, "label": labels[33]}
         )

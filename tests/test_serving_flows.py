@@ -92,7 +92,7 @@ def test_feedback_rows_become_training_data_through_ingestion(lake_home):
             for k, a in enumerate(answers)
             for i in range(50)
         ]
-        assert client.post("/feedback", json=feedback).json() == {"stored": 250}
+        assert client.post("/feedback", json=feedback).json()["stored"] == 250
         joined = server.log.joined()
     batch = labelled_rows(joined, TARGET, TIMESTAMP, ID)
     assert len(batch) == 250

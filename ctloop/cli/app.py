@@ -205,3 +205,34 @@ def quiet_run_logs(level: str = "ERROR") -> None:
     # the in-process (ephemeral) API, stopped at exit under load, logs the events it could not
     # flush in time as ERROR tracebacks; they are not the command's outcome
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+    import logging
+
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_expected_failure)
+
+
+def _expected_failure(record) -> bool:
+    """A run ended by a ctloop error (a full disk, a store down): the command prints its one
+    line, so Prefect's echo of it (traceback, "Finished in state Failed") goes to the API as a
+    warning, not to the console."""
+    import logging
+
+    if record.levelno < logging.ERROR:
+        return True
+    exc = record.exc_info[1] if record.exc_info else None
+    text = str(record.msg) if exc is None else ""
+    if isinstance(exc, CtloopError) or (
+        "exception" in text and any(f" {n}:" in text for n in _ctloop_error_names())
+    ):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+    return True
+
+
+def _ctloop_error_names() -> set[str]:
+    names, todo = set(), [CtloopError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return names

@@ -874,6 +874,9 @@ def reconcile_dataset(
             )
     if not updates:
         return config
+    # typed as the model types them (a kept `task: binary` is Task.BINARY, not the text)
+    typed = type(config.dataset).model_validate({**current, **updates})
+    updates = {k: getattr(typed, k) for k in updates}
     return config.model_copy(update={"dataset": config.dataset.model_copy(update=updates)})
 
 

@@ -36,7 +36,7 @@ def landing_folder(config: Config, home: Home, folder: str | Path | None = None)
 
 
 def _key(path: Path) -> str:
-    st = path.stat()
+    st = path.lstat()  # a link is keyed as itself: a dangling or refused link never crashes
     return f"{path.name}|{st.st_size}|{st.st_mtime_ns}"
 
 
@@ -62,17 +62,19 @@ def pending_files(folder: Path, patterns: list[str], min_age_seconds: float = 0.
     """
     done = ingested_keys(folder)
     now = time.time()
-    found = {p for pattern in patterns for p in folder.glob(pattern) if p.is_file()}
+    # not only regular files: a FIFO, device, socket or symlink is listed so that it is refused
+    # with a reason (`ctloop.lake.sources.refusal`), never silently ignored nor opened
+    found = {p for pattern in patterns for p in folder.glob(pattern) if not p.is_dir()}
     pending = []
     for path in found:
         if path.name.startswith("."):
             continue
-        if now - path.stat().st_mtime < min_age_seconds:
+        if now - path.lstat().st_mtime < min_age_seconds:
             continue
         if _key(path) in done:
             continue
         pending.append(path)
-    return sorted(pending, key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return sorted(pending, key=lambda p: (p.lstat().st_mtime_ns, p.name))
 
 
 @contextmanager
@@ -88,7 +90,7 @@ def _locked(folder: Path):
 def _record(folder: Path, key: str, outcome: dict) -> None:
     entry = {
         "key": key,
-        "file": key.split("|")[0],
+        "file": key.rsplit("|", 2)[0],
         "status": outcome["status"],
         "snapshot": outcome.get("snapshot"),
         "at": datetime.now(UTC).isoformat(),
@@ -114,18 +116,30 @@ def process_landing(
             as `flows.ingest.ingest_one` or `ctloop.ingest.stage.ingest_path(...).as_dict()`).
         min_age_seconds: files younger than this are left for the next scan.
     """
+    from ctloop.ingest.stage import unreadable
+    from ctloop.lake.sources import refusal, safe_name
+
     accepted, quarantined = [], []
     with _locked(folder):
         for path in pending_files(folder, config.ingest.patterns, min_age_seconds):
             key = _key(path)
-            outcome = ingest(path)
+            refused = refusal(path, folder)
+            if refused is not None and refusal(path) is None:
+                # a link in a sub-folder that stays there but leaves the landing folder
+                outcome = {
+                    "status": "quarantined",
+                    "path": str(path),
+                    "reasons": unreadable(config, refused),
+                }
+            else:
+                outcome = ingest(path)  # refuses links out of the folder and special files
             if config.ingest.done == "move":
                 target = folder / (DONE if outcome["status"] == "accepted" else QUARANTINED)
                 target.mkdir(exist_ok=True)
-                destination = target / path.name
-                if destination.exists():
+                destination = target / safe_name(path.name)
+                if os.path.lexists(destination):
                     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-                    destination = target / f"{path.stem}.{stamp}{path.suffix}"
+                    destination = target / safe_name(f"{path.stem}.{stamp}{path.suffix}")
                 _record(folder, key, outcome)
                 shutil.move(str(path), destination)
             else:

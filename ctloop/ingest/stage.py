@@ -8,7 +8,7 @@ gate then decides: `commit` makes it an immutable snapshot, `discard` leaves no 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +19,9 @@ from ctloop.data import privacy
 from ctloop.data.batches import frame_to_raw, read_chunks, row_hashes, storage_type
 from ctloop.data.schema import Schema, load_latest_schema, save_schema_if_absent
 from ctloop.errors import InputError
+from ctloop.faults import pause
 from ctloop.lake import snapshots as lake
+from ctloop.lake.sources import bounded, disk_full_raises, refusal
 from ctloop.stores.home import Home
 from ctloop.stores.storage import open_lake
 from ctloop.validate.checks import (
@@ -67,13 +69,16 @@ def stage_chunks(
     the batch is staged once more with the whole batch's kinds.
     """
     config.require_target()
-    home.ensure()
-    lake.sweep_temporaries(home)
-    schema = load_latest_schema(open_lake(home).schema)
-    staged, kinds = _stage_pass(chunks(), schema, None, source, fmt, config, home, on_row_group)
-    if kinds is not None:
-        discard(staged)
-        staged, _ = _stage_pass(chunks(), schema, kinds, source, fmt, config, home, on_row_group)
+    with disk_full_raises("the lake", open_lake(home).root.where()):
+        home.ensure()
+        lake.sweep_temporaries(home)
+        schema = load_latest_schema(open_lake(home).schema)
+        staged, kinds = _stage_pass(chunks(), schema, None, source, fmt, config, home, on_row_group)
+        if kinds is not None:
+            discard(staged)
+            staged, _ = _stage_pass(
+                chunks(), schema, kinds, source, fmt, config, home, on_row_group
+            )
     return staged
 
 
@@ -140,7 +145,7 @@ def _finish(
     fmt: str,
     config: Config,
 ) -> StagedBatch:
-    report = profile.report(source)
+    report = _bounded(profile.report(source))
     checked = schema
     if provisional and report.passed:
         checked = profile.inferred_schema(version=1)
@@ -200,23 +205,29 @@ def commit(staged: StagedBatch, config: Config, home: Home) -> tuple[lake.Snapsh
     is not committed here: `SchemaRace` tells the caller to stage it again against the winner.
     """
     schema = staged.schema
-    if staged.new_schema:
-        winner = save_schema_if_absent(schema, open_lake(home).schema)
-        if winner != schema:
-            discard(staged)
-            raise SchemaRace(staged.source)
-        schema = winner
-    written = staged.writer.commit(
-        {
-            "source": staged.source,
-            "schema_version": schema.version,
-            "time_min": staged.time_min,
-            "time_max": staged.time_max,
-            "warnings": len(staged.report.warnings),
-            "format": staged.format,
-            "personal_data": staged.personal,
-        }
-    )
+    pause("ingest.staged")
+    with disk_full_raises("the lake", open_lake(home).root.where()):
+        try:
+            if staged.new_schema:
+                winner = save_schema_if_absent(schema, open_lake(home).schema)
+                if winner != schema:
+                    discard(staged)
+                    raise SchemaRace(staged.source)
+                schema = winner
+            written = staged.writer.commit(
+                {
+                    "source": staged.source,
+                    "schema_version": schema.version,
+                    "time_min": staged.time_min,
+                    "time_max": staged.time_max,
+                    "warnings": len(staged.report.warnings),
+                    "format": staged.format,
+                    "personal_data": staged.personal,
+                }
+            )
+        except OSError:
+            discard(staged)  # a full disk at commit: the staged file goes, the batch is retried
+            raise
     return written, schema
 
 
@@ -249,8 +260,17 @@ class Outcome:
         return {"status": "quarantined", "path": self.path, "reasons": self.quarantine.reasons}
 
 
-def unreadable(config: Config, error: Exception) -> list[dict]:
-    issue = make_issue(config, "unreadable", str(error)) or Issue("unreadable", "block", str(error))
+def _bounded(report: ValidationReport) -> ValidationReport:
+    """The report with every message bounded: a reason quotes at most a short excerpt."""
+    return replace(
+        report, issues=tuple(replace(i, message=bounded(i.message)) for i in report.issues)
+    )
+
+
+def unreadable(config: Config, error: Exception | str) -> list[dict]:
+    """The one reason of a file that cannot be read as a batch (bounded, never a whole line)."""
+    message = bounded(str(error))
+    issue = make_issue(config, "unreadable", message) or Issue("unreadable", "block", message)
     return [issue.as_dict()]
 
 
@@ -270,9 +290,14 @@ def try_stage_file(
 ) -> StagedBatch | Unreadable:
     """`stage_file`, with a file that cannot be read as a batch returned as `Unreadable`.
 
-    Only the errors of reading bad data (`InputError`, which names the file) are turned into a
-    reason; anything else is a bug and propagates.
+    A symlink leading out of its folder, a FIFO, device or socket is refused before anything
+    opens it. Only the errors of reading bad data (`InputError`, which names the file) are
+    turned into a reason; a full disk raises `DiskFull` and anything else is a bug: both
+    propagate.
     """
+    refused = refusal(path)
+    if refused is not None:
+        return Unreadable(str(path), unreadable(config, refused))
     try:
         return stage_file(path, config, home, on_row_group)
     except InputError as exc:

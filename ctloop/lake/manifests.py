@@ -60,6 +60,13 @@ class QuarantineRecord:
     path: str
     folder: str
     reasons: list[dict]
+    name: str | None = None  # the original file name, as it came
+    stored_as: str | None = None  # its stored name (cleaned and shortened when it had to be)
+    kept: str | None = None  # "file", "first N of M bytes" (not data) or "nothing" (refused)
+    size: int | None = None  # the source's size in bytes
+
+
+_RECORD_FIELDS = {f.name for f in fields(QuarantineRecord)}
 
 
 def list_quarantined(home: Home) -> list[QuarantineRecord]:
@@ -68,5 +75,8 @@ def list_quarantined(home: Home) -> list[QuarantineRecord]:
         return []
     out = []
     for reasons in sorted(home.quarantine.glob("*/reasons.json")):
-        out.append(QuarantineRecord(**json.loads(reasons.read_text())))
+        if reasons.parent.name.startswith("."):
+            continue  # a record being made (or left half-made by a killed process)
+        data = json.loads(reasons.read_text())
+        out.append(QuarantineRecord(**{k: v for k, v in data.items() if k in _RECORD_FIELDS}))
     return out

@@ -7,6 +7,7 @@ The lake (snapshots, manifests, schema versions) lives in a local folder or unde
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,12 +23,21 @@ import pyarrow.parquet as pq
 from ctloop.data.batches import ContentHasher, check_file, row_hashes, table_of
 from ctloop.data.schema import Schema, load_latest_schema, schema_name
 from ctloop.errors import InputError, NotEnoughData
+from ctloop.faults import pause
 from ctloop.lake.manifests import (  # noqa: F401 (re-exported: the lake's read-only half)
     Manifest,
     QuarantineRecord,
     list_quarantined,
     list_snapshots,
     parse_manifest,
+)
+from ctloop.lake.sources import (
+    SAMPLE_BYTES,
+    bounded_reasons,
+    disk_full_raises,
+    open_regular,
+    refusal,
+    safe_name,
 )
 from ctloop.stores.home import Home
 from ctloop.stores.storage import Lake, LakeFolder, open_lake
@@ -37,9 +47,13 @@ def read_batch(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file as delivered, without casting.
 
     Raises:
-        InputError: the file is missing, empty, of an unknown kind or not parseable.
+        InputError: the file is missing, empty, of an unknown kind or not parseable, or is a
+            FIFO, device, socket or a symlink out of its folder (not opened).
     """
     path = Path(path)
+    refused = refusal(path)
+    if refused is not None:  # a FIFO would hang the reader; a link out of its folder leaks
+        raise InputError(refused)
     kind = check_file(path)
     try:
         if kind == "csv":
@@ -92,7 +106,11 @@ class SnapshotWriter:
         self.lake = open_lake(home)
         self.schema = schema
         self.tmp, self._handle = self.lake.snapshots.open_staged("staged.parquet")
-        self._writer = pq.ParquetWriter(self._handle, schema, compression="snappy")
+        try:
+            self._writer = pq.ParquetWriter(self._handle, schema, compression="snappy")
+        except BaseException:  # e.g. a full disk at the first bytes: leave no temporary file
+            self._discard()
+            raise
         self._hasher = ContentHasher(schema)
         self._on_row_group = on_row_group
         self.rows = 0
@@ -134,7 +152,13 @@ class SnapshotWriter:
             self._writer.close()
         except Exception:  # noqa: BLE001 - closing a half-written file may fail; it goes anyway
             pass
-        self.lake.snapshots.discard_staged(self.tmp, self._handle)
+        self._discard()
+
+    def _discard(self) -> None:
+        try:
+            self.lake.snapshots.discard_staged(self.tmp, self._handle)
+        except OSError:  # closing flushes, and a full disk fails that flush: remove it anyway
+            self.lake.snapshots.remove(self.tmp)
 
     def commit(self, manifest_fields: dict) -> SnapshotWrite:
         """Rename into place and write the manifest; the same content again is `new=False`."""
@@ -146,6 +170,7 @@ class SnapshotWriter:
             return SnapshotWrite(_read_manifest(lake.manifests, snapshot), new=False)
         data = f"{snapshot}.parquet"
         lake.snapshots.promote(self.tmp, data)  # same name, same content: a twin is harmless
+        pause("lake.data")
         manifest = Manifest(
             snapshot=snapshot,
             sha256=sha,
@@ -280,29 +305,105 @@ def load_snapshots(home: Home, ids: list[str]) -> pd.DataFrame:
 def quarantine_batch(
     home: Home, source: Path, reasons: list[dict], html: str | None = None
 ) -> QuarantineRecord:
-    """Keep a rejected file, untouched, beside its reasons (JSON and a readable summary).
+    """Keep a rejected file beside its reasons (JSON and a readable summary).
+
+    A data file that failed validation is kept whole; a file that is not data (unreadable) only
+    as its first `SAMPLE_BYTES` (`<name>.sample`); a symlink leading out of its folder, a FIFO,
+    device or socket is never opened, so nothing of it is kept. The stored name is cleaned and
+    shortened (`safe_name`), the original name recorded; messages are bounded. `reasons.json`
+    is written last: a folder without it (a kill or a full disk midway) is not a record, and a
+    full disk removes the folder and raises `DiskFull`.
 
     `html`: an Evidently report of the batch, copied into the folder as `report.html`.
     """
+    reasons = bounded_reasons(reasons)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    folder = home.quarantine / f"{stamp}_{source.name}"
-    folder.mkdir(parents=True, exist_ok=False)
-    if source.is_file():
-        shutil.copy2(source, folder / source.name)
-    record = QuarantineRecord(str(source), str(folder), reasons)
-    (folder / "reasons.json").write_text(json.dumps(asdict(record), indent=2, default=str))
-    lines = [f"# Quarantined: {source.name}", "", "| check | severity | column | message |"]
-    lines.append("|---|---|---|---|")
-    for r in reasons:
-        lines.append(
-            f"| {r.get('check')} | {r.get('severity')} | {r.get('column') or ''} | "
-            f"{r.get('message')} |"
-        )
+    stored = safe_name(source.name)
+    folder = home.quarantine / f"{stamp}_{stored}"
+    making = home.quarantine / f".{stamp}.{os.getpid()}.tmp"  # renamed to `folder` when whole
+    with disk_full_raises("the quarantine", home.quarantine):
+        home.quarantine.mkdir(parents=True, exist_ok=True)
+        sweep_quarantine(home)
+        making.mkdir()
+        try:
+            sample = any(r.get("check") == "unreadable" for r in reasons)
+            kept, size = _keep_copy(source, making / stored, sample)
+            record = QuarantineRecord(
+                str(source), str(folder), reasons, source.name, stored, kept, size
+            )
+            _write_summary(making, record, html)
+            (making / "reasons.json").write_text(json.dumps(asdict(record), indent=2, default=str))
+            pause("quarantine.copied")
+            os.rename(making, folder)
+        except BaseException:
+            shutil.rmtree(making, ignore_errors=True)
+            raise
+    return record
+
+
+def sweep_quarantine(home: Home) -> list[str]:
+    """Remove quarantine folders that a killed process left half-made (its pid is gone)."""
+    removed = []
+    for partial in home.quarantine.glob(".*.tmp"):
+        try:
+            pid = int(partial.name.rsplit(".", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        shutil.rmtree(partial, ignore_errors=True)
+        removed.append(str(partial))
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _keep_copy(source: Path, destination: Path, sample: bool) -> tuple[str, int | None]:
+    """Copy the file (or its first bytes) unless it must not be opened: (kept, source size)."""
+    if refusal(source) is not None or not source.exists():
+        return "nothing", None
+    try:
+        handle = open_regular(source)
+    except OSError:
+        return "nothing", None
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        if sample:
+            destination = destination.with_name(destination.name + ".sample")
+            with open(destination, "wb") as out:
+                out.write(handle.read(SAMPLE_BYTES))
+            return (f"first {min(size, SAMPLE_BYTES)} of {size} bytes", size)
+        with open(destination, "wb") as out:
+            shutil.copyfileobj(handle, out, 1 << 20)
+    shutil.copystat(source, destination)
+    return "file", size
+
+
+def _write_summary(folder: Path, record: QuarantineRecord, html: str | None) -> None:
+    lines = [f"# Quarantined: {record.stored_as}", ""]
+    if record.name != record.stored_as:
+        lines += [f"Original name: {json.dumps(record.name)}", ""]
+    lines += [
+        f"Kept: {record.kept}",
+        "",
+        "| check | severity | column | message |",
+        "|---|---|---|---|",
+    ]
+    for r in record.reasons:
+        cells = [r.get("check"), r.get("severity"), r.get("column") or "", r.get("message")]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     if html and Path(html).is_file():
         shutil.copy2(html, folder / "report.html")
         lines += ["", "Evidently data-quality and drift report: [report.html](report.html)"]
     (folder / "README.md").write_text("\n".join(lines) + "\n")
-    return record
 
 
 def select_window(

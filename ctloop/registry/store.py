@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctloop.faults import pause
 from ctloop.names import (  # noqa: F401 (re-exported)
     CHALLENGER,
     CHAMPION,
@@ -541,6 +542,7 @@ class Registry:
                 serialization_format="skops",
                 skops_trusted_types=trusted_types_of(pipeline),
             )
+            pause("train.logged")
             return run.info.run_id, info.model_uri
 
     def _log_images(self, run_id: str, images: dict[str, bytes]) -> None:
@@ -607,6 +609,7 @@ class Registry:
         whole[TAG_ARTIFACT_DIGEST] = digest
         with self._fluent() as mlflow:
             mv = mlflow.register_model(model_uri, self.name, tags=whole)
+        pause("register.created")
         if tags.get(TAG_NOTE):  # the run's description is the version's too
             self.client.update_model_version(self.name, mv.version, description=tags[TAG_NOTE])
         return self._ref(self.client.get_model_version(self.name, mv.version))
@@ -615,6 +618,7 @@ class Registry:
         self.client.delete_model_version(self.name, str(version))
 
     def set_alias(self, alias: str, version: int) -> None:
+        pause("promote.alias")
         self.client.set_registered_model_alias(self.name, alias, str(version))
 
     def delete_alias(self, alias: str) -> None:

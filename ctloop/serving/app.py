@@ -407,7 +407,10 @@ def _add_scoring_routes(app: FastAPI, server: ModelServer) -> None:
     @app.post(
         "/predict",
         response_model=PredictResponse,
-        responses={k: v for k, v in ERRORS.items() if k in (413, 503)},
+        responses={
+            **{k: v for k, v in ERRORS.items() if k in (413, 503)},
+            409: {"model": ErrorBody, "description": "the request_id was used before"},
+        },
         openapi_extra=_request_body(
             {"$ref": "#/components/schemas/PredictRequest"},
             "One record or a list of records; `key` makes routing sticky.",
@@ -481,8 +484,8 @@ def _add_feedback_routes(app: FastAPI, server: ModelServer) -> None:
         items = _parse_feedback(payload, serving.max_records)
         if server.log is None:
             raise RequestError("the prediction log is off (serving.prediction_log)", 409)
-        stored = await run_in_threadpool(_store_feedback, server, items)
-        return _json({"stored": stored})
+        stored, updates = await run_in_threadpool(_store_feedback, server, items)
+        return _json({"stored": stored, "updated": updates > 0, "updated_rows": updates})
 
     @app.get("/feedback/metrics", summary="Online metrics per version from joined feedback")
     async def feedback_metrics():
@@ -574,7 +577,8 @@ def _openapi_with_records(app: FastAPI, server: ModelServer) -> dict[str, Any]:
     return schema
 
 
-def _store_feedback(server: ModelServer, items: list[FeedbackItem]) -> int:
+def _store_feedback(server: ModelServer, items: list[FeedbackItem]) -> tuple[int, int]:
+    """Check and store labels: (stored, updates of rows labelled before)."""
     log = server.log
     log.flush()
     classes_by_version = {m.version: m.classes for m in server.cache.values()}
@@ -611,7 +615,7 @@ def _store_feedback(server: ModelServer, items: list[FeedbackItem]) -> int:
                     f"{at}label",
                 )
         rows.append((item.request_id, item.row, label))
-    return log.add_feedback(rows)
+    return log.record_feedback(rows)
 
 
 __all__ = ["SERVED", "create_app"]

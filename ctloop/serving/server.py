@@ -427,7 +427,15 @@ class ModelServer:
         """
         target, model, live = self.route(key)
         records = check_records(payload, model.schema, where, self.serving.max_records)
-        scores = await self._batcher(model, SERVED).submit(records.columns, records.n)
+        if request_id is not None and self.log is not None:
+            await self._claim(request_id)
+            try:
+                scores = await self._batcher(model, SERVED).submit(records.columns, records.n)
+            except BaseException:
+                self.log.release(request_id)
+                raise
+        else:
+            scores = await self._batcher(model, SERVED).submit(records.columns, records.n)
         request_id = request_id or uuid.uuid4().hex
         self.metrics.predictions.labels(str(model.version), SERVED).inc(records.n)
         now = time.time()
@@ -440,6 +448,16 @@ class ModelServer:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return request_id, target, model, scores, records
+
+    async def _claim(self, request_id: str) -> None:
+        """A client's request id names one request: a reused one is refused (409)."""
+        if not await asyncio.to_thread(self.log.claim, request_id):
+            raise RequestError(
+                f"request_id: {request_id!r} was already used; a request id names one "
+                "request (send a new one, or none and the server makes one)",
+                409,
+                "request_id",
+            )
 
     async def _shadow(self, shadow, payload, where, request_id, now, key) -> None:
         target, model = shadow

@@ -124,6 +124,7 @@ class PredictionLog:
         self._count_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._claimed: set[str] = set()  # client request ids being served, not yet written
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -179,6 +180,7 @@ class PredictionLog:
         with self._count_lock:
             self._written += len(rows)
             self._pending -= len(rows)
+            self._claimed.difference_update({r.request_id for r in rows})  # now in the store
 
     def flush(self) -> None:
         """Write everything queued so far (the writer thread or the caller, never both at once)."""
@@ -222,17 +224,72 @@ class PredictionLog:
         with self.engine.connect() as conn:
             return {int(row): int(version) for row, version in conn.execute(query)}
 
+    def claim(self, request_id: str) -> bool:
+        """Reserve a request id given by a client for one request; False when it was used.
+
+        Used means served before (in the store) or being served now (claimed and not yet
+        written): a request id names one request, so one label can only ever join one served
+        record. Release a claim whose request failed (`release`).
+        """
+        from sqlalchemy import select
+
+        with self._count_lock:
+            if request_id in self._claimed:
+                return False
+            self._claimed.add(request_id)
+        p = self.predictions
+        query = select(p.c.id).where(p.c.request_id == request_id, p.c.role == SERVED).limit(1)
+        try:
+            with self.engine.connect() as conn:
+                used = conn.execute(query).first() is not None
+        except BaseException:
+            self.release(request_id)
+            raise
+        if used:
+            self.release(request_id)
+        return not used
+
+    def release(self, request_id: str) -> None:
+        """Give back a claimed request id (its request failed before anything was logged)."""
+        with self._count_lock:
+            self._claimed.discard(request_id)
+
     def add_feedback(self, items: Iterable[tuple[str, int, Any]]) -> int:
         """Store true labels as (request id, row, label); the latest label of a row wins."""
+        return self.record_feedback(items)[0]
+
+    def record_feedback(self, items: Iterable[tuple[str, int, Any]]) -> tuple[int, int]:
+        """Store true labels; returns (stored, updates).
+
+        A label for a row that already has one is an update: it is stored with its time, the
+        earlier label is kept (the log is append-only) and the latest wins in `joined`, so a
+        row counts once in online metrics however often it is labelled.
+        """
+        from sqlalchemy import select
+
         now = time.time()
+        items = list(items)
         values = [
             {"request_id": rid, "row": row, "label": _json(label), "ts": now}
             for rid, row, label in items
         ]
-        if values:
-            with self.engine.begin() as conn:
-                conn.execute(self.feedback.insert(), values)
-        return len(values)
+        if not values:
+            return 0, 0
+        f = self.feedback
+        ids = sorted({rid for rid, _row, _label in items})
+        with self.engine.begin() as conn:
+            labelled = set()
+            for start in range(0, len(ids), 500):
+                query = select(f.c.request_id, f.c.row).where(
+                    f.c.request_id.in_(ids[start : start + 500])
+                )
+                labelled.update((rid, int(row)) for rid, row in conn.execute(query))
+            updates = 0
+            for rid, row, _label in items:
+                updates += (rid, row) in labelled
+                labelled.add((rid, row))
+            conn.execute(f.insert(), values)
+        return len(values), updates
 
     def read(self, role: str | None = None) -> pd.DataFrame:
         """The logged predictions (features and outputs decoded), oldest first."""
