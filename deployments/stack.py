@@ -19,7 +19,7 @@ from pathlib import Path
 from ctloop.config.settings import Config, Profile
 from ctloop.launcher import Launcher, stop_on_sigterm
 from ctloop.registry.store import open_registry
-from ctloop.stores.home import Home
+from ctloop.stores.home import Home, forget_server, record_server
 
 STOP_GRACE_SECONDS = 15  # terminate, then kill what still runs after this
 LOCAL_TUNING = {
@@ -44,8 +44,11 @@ class Stack:
 
     launcher: Launcher
     urls: dict[str, str] = field(default_factory=dict)
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
 
     def stop(self) -> None:
+        for undo in self.on_stop:
+            undo()
         self.launcher.stop()
 
 
@@ -117,6 +120,9 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
             launcher.wait_for_url(
                 f"{api_url}/health", "the Prefect server", options.startup_timeout
             )
+            # the home's other commands (`ctloop ingest`, `train`...) use this server
+            record_server(home, api_url)
+            stack.on_stop.append(lambda: forget_server(home))
         os.environ["PREFECT_API_URL"] = env["PREFECT_API_URL"] = api_url
         stack.urls["Prefect UI"] = api_url.removesuffix("/api")
         # the embedded MLflow database is created (and migrated) here, once, before the

@@ -102,6 +102,7 @@ def stack(tmp_path):
         yield {
             "proc": proc, "log": log, "home": home, "config": config,
             "prefect_port": prefect_port, "server_port": server_port, "env": env,
+            "config_path": path,
         }  # fmt: skip
     finally:
         stop_up(proc)
@@ -169,8 +170,22 @@ def test_landed_file_becomes_a_champion_and_a_burst_runs_one_at_a_time(stack, tm
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start >= end, "two retrains overlapped"
 
+    # a command on the same home finds up's Prefect server (no PREFECT_API_URL, no ephemeral
+    # server of its own): its flow run is in up's API
+    day = tmp_path / "day01.csv"
+    generate_day(DemoScript(rows_per_day=200), 1, np.random.default_rng(2)).to_csv(day, index=False)
+    assert not any(k.startswith("PREFECT_API") for k in stack["env"])
+    ingested = subprocess.run(
+        [str(BIN / "ctloop"), "ingest", str(day), "-c", str(stack["config_path"]), "--json"],
+        cwd=tmp_path, env=stack["env"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ingested.returncode == 0, ingested.stderr[-3000:]
+    assert json.loads(ingested.stdout)["accepted"][0]["rows"] == 200
+    assert [r for r in completed("ingest") if r["parameters"]["paths"] == [str(day)]]
+
     # SIGTERM stops everything that `up` started
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
+    assert not (stack["home"] / "prefect" / "server.json").exists()  # no longer announced
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -159,11 +161,63 @@ def activate(home: Home, environ: dict[str, str] | None = None) -> None:
     """Point Prefect at the home; call before Prefect is imported.
 
     `PREFECT_HOME` always follows the home; other settings already in the environment win, so
-    an explicit `PREFECT_API_URL` (a running server, the cluster profile) is kept.
+    an explicit `PREFECT_API_URL` (a running server, the cluster profile) is kept. Without one,
+    the Prefect server of a `ctloop up` running on this home is used (`running_server`), so a
+    command does not pay for an ephemeral server of its own (about 15 s of CPU each).
     """
     environ = os.environ if environ is None else environ
+    if "PREFECT_API_URL" not in environ and (url := running_server(home)):
+        environ["PREFECT_API_URL"] = url  # `ctloop up`'s server: no ephemeral one to start
     for key, value in prefect_environment(home).items():
         if key == "PREFECT_HOME":
             environ[key] = value
         else:
             environ.setdefault(key, value)
+
+
+SERVER_RECORD = "server.json"
+
+
+def record_server(home: Home, url: str, pid: int | None = None) -> Path:
+    """Announce a Prefect server serving this home (`ctloop up`'s) to the home's commands."""
+    path = home.prefect / SERVER_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{SERVER_RECORD}.{os.getpid()}")
+    partial.write_text(json.dumps({"url": url, "pid": os.getpid() if pid is None else pid}))
+    partial.replace(path)
+    return path
+
+
+def forget_server(home: Home, pid: int | None = None) -> None:
+    """Withdraw the announcement, if it is still this process's (or `pid`'s)."""
+    path = home.prefect / SERVER_RECORD
+    try:
+        if json.loads(path.read_text()).get("pid") == (os.getpid() if pid is None else pid):
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def running_server(home: Home) -> str | None:
+    """The API URL of the server announced for this home, if its announcer is alive and its
+    port takes connections; None otherwise (no record, a dead `up`, a closed port)."""
+    from urllib.parse import urlsplit
+
+    try:
+        record = json.loads((home.prefect / SERVER_RECORD).read_text())
+        url, pid = str(record["url"]), int(record["pid"])
+        parts = urlsplit(url)
+        address = (parts.hostname or "127.0.0.1", parts.port or 80)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    try:
+        with socket.create_connection(address, timeout=0.5):
+            return url
+    except OSError:
+        return None

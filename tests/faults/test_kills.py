@@ -3,7 +3,9 @@ completes, no half-made version or snapshot is visible, no landing file is lost.
 
 Each kill stops the command at a named point with the test hook `CTLOOP_FAULT_PAUSE`
 (`ctloop.faults`), then SIGKILLs it there, as an OOM killer or a lost node would. One home is
-reused throughout, the kills done in pipeline order.
+reused throughout, the kills done in pipeline order. The commands talk to the worker's test
+Prefect API (`prefect_harness`), as they would to the server of `ctloop up`: the kills hit
+ctloop's stores, and each command saves the start of an ephemeral server of its own.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ CLI = str(Path(sys.executable).parent / "ctloop")
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, prefect_harness):
     """A home with its config, and a landing folder holding a bad file and four good days."""
     root = tmp_path_factory.mktemp("kills")
     config = demo_config(str(root / "home"), rows_per_day=SCRIPT.rows_per_day)
@@ -50,7 +52,10 @@ def site(tmp_path_factory):
         frame = generate_day(SCRIPT, day, np.random.default_rng(day))
         frame.to_csv(landing / f"day{day}.csv", index=False)
         os.utime(landing / f"day{day}.csv", (past + 60 * (day + 1),) * 2)
-    return {"root": root, "home": home, "config": config, "landing": landing}
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()
+    return {"root": root, "home": home, "config": config, "landing": landing, "api": api}
 
 
 def _run(site, *args: str, pause: str | None = None) -> subprocess.CompletedProcess | str:
@@ -58,7 +63,7 @@ def _run(site, *args: str, pause: str | None = None) -> subprocess.CompletedProc
     and everything it started; returns the point reached."""
     mark = site["root"] / "paused"
     mark.unlink(missing_ok=True)
-    env = {**os.environ, "CTLOOP_HOME": str(site["home"].root)}
+    env = {**os.environ, "CTLOOP_HOME": str(site["home"].root), "PREFECT_API_URL": site["api"]}
     env.pop("CTLOOP_FAULT_PAUSE", None)
     if pause:
         env |= {"CTLOOP_FAULT_PAUSE": pause, "CTLOOP_FAULT_MARK": str(mark)}

@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 
 from ctloop.config.settings import load_config
-from ctloop.stores.home import Home, activate, home_of
+from ctloop.stores.home import (
+    Home,
+    activate,
+    forget_server,
+    home_of,
+    record_server,
+    running_server,
+)
 
 
 def test_ensure_creates_every_folder_under_the_root(tmp_path):
@@ -47,6 +54,43 @@ def test_activate_points_prefect_at_the_home_and_keeps_explicit_settings(tmp_pat
     assert env["PREFECT_API_URL"] == "http://x/api"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"  # no idle job consumers
+
+
+def test_a_running_up_server_is_used_only_while_its_announcer_lives_and_its_port_answers(
+    tmp_path,
+):
+    import socket
+
+    home = Home(tmp_path / "h")
+    assert running_server(home) is None  # no record
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+        record_server(home, url)
+        assert running_server(home) == url
+        env: dict[str, str] = {}
+        activate(home, env)
+        assert env["PREFECT_API_URL"] == url
+        explicit = {"PREFECT_API_URL": "http://elsewhere:4200/api"}
+        activate(home, explicit)
+        assert explicit["PREFECT_API_URL"] == "http://elsewhere:4200/api"
+
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        record_server(home, url, pid=int(dead.stdout))  # a `ctloop up` that is gone
+        assert running_server(home) is None
+        forget_server(home)  # another process's record: kept
+        assert (home.prefect / "server.json").exists()
+        record_server(home, url)
+    assert running_server(home) is None  # the port closed
+    env = {}
+    activate(home, env)
+    assert "PREFECT_API_URL" not in env
+    forget_server(home)
+    assert not (home.prefect / "server.json").exists()
+    (home.prefect / "server.json").write_text("{not json")
+    assert running_server(home) is None
 
 
 def test_core_imports_without_prefect_or_mlflow():
