@@ -10,11 +10,14 @@ from pathlib import Path
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
 
 
-def run(args, cwd, home=None, timeout=600) -> subprocess.CompletedProcess:
+def run(args, cwd, home=None, timeout=600, api=None) -> subprocess.CompletedProcess:
     """`ctloop ARGS` in `cwd`, without the caller's ctloop or Prefect settings (its own
-    ephemeral Prefect server, as on a user's machine); `home` as CTLOOP_HOME."""
+    ephemeral Prefect server, as on a user's machine); `home` as CTLOOP_HOME; `api`: a running
+    Prefect API to use instead (as under `ctloop up`: no ephemeral server to start)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CTLOOP_", "PREFECT_"))}
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    if api is not None:
+        env["PREFECT_API_URL"] = api
     if home is not None:
         env["CTLOOP_HOME"] = str(home)
     return subprocess.run(
@@ -31,3 +34,10 @@ def one_error_line(proc, *needles) -> str:
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+def harness_api() -> str:
+    """The URL of the worker's test Prefect API (call inside the `prefect_harness` fixture)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from clitools import one_error_line, run
+from clitools import harness_api, one_error_line, run
 
 from ctloop.data.demo import DemoScript, generate_day
 
@@ -39,7 +39,7 @@ def test_status_of_an_empty_home(tmp_path):
 
 
 @pytest.mark.slow
-def test_ingest_without_target_is_quarantined_and_accepted_data_kept(tmp_path):
+def test_ingest_without_target_is_quarantined_and_accepted_data_kept(tmp_path, prefect_harness):
     frame = generate_day(DemoScript(rows_per_day=100), 0, np.random.default_rng(0))
     good = tmp_path / "good.csv"
     frame.to_csv(good, index=False)
@@ -47,20 +47,21 @@ def test_ingest_without_target_is_quarantined_and_accepted_data_kept(tmp_path):
     frame.drop(columns=["default"]).to_csv(unlabelled, index=False)
     home = tmp_path / "home"
     flags = ["--target", "default", "--timestamp", "application_date", "--id", "application_id"]
+    api = harness_api()  # a running Prefect API, as under `ctloop up`
 
-    ok = run(["ingest", str(good), "--json", *flags], tmp_path, home)
+    ok = run(["ingest", str(good), "--json", *flags], tmp_path, home, api=api)
     assert ok.returncode == 0, ok.stderr
     accepted = json.loads(ok.stdout)["accepted"]
     assert accepted[0]["rows"] == 100 and accepted[0]["new"] is True
 
-    bad = run(["ingest", str(unlabelled), "--json", *flags], tmp_path, home)
+    bad = run(["ingest", str(unlabelled), "--json", *flags], tmp_path, home, api=api)
     assert bad.returncode == 1
     answer = json.loads(bad.stdout)
     assert answer["accepted"] == []
     reasons = answer["quarantined"][0]["reasons"]
     assert any(r["check"] == "missing_target" and "'default'" in r["message"] for r in reasons)
 
-    human = run(["ingest", str(unlabelled), *flags], tmp_path, home)
+    human = run(["ingest", str(unlabelled), *flags], tmp_path, home, api=api)
     assert human.returncode == 1
     one_error_line(human, "unlabelled.csv", "target column 'default' is missing")
 
@@ -94,13 +95,15 @@ def test_demo_end_to_end(tmp_path):
     assert status["quarantined"] == 1
 
 
-def test_ingest_of_a_bad_batch_is_one_line_and_exit_1(tmp_path):
+def test_ingest_of_a_bad_batch_is_one_line_and_exit_1(tmp_path, prefect_harness):
     day = generate_day(DemoScript(rows_per_day=200), 0, np.random.default_rng(0))
     day.to_csv(tmp_path / "good.csv", index=False)
     day.assign(credit_score="unknown").to_csv(tmp_path / "text.csv", index=False)
     (tmp_path / "empty.csv").write_bytes(b"")
     args = ["ingest", "good.csv", "text.csv", "empty.csv", "--target", "default"]
-    proc = run([*args, "--timestamp", "application_date"], tmp_path, tmp_path / "home")
+    proc = run(
+        [*args, "--timestamp", "application_date"], tmp_path, tmp_path / "home", api=harness_api()
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout and "NoneType" not in proc.stderr
     assert "accepted good.csv: 200 rows" in proc.stdout
