@@ -218,8 +218,9 @@ def demo(
     out.print(f"snapshots: {data['snapshots']}, quarantined: {data['quarantined']}")
     out.print(
         "\nWhere to look:\n"
-        f"  make ui            Prefect UI (http://127.0.0.1:4200) and MLflow UI "
-        "(http://127.0.0.1:5000) on this demo's state\n"
+        "  make ui            Prefect UI (http://127.0.0.1:4200, with the deployments to run), "
+        "MLflow UI (http://127.0.0.1:5000) and Optuna dashboard (http://127.0.0.1:8080) on "
+        "this demo's state\n"
         f"  ctloop status      the same summary, also with --json\n"
         f"  {root.quarantine}  quarantined files with reasons.json\n"
         f"  {root.reports}     Evidently drift reports (HTML)"
