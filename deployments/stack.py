@@ -143,7 +143,7 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
         # the embedded MLflow database is created (and migrated) here, once, before the
         # children that open it start: processes creating one new SQLite file at once race
         # (`table ... already exists`, or alembic's version row missing)
-        open_registry(config)
+        registry = open_registry(config)
         launcher.start(
             "deployments",
             [sys.executable, "-m", "deployments.serve", "--config", str(config_path)],
@@ -156,7 +156,9 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
                  str(options.mlflow_port), "--backend-store-uri", home.tracking_uri(config)],
                 env,
             )  # fmt: skip
-            stack.urls["MLflow UI"] = f"http://127.0.0.1:{options.mlflow_port}"
+            stack.urls["MLflow UI"] = mlflow_page(
+                f"http://127.0.0.1:{options.mlflow_port}", registry.experiment_id()
+            )
         if options.server_port:
             _start_model_server(stack, config_path, options.server_port, env)
         if options.optuna_port is not None:
@@ -165,7 +167,8 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
             lambda: _deployments_registered(config), "the deployments", options.startup_timeout
         )
         if options.mlflow_port:
-            launcher.wait_for_url(stack.urls["MLflow UI"], "the MLflow UI", 60)
+            mlflow_health = f"http://127.0.0.1:{options.mlflow_port}/health"
+            launcher.wait_for_url(mlflow_health, "the MLflow UI", 60)
         if options.optuna_port is not None:
             launcher.wait_for_url(
                 stack.urls["Optuna dashboard"] + "/api/meta", "the Optuna dashboard", 60
@@ -175,6 +178,13 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
         raise
     stack.urls["logs"] = str(home.logs)
     return stack
+
+
+def mlflow_page(base: str, experiment_id: str) -> str:
+    """The project's experiment in the MLflow UI, on its training runs: MLflow 3's UI opens
+    an experiment on its GenAI overview ("No data available") unless the URL asks for the
+    model-training view."""
+    return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def _start_model_server(stack: Stack, config_path: Path, port: int, env: dict) -> None:
