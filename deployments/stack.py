@@ -168,10 +168,12 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
         )
         if options.mlflow_port:
             mlflow_health = f"http://127.0.0.1:{options.mlflow_port}/health"
-            launcher.wait_for_url(mlflow_health, "the MLflow UI", 60)
+            launcher.wait_for_url(mlflow_health, "the MLflow UI", options.startup_timeout)
         if options.optuna_port is not None:
             launcher.wait_for_url(
-                stack.urls["Optuna dashboard"] + "/api/meta", "the Optuna dashboard", 60
+                stack.urls["Optuna dashboard"] + "/api/meta",
+                "the Optuna dashboard",
+                options.startup_timeout,
             )
     except BaseException:
         stack.stop()
@@ -267,7 +269,9 @@ def start_cluster_stack(
                             "the Prefect workers", options.startup_timeout)  # fmt: skip
         if options.optuna_port is not None:
             launcher.wait_for_url(
-                stack.urls["Optuna dashboard"] + "/api/meta", "the Optuna dashboard", 60
+                stack.urls["Optuna dashboard"] + "/api/meta",
+                "the Optuna dashboard",
+                options.startup_timeout,
             )
     except BaseException:
         stack.stop()
