@@ -109,7 +109,7 @@ def run_profile(profile: Profile, days: int, rows: int) -> dict:
     proc = subprocess.Popen(
         [str(BIN / "ctloop"), "up", "-c", str(path), "--profile", str(profile),
          "--prefect-port", str(prefect_port), "--mlflow-port", "0",
-         "--server-port", str(free_port()), "--poll-seconds", "0.5"],
+         "--server-port", str(free_port()), "--optuna-port", "-1", "--poll-seconds", "0.5"],
         cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip

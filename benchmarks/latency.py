@@ -98,7 +98,8 @@ def automated(tmp: Path, data: Path, record: dict) -> dict:
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     proc = subprocess.Popen(
         [str(BIN / "ctloop"), "up", "-c", str(cfg), "--prefect-port", str(prefect_port),
-         "--mlflow-port", "0", "--server-port", str(server_port), "--poll-seconds", "0.25"],
+         "--mlflow-port", "0", "--server-port", str(server_port), "--optuna-port", "-1",
+         "--poll-seconds", "0.25"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip

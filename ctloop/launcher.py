@@ -64,6 +64,15 @@ def url_answers(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def log_name(name: str) -> str:
     """The log file name of a child: `prefect server` -> `prefect-server.log`."""
     return re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-").lower() + ".log"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctloop.config.settings import Config, Profile
-from ctloop.launcher import Launcher, stop_on_sigterm
+from ctloop.launcher import Launcher, free_port, stop_on_sigterm
 from ctloop.registry.store import open_registry
 from ctloop.stores.home import Home, forget_server, record_server
 
@@ -34,6 +34,7 @@ class StackOptions:
     prefect_port: int = 4200
     mlflow_port: int | None = 5000
     server_port: int | None = 8000
+    optuna_port: int | None = 8080  # 0: a free port, None: no dashboard
     poll_seconds: float = 1.0
     startup_timeout: float = 180.0
 
@@ -54,31 +55,51 @@ class Stack:
 
 class LandingWatcher:
     """Polls the landing folder; a new file whose size held still for one poll starts the
-    `ingest-landing` deployment (which ingests each file exactly once)."""
+    `ingest-landing` deployment (which ingests each file exactly once).
 
-    def __init__(self, folder: Path, start_run: Callable[[list[str]], None], poll: float = 1.0):
+    Files the folder's ledger already records (ingested by an earlier `up`, or by the demo)
+    start nothing.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        start_run: Callable[[list[str]], None],
+        poll: float = 1.0,
+        patterns: list[str] | None = None,
+    ):
         self.folder = folder
         self.start_run = start_run
         self.poll = poll
+        self.patterns = patterns or ["*"]
         self._seen: dict[str, tuple[int, float]] = {}
         self._submitted: set[tuple[str, int, float]] = set()
         self._stop = threading.Event()
 
     def scan_once(self) -> list[str]:
-        """Files ready now (not hidden, size unchanged since the last scan, not yet submitted)."""
+        """Files ready now (not hidden, not in the ledger, size unchanged since the last scan,
+        not yet submitted)."""
+        from ctloop.ingest.landing import pending_files
+
         ready = []
         current: dict[str, tuple[int, float]] = {}
-        if self.folder.is_dir():
-            for path in sorted(self.folder.iterdir()):
-                if not path.is_file() or path.name.startswith("."):
-                    continue
+        if not self.folder.is_dir():
+            return ready
+        try:
+            pending = sorted(pending_files(self.folder, self.patterns))
+        except FileNotFoundError:  # a file moved away (to .done) while it was listed
+            return ready
+        for path in pending:
+            try:
                 stat = path.stat()
-                sig = (stat.st_size, stat.st_mtime)
-                current[path.name] = sig
-                key = (path.name, *sig)
-                if self._seen.get(path.name) == sig and key not in self._submitted:
-                    ready.append(path.name)
-                    self._submitted.add(key)
+            except FileNotFoundError:
+                continue
+            sig = (stat.st_size, stat.st_mtime)
+            current[path.name] = sig
+            key = (path.name, *sig)
+            if self._seen.get(path.name) == sig and key not in self._submitted:
+                ready.append(path.name)
+                self._submitted.add(key)
         self._seen = current
         return ready
 
@@ -128,7 +149,7 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
         # the embedded MLflow database is created (and migrated) here, once, before the
         # children that open it start: processes creating one new SQLite file at once race
         # (`table ... already exists`, or alembic's version row missing)
-        open_registry(config)
+        registry = open_registry(config)
         launcher.start(
             "deployments",
             [sys.executable, "-m", "deployments.serve", "--config", str(config_path)],
@@ -141,19 +162,37 @@ def start_stack(config: Config, config_path: Path, home: Home, options: StackOpt
                  str(options.mlflow_port), "--backend-store-uri", home.tracking_uri(config)],
                 env,
             )  # fmt: skip
-            stack.urls["MLflow UI"] = f"http://127.0.0.1:{options.mlflow_port}"
+            stack.urls["MLflow UI"] = mlflow_page(
+                f"http://127.0.0.1:{options.mlflow_port}", registry.experiment_id()
+            )
         if options.server_port:
             _start_model_server(stack, config_path, options.server_port, env)
+        if options.optuna_port is not None:
+            _start_optuna_dashboard(stack, config, home, options.optuna_port, env)
         launcher.wait_until(
             lambda: _deployments_registered(config), "the deployments", options.startup_timeout
         )
         if options.mlflow_port:
-            launcher.wait_for_url(stack.urls["MLflow UI"], "the MLflow UI", 60)
+            mlflow_health = f"http://127.0.0.1:{options.mlflow_port}/health"
+            launcher.wait_for_url(mlflow_health, "the MLflow UI", options.startup_timeout)
+        if options.optuna_port is not None:
+            launcher.wait_for_url(
+                stack.urls["Optuna dashboard"] + "/api/meta",
+                "the Optuna dashboard",
+                options.startup_timeout,
+            )
     except BaseException:
         stack.stop()
         raise
     stack.urls["logs"] = str(home.logs)
     return stack
+
+
+def mlflow_page(base: str, experiment_id: str) -> str:
+    """The project's experiment in the MLflow UI, on its training runs: MLflow 3's UI opens
+    an experiment on its GenAI overview ("No data available") unless the URL asks for the
+    model-training view."""
+    return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def _start_model_server(stack: Stack, config_path: Path, port: int, env: dict) -> None:
@@ -164,6 +203,29 @@ def _start_model_server(stack: Stack, config_path: Path, port: int, env: dict) -
         env,
     )
     stack.urls["model server"] = f"http://127.0.0.1:{port}"
+
+
+def _start_optuna_dashboard(stack: Stack, config: Config, home: Home, port: int, env: dict):
+    """optuna-dashboard on the study storage (the home's journal file, or the RDB)."""
+    from ctloop.model.tune import storage_url
+
+    port = port or free_port()
+    stack.launcher.start(
+        "optuna dashboard",
+        [sys.executable, "-c", "import sys; from deployments.stack import serve_optuna_dashboard "
+         "as serve; serve(*sys.argv[1:])", storage_url(config, home.root), str(port)],
+        env,
+    )  # fmt: skip
+    stack.urls["Optuna dashboard"] = f"http://127.0.0.1:{port}"
+
+
+def serve_optuna_dashboard(storage: str, port: str, host: str = "127.0.0.1") -> None:
+    """The dashboard's process: the storage opened as tuning opens it (journal or RDB)."""
+    from optuna_dashboard import run_server
+
+    from ctloop.model.tune import open_storage
+
+    run_server(open_storage(storage), host=host, port=int(port))
 
 
 def start_cluster_stack(
@@ -204,11 +266,19 @@ def start_cluster_stack(
             cl.start_prefect_worker(launcher, config, env, i + 1)
         if options.server_port:
             _start_model_server(stack, config_path, options.server_port, env)
+        if options.optuna_port is not None:
+            _start_optuna_dashboard(stack, config, home, options.optuna_port, env)
         workers = c.dask_workers if not c.dask_address else 1
         launcher.wait_until(lambda: cl.dask_workers_ready(config, workers),
                             "the Dask workers", options.startup_timeout)  # fmt: skip
         launcher.wait_until(lambda: cl.prefect_workers_online(config, c.prefect_workers),
                             "the Prefect workers", options.startup_timeout)  # fmt: skip
+        if options.optuna_port is not None:
+            launcher.wait_for_url(
+                stack.urls["Optuna dashboard"] + "/api/meta",
+                "the Optuna dashboard",
+                options.startup_timeout,
+            )
     except BaseException:
         stack.stop()
         raise
@@ -256,7 +326,9 @@ def run_stack(
     with stop_on_sigterm():  # SIGTERM as Ctrl-C, from the first child on
         stack = start_stack(config, config_path, home, options)
         folder.mkdir(parents=True, exist_ok=True)
-        watcher = LandingWatcher(folder, start_landing_run, options.poll_seconds)
+        watcher = LandingWatcher(
+            folder, start_landing_run, options.poll_seconds, config.ingest.patterns
+        )
         stack.urls["landing folder"] = str(folder)
         try:
             announce(stack.urls)
@@ -265,4 +337,27 @@ def run_stack(
             pass
         finally:
             watcher.stop()
+            stack.stop()
+
+
+def run_ui(
+    config: Config,
+    config_path: Path,
+    home: Home,
+    options: StackOptions,
+    announce: Callable[[dict[str, str]], None],
+) -> None:
+    """The UIs on a home's state until Ctrl-C/SIGTERM: the Prefect server with every deployment
+    served (so "Run" in its UI works), the MLflow UI and the Optuna dashboard; no model
+    server and no landing watcher. `announce` gets the URLs once every one answers."""
+    from dataclasses import replace
+
+    with stop_on_sigterm():
+        stack = start_stack(config, config_path, home, replace(options, server_port=None))
+        try:
+            announce(stack.urls)
+            stack.launcher.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
             stack.stop()

@@ -51,6 +51,15 @@ from tasks.validate import check_split_parity
 __all__ = ["RetrainRequest", "Review", "retrain"]
 
 
+def _flow_run_page() -> str | None:
+    """This run's page in the Prefect UI; None without a UI (one command's ephemeral API:
+    `prefect.runtime.flow_run.ui_url` would read `None/flow-runs/...` there)."""
+    from prefect.settings import PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value()
+    return f"{base.rstrip('/')}/runs/flow-run/{flow_run.id}" if base else None
+
+
 def _run_name() -> str:
     request = flow_run.parameters.get("request") or {}
     trigger = request.get("trigger") if isinstance(request, dict) else request.trigger
@@ -296,7 +305,7 @@ def retrain(
         flow_run_id=flow_run.id,
         tuned=tuned,
         system_samples=system_samples,
-        flow_run_url=flow_run.ui_url,
+        flow_run_url=_flow_run_page(),
     )
     publish_model_card(record.model_card)
     example = candidate.input_example(split.holdout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from clitools import harness_api, one_error_line, run
 
@@ -93,6 +94,30 @@ def test_demo_end_to_end(tmp_path):
     status = json.loads(run(["status", "--json"], tmp_path, home).stdout)
     assert status["champion"]["version"] == champion["version"]
     assert status["quarantined"] == 1
+
+    # the landing folder is left processed: `ctloop up` on this home ingests nothing again
+    from ctloop.ingest.landing import LEDGER, pending_files
+
+    landing = home / "landing"
+    assert pending_files(landing, ["*.csv"]) == []
+    ledger = [json.loads(x) for x in (landing / LEDGER).read_text().splitlines()]
+    assert len(ledger) == len(data["events"]) - sum("retrain" in o for o in outcomes)
+    assert {e["status"] for e in ledger} == {"accepted", "quarantined", "monitored"}
+    # each retrain tuned a few trials: there is a study to look at
+    assert (home / "optuna" / "journal.log").stat().st_size > 0
+
+
+def test_demo_export_writes_the_labelled_stream_and_keeps_the_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "keep.txt").write_text("x")
+    args = ["demo", "--export", "out/stream.csv", "--days", "24", "--rows-per-day", "30"]
+    proc = run(args, tmp_path, home)
+    assert proc.returncode == 0, proc.stderr
+    assert "ctloop replay out/stream.csv --target default" in proc.stdout
+    stream = pd.read_csv(tmp_path / "out" / "stream.csv")
+    assert len(stream) == 23 * 30 and "default" in stream.columns
+    assert (home / "keep.txt").exists()
 
 
 def test_ingest_of_a_bad_batch_is_one_line_and_exit_1(tmp_path, prefect_harness):

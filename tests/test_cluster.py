@@ -88,7 +88,7 @@ def cluster_stack(tmp_path):
     server_port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "ctloop"), "up", "-c", str(path), "--profile", "cluster", "--mlflow-port", "0",
-         "--server-port", str(server_port), "--poll-seconds", "0.5"],
+         "--server-port", str(server_port), "--optuna-port", "-1", "--poll-seconds", "0.5"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip

@@ -84,7 +84,8 @@ def stack(tmp_path):
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     proc = subprocess.Popen(
         [str(BIN / "ctloop"), "up", "-c", str(path), "--prefect-port", str(prefect_port),
-         "--mlflow-port", "0", "--server-port", str(server_port), "--poll-seconds", "0.5"],
+         "--mlflow-port", "0", "--server-port", str(server_port), "--optuna-port", "-1",
+         "--poll-seconds", "0.5"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip

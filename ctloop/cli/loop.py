@@ -142,6 +142,16 @@ def demo(
     days: Annotated[int, typer.Option(help="days in the stream")] = 28,
     rows_per_day: Annotated[int, typer.Option(help="applications per day")] = 600,
     fresh: Annotated[bool, typer.Option(help="start from an empty home")] = True,
+    trials: Annotated[
+        int, typer.Option(min=0, help="Optuna trials per retrain (0: no tuning)")
+    ] = 4,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            help="write the stream's labelled rows to this CSV and exit (for `ctloop replay`)",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Replay a scripted stream of loan batches through the whole loop, then show what happened."""
     import shutil
@@ -155,10 +165,13 @@ def demo(
 
     if days < 24:
         raise InputError(f"--days {days}: the scripted episodes need at least 24 days")
+    if export is not None:
+        _export_stream(export, DemoScript(days=days, rows_per_day=rows_per_day), as_json)
+        return
     root_path = Path(home or os.environ.get("CTLOOP_HOME", ".ctloop")).resolve()
     if fresh and root_path.exists():
         shutil.rmtree(root_path)
-    config = demo_config(str(root_path), rows_per_day)
+    config = demo_config(str(root_path), rows_per_day, tune_trials=trials)
     root = home_of(config).ensure()
     dump_config(config, root.root / CONFIG_FILENAME)
     # the table at the end reports every warning and rejection; Prefect's console lines would
@@ -205,11 +218,32 @@ def demo(
     out.print(f"snapshots: {data['snapshots']}, quarantined: {data['quarantined']}")
     out.print(
         "\nWhere to look:\n"
-        f"  make ui            Prefect UI (http://127.0.0.1:4200) and MLflow UI "
-        "(http://127.0.0.1:5000) on this demo's state\n"
+        "  make ui            Prefect UI (http://127.0.0.1:4200, with the deployments to run), "
+        "MLflow UI (http://127.0.0.1:5000) and Optuna dashboard (http://127.0.0.1:8080) on "
+        "this demo's state\n"
         f"  ctloop status      the same summary, also with --json\n"
         f"  {root.quarantine}  quarantined files with reasons.json\n"
         f"  {root.reports}     Evidently drift reports (HTML)"
+    )
+
+
+def _export_stream(path: Path, script, as_json: bool) -> None:
+    """`demo --export FILE`: the labelled stream as one CSV, and how to replay it."""
+    from ctloop.data.demo import ID, TARGET, TIMESTAMP, labelled_stream
+
+    frame = labelled_stream(script)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(path, index=False)
+    except OSError as exc:
+        raise InputError(f"--export {path}: cannot write ({exc.strerror or exc})") from None
+    if as_json:
+        print_json({"path": str(path), "rows": len(frame), "columns": list(frame.columns)})
+        return
+    out.print(f"wrote {len(frame)} labelled rows ({script.days} days) to {path}")
+    out.print(
+        f"replay it: ctloop replay {path} --target {TARGET} --timestamp {TIMESTAMP} "
+        f"--id {ID} --task binary --freq 1D"
     )
 
 

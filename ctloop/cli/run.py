@@ -114,6 +114,7 @@ def up(
     prefect_port: int,
     mlflow_port: int | None,
     server_port: int | None,
+    optuna_port: int | None,
     poll_seconds: float,
     announce: Callable[[dict[str, str]], None],
 ) -> None:
@@ -129,6 +130,29 @@ def up(
         prefect_port=prefect_port,
         mlflow_port=mlflow_port,
         server_port=server_port,
+        optuna_port=optuna_port,
         poll_seconds=poll_seconds,
     )
     run_stack(config, config_path, home, options, announce)
+
+
+def ui(
+    config: Config,
+    config_path: Path,
+    home: Home,
+    *,
+    prefect_port: int,
+    mlflow_port: int | None,
+    optuna_port: int | None,
+    announce: Callable[[dict[str, str]], None],
+) -> None:
+    """The UIs with the home's deployments served (`deployments/stack.py`) until Ctrl-C."""
+    from ctloop.launcher import guard_descendants
+
+    guard_descendants()
+    from deployments.stack import StackOptions, run_ui
+
+    options = StackOptions(
+        prefect_port=prefect_port, mlflow_port=mlflow_port, optuna_port=optuna_port
+    )
+    run_ui(config, config_path, home, options, announce)

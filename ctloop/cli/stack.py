@@ -1,15 +1,14 @@
-"""Long-running commands: `up` (the whole loop) and `ui` (the Prefect and MLflow UIs)."""
+"""Long-running commands: `up` (the whole loop) and `ui` (the Prefect, MLflow and Optuna UIs)."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer  # module level: typer resolves the string annotations in these globals
 
 from ctloop.cli import run
-from ctloop.cli.app import app, handles_errors, make_config, out
+from ctloop.cli.app import app, handles_errors, make_config
 from ctloop.cli.options import (
     ConfigOpt,
     ExcludeOpt,
@@ -35,6 +34,9 @@ def up(
     ] = 4200,
     mlflow_port: Annotated[int, typer.Option(help="MLflow UI port (0: none)")] = 5000,
     server_port: Annotated[int, typer.Option(help="model server port (0: none)")] = 8000,
+    optuna_port: Annotated[
+        int, typer.Option(help="Optuna dashboard port (0: a free port, -1: none)")
+    ] = 8080,
     poll_seconds: Annotated[float, typer.Option(help="landing folder poll interval")] = 1.0,
     target: TargetOpt = None,
     task: TaskOpt = None,
@@ -76,6 +78,7 @@ def up(
         prefect_port=prefect_port,
         mlflow_port=mlflow_port or None,
         server_port=server_port or None,
+        optuna_port=optuna_port if optuna_port >= 0 else None,
         poll_seconds=poll_seconds,
         announce=announce,
     )
@@ -88,38 +91,37 @@ def ui(
     home: HomeOpt = None,
     prefect_port: Annotated[int, typer.Option(help="Prefect UI port")] = 4200,
     mlflow_port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000,
+    optuna_port: Annotated[
+        int, typer.Option(help="Optuna dashboard port (0: a free port, -1: none)")
+    ] = 8080,
 ) -> None:
-    """Serve the Prefect UI and the MLflow UI on this home's state until Ctrl-C."""
-    import os
+    """Serve the Prefect UI (with this home's deployments, so "Run" works), the MLflow UI and
+    the Optuna dashboard on this home's state until Ctrl-C."""
+    from rich.console import Console
 
-    from ctloop.launcher import Launcher
+    from ctloop.config.settings import dump_config
 
     config, root = make_config(config_path, home)
-    env = dict(os.environ)
-    bindir = Path(sys.executable).parent
-    prefect_url = f"http://127.0.0.1:{prefect_port}"
-    mlflow_url = f"http://127.0.0.1:{mlflow_port}"
-    with Launcher(root.logs) as launcher:
-        launcher.start(
-            "prefect ui",
-            [str(bindir / "prefect"), "server", "start", "--host", "127.0.0.1",
-             "--port", str(prefect_port)],
-            # the UI must call this server's API, not the one on the default port
-            {**env, "PREFECT_UI_API_URL": f"{prefect_url}/api"},
-        )  # fmt: skip
-        launcher.start(
-            "mlflow ui",
-            [str(bindir / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(mlflow_port),
-             "--backend-store-uri", root.tracking_uri(config)],
-            env,
-        )  # fmt: skip
-        out.print(
-            f"Prefect UI: {prefect_url}   MLflow UI: {mlflow_url}   (Ctrl-C stops both; "
-            f"logs in {root.logs})"
-        )
-        try:
-            launcher.wait_for_url(f"{prefect_url}/api/health", "the Prefect UI", 180)
-            launcher.wait_for_url(mlflow_url, "the MLflow UI", 120)
-            launcher.wait()
-        except KeyboardInterrupt:
-            pass
+    resolved = root.root / "ui-config.yaml"
+    dump_config(config, resolved)
+    console = Console()
+
+    def announce(urls: dict[str, str]) -> None:
+        for name, url in urls.items():
+            console.print(f"{name:>16}: {url}")
+        console.print("the UIs answer; Ctrl-C stops them all.")
+        sys.stdout.flush()
+
+    console.print(
+        f"starting the Prefect server with this home's deployments, the MLflow UI and the "
+        f"Optuna dashboard (logs in {root.logs}); their URLs follow once they answer"
+    )
+    run.ui(
+        config,
+        resolved,
+        root,
+        prefect_port=prefect_port,
+        mlflow_port=mlflow_port or None,
+        optuna_port=optuna_port if optuna_port >= 0 else None,
+        announce=announce,
+    )

@@ -163,6 +163,14 @@ def demo_stream(script: DemoScript | None = None) -> Iterator[DemoEvent]:
             )
 
 
+def labelled_stream(script: DemoScript | None = None) -> pd.DataFrame:
+    """Every labelled day of the stream as one frame, in application order: the history
+    `ctloop replay` takes (the corrupt day's upstream export is left out: replay scores
+    what was true, not what a broken export delivered)."""
+    frames = [e.frame for e in demo_stream(script) if e.kind == "labels" and not e.corrupt]
+    return pd.concat(frames, ignore_index=True).sort_values(TIMESTAMP, kind="stable")
+
+
 def write_event(event: DemoEvent, folder: Path) -> Path:
     """Write one landing file as CSV, the way an upstream export would deliver it."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -171,12 +179,16 @@ def write_event(event: DemoEvent, folder: Path) -> Path:
     return path
 
 
-def demo_config(home: str, rows_per_day: int = DemoScript.rows_per_day) -> Config:
+def demo_config(
+    home: str, rows_per_day: int = DemoScript.rows_per_day, tune_trials: int = 0
+) -> Config:
     """The demo's settings: the loan stream's columns, and trigger rules sized to its batches.
 
     A first model after 4 labelled days, a new-data retrain after 10 more, a drift retrain once
-    3 labelled days have arrived since the drift began.
+    3 labelled days have arrived since the drift began. `tune_trials` > 0: each retrain runs
+    an Optuna study of that many trials (one worker), so the dashboard has studies to show.
     """
+    tuning = {"enabled": tune_trials > 0, "trials": max(tune_trials, 1), "workers": 1}
     return Config.model_validate(
         {
             "project": "loans",
@@ -188,6 +200,7 @@ def demo_config(home: str, rows_per_day: int = DemoScript.rows_per_day) -> Confi
                 "min_new_rows": 10 * rows_per_day,
                 "drift_min_rows": 3 * rows_per_day,
             },
+            "tuning": tuning,
             "paths": {"home": home},
         }
     )

@@ -182,3 +182,25 @@ def test_demo_config(tmp_path):
         <= cfg.triggers.bootstrap_rows
         < script.rows_per_day * script.shift_start
     )
+
+
+def test_labelled_stream_is_every_clean_labelled_day_in_application_order():
+    from ctloop.data.demo import labelled_stream
+
+    script = DemoScript(rows_per_day=40)
+    stream = labelled_stream(script)
+    assert len(stream) == (script.days - 1) * script.rows_per_day  # the corrupt day is left out
+    assert stream[TIMESTAMP].is_monotonic_increasing
+    assert stream[ID].is_unique
+    assert set(stream[TARGET].unique()) <= {0, 1}
+    assert pd.api.types.is_numeric_dtype(stream["credit_score"])
+    days = pd.to_datetime(stream[TIMESTAMP]).dt.normalize().nunique()
+    assert days == script.days - 1
+
+
+@pytest.mark.parametrize(("trials", "enabled"), [(0, False), (4, True)])
+def test_demo_config_tunes_only_when_asked(trials, enabled):
+    config = demo_config("/tmp/x", 100, tune_trials=trials)
+    assert config.tuning.enabled is enabled
+    if enabled:
+        assert config.tuning.trials == trials
