@@ -159,7 +159,7 @@ def test_landed_file_becomes_a_champion_and_a_burst_runs_one_at_a_time(stack, tm
         return sorted((r["parameters"]["request"]["trigger"], r["state_type"]) for r in runs)
 
     try:
-        drift_runs = wait_for(burst_done, 600, "10 drift retrains", proc, log)
+        drift_runs = wait_for(burst_done, 900, "10 drift retrains", proc, log)
     except AssertionError as exc:
         raise AssertionError(f"{burst_state()}\n{exc}") from None
     assert all(r["state_type"] == "COMPLETED" for r in drift_runs)
