@@ -83,6 +83,7 @@ def test_study_in_two_processes_shares_one_journal_and_warm_starts(loans, tmp_pa
 
     study = optuna.load_study(study_name="shared", storage=open_storage(url))
     assert len(study.trials) == 4
+    assert study.metric_names == [config.gates.primary_metric]  # the dashboard's axis label
     best = max((t for t in result.trials if t.state == "COMPLETE"), key=lambda t: t.value)
     assert result.best_value == best.value and result.best_params == best.params
     for t in result.trials:  # every fold is a reported step (the running mean), in order

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -402,6 +403,9 @@ def prepare_study(
     study = optuna.create_study(
         study_name=study_name, storage=open_storage(url), direction=direction, load_if_exists=True
     )
+    with warnings.catch_warnings():  # experimental in Optuna 4: names the dashboard's axis
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric])
     if warm_start:
         study.enqueue_trial(warm_start, skip_if_exists=True)
     started = time.time()
