@@ -11,8 +11,8 @@ from prefect.cache_policies import NO_CACHE
 
 from ctloop.config.settings import Config, DriftConfig
 from ctloop.gates.reports import drift_markdown
-from ctloop.loop.decay import OnlinePerformance, check_online_performance
 from ctloop.loop import triggers
+from ctloop.loop.decay import OnlinePerformance, check_online_performance
 from ctloop.loop.events import (
     DRIFT_DETECTED,
     PERFORMANCE_DEGRADED,
