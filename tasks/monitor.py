@@ -13,14 +13,10 @@ from ctloop.config.settings import Config, DriftConfig
 from ctloop.gates.reports import drift_markdown
 from ctloop.loop import triggers
 from ctloop.loop.decay import OnlinePerformance, check_online_performance
-from ctloop.loop.events import (
-    DRIFT_DETECTED,
-    PERFORMANCE_DEGRADED,
-    PERFORMANCE_ESTIMATED_DROP,
-    publish,
-)
+from ctloop.loop.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED, publish
 from ctloop.monitor.drift import DriftSummary, detect_drift
 from ctloop.monitor.performance import served_feedback
+from ctloop.names import PERFORMANCE_ESTIMATED_DROP
 from tasks.ingest import record_data_report
 
 

@@ -26,6 +26,7 @@ from ctloop.monitor.estimate import (
     chunks,
     estimate_classifier,
     estimate_regression,
+    expected_metric,
     fit_bootstrap_calibrators,
     fit_calibrator,
     fit_loss_model,
@@ -37,7 +38,7 @@ ESTIMABLE = {
     Task.MULTICLASS: ("accuracy", "roc_auc", "f1_macro"),
     Task.REGRESSION: ("rmse", "mae"),
 }
-CACHE_FORMAT = 2  # 2: with the bootstrap calibrators
+CACHE_FORMAT = 3  # 2: with the bootstrap calibrators; 3: 50 of them
 LOSS_TYPES = frozenset(
     {
         "numpy.dtype",
@@ -188,14 +189,18 @@ def estimate_chunk(
     found = estimate_classifier(
         estimator.calibrator.apply(output), metric, seed=seed, predicted=predicted, scores=output
     )
-    others = [
-        estimate_classifier(
-            c.apply(output), metric, draws=40, seed=seed, predicted=predicted, scores=output
-        )
-        for c in estimator.bootstrap
+    values = [
+        expected_metric(c.apply(output), metric, predicted, output) for c in estimator.bootstrap
     ]
-    values = [o.estimate for o in others if o.estimate is not None]
-    return widen(found, float(np.std(values)) if len(values) > 1 else 0.0)
+    if any(v is None for v in values):  # F1: no closed form, so draws (common random numbers)
+        values = [
+            estimate_classifier(
+                c.apply(output), metric, draws=40, seed=seed, predicted=predicted, scores=output
+            ).estimate
+            for c in estimator.bootstrap
+        ]
+    values = [v for v in values if v is not None]
+    return widen(found, float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
 
 
 def estimate_frame(
