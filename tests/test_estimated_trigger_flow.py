@@ -92,13 +92,21 @@ def test_a_harmful_shift_fires_before_the_labels_and_the_retrain_carries_the_tri
 
     config, rest = home
     features = [c for c in rest.columns if c != "label"]
-    # each new tumour halfway between a benign and a malignant one: the model is unsure of all
-    benign, malignant = rest[rest.label == 1], rest[rest.label == 0]
-    n = min(len(benign), len(malignant))
-    mixed = (
-        0.5 * benign[features].iloc[:n].to_numpy() + 0.5 * malignant[features].iloc[:n].to_numpy()
+    # new tumours between a benign and a malignant one, where the champion is unsure: of 2000
+    # blends, the 100 it scores nearest 0.5 (a shift into its region of doubt)
+    rng = np.random.default_rng(0)
+    benign, malignant = rest[rest.label == 1][features], rest[rest.label == 0][features]
+    weight = rng.random((2000, 1))
+    blends = pd.DataFrame(
+        weight * benign.sample(2000, replace=True, random_state=1).to_numpy()
+        + (1 - weight) * malignant.sample(2000, replace=True, random_state=2).to_numpy(),
+        columns=features,
     )
-    shifted = _dated(pd.DataFrame(mixed, columns=features), 10)
+    registry = open_registry(config)
+    champion = registry.by_alias("champion")
+    proba = registry.load(champion).predict_proba(blends[features])[:, 1]
+    mixed = blends.iloc[np.argsort(np.abs(proba - 0.5))[:100]].reset_index(drop=True)
+    shifted = _dated(mixed, 10)
     shifted.to_csv(tmp_path / "day10_features.csv", index=False)
 
     answer = monitor(str(tmp_path / "day10_features.csv"), config, html_when="never")
