@@ -24,6 +24,7 @@ from ctloop.monitor.estimate import (
     Estimate,
     LossModel,
     chunks,
+    debias,
     estimate_classifier,
     estimate_regression,
     expected_metric,
@@ -38,7 +39,9 @@ ESTIMABLE = {
     Task.MULTICLASS: ("accuracy", "roc_auc", "f1_macro"),
     Task.REGRESSION: ("rmse", "mae"),
 }
-CACHE_FORMAT = 3  # 2: with the bootstrap calibrators; 3: 50 of them
+CACHE_FORMAT = (
+    4  # 2: bootstrap calibrators; 3: 50 of them; 4: smoothed isotonic, smoothed bootstrap
+)
 LOSS_TYPES = frozenset(
     {
         "numpy.dtype",
@@ -182,25 +185,30 @@ def estimate_chunk(
     estimator: VersionEstimator, output: np.ndarray, metric: str, *, seed: int = 0
 ) -> Estimate:
     """A classifier's metric on one chunk, from the probabilities the model served: calibrated,
-    and with the interval widened by the calibration's own error (the spread over the bootstrap
-    calibrators)."""
+    corrected by the calibration's bias and with the interval widened by its spread, both
+    measured over the smoothed-bootstrap calibrators (see `fit_bootstrap_calibrators`: a
+    calibrator refitted on labels drawn from the holdout's own calibration errs about it as the
+    holdout's calibrator errs about the truth; isotonic fits overfit, so the plain estimate of
+    ROC AUC runs high)."""
     output = np.asarray(output, dtype=float)
     predicted = output.argmax(axis=1)  # what the model serves, whatever calibration moves
-    found = estimate_classifier(
-        estimator.calibrator.apply(output), metric, seed=seed, predicted=predicted, scores=output
-    )
+    calibrated = estimator.calibrator.apply(output)
+    found = estimate_classifier(calibrated, metric, seed=seed, predicted=predicted, scores=output)
     values = [
         expected_metric(c.apply(output), metric, predicted, output) for c in estimator.bootstrap
     ]
-    if any(v is None for v in values):  # F1: no closed form, so draws (common random numbers)
-        values = [
+    center = expected_metric(calibrated, metric, predicted, output)
+    if center is None or any(v is None for v in values):  # F1: draws (common random numbers)
+        center, *values = [
             estimate_classifier(
                 c.apply(output), metric, draws=40, seed=seed, predicted=predicted, scores=output
             ).estimate
-            for c in estimator.bootstrap
+            for c in (estimator.calibrator, *estimator.bootstrap)
         ]
     values = [v for v in values if v is not None]
-    return widen(found, float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+    if len(values) < 2 or center is None:
+        return found
+    return widen(debias(found, float(np.mean(values)) - center), float(np.std(values, ddof=1)))
 
 
 def estimate_frame(

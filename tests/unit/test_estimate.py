@@ -186,3 +186,38 @@ def test_estimates_with_labels_carry_their_error_and_unlabelled_ones_wait_by_tim
         {"t": ["2026-03-11T23:59:00", "2026-03-12T00:01:00", "2026-03-12T00:03:00"]}
     )
     assert rows_in_window(frame, "t", entry["start"], entry["end"]).index.tolist() == [1]
+
+
+def test_the_smoothed_bootstrap_measures_the_calibrations_bias_and_spread():
+    """Isotonic calibration on a 2000-row holdout overfits: the expected ROC AUC it gives a
+    new chunk runs high. Calibrators refitted on labels drawn from it err about it as it errs
+    about the truth, so their mean corrects it and their spread is its error's size."""
+    from ctloop.monitor.estimate import (
+        Estimate,
+        debias,
+        expected_auc,
+        fit_bootstrap_calibrators,
+        smoothed_isotonic,
+    )
+
+    raw, corrected, spreads = [], [], []
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        p = rng.beta(2, 5, 2000)
+        y = (rng.random(2000) < p).astype(int)
+        new = rng.beta(2, 5, 4000)
+        truth = expected_auc(new, new)  # a calibrated model: its scores are the probabilities
+        holdout, chunk = np.column_stack([1 - p, p]), np.column_stack([1 - new, new])
+        found = expected_auc(fit_calibrator(holdout, y, [0, 1]).apply(chunk)[:, 1], new)
+        boots = fit_bootstrap_calibrators(holdout, y, [0, 1], 30, seed)
+        values = [expected_auc(b.apply(chunk)[:, 1], new) for b in boots]
+        fixed = debias(Estimate("roc_auc", found, found, found, 4000), np.mean(values) - found)
+        assert fixed.extra["calibration_bias"] == pytest.approx(np.mean(values) - found)
+        raw.append(found - truth)
+        corrected.append(fixed.estimate - truth)
+        spreads.append(np.std(values, ddof=1))
+    assert np.mean(raw) > 0.004  # the overfit's bias, larger than its noise over 8 holdouts
+    assert abs(np.mean(corrected)) < np.mean(raw) / 2
+    assert 0.5 < np.mean(spreads) / np.std(corrected) < 2
+    x, fitted = smoothed_isotonic(p, y)
+    assert np.all(np.diff(x) > 0) and np.all(np.diff(fitted) > 0)  # monotone, no flat blocks
