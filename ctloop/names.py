@@ -9,6 +9,8 @@ BATCH_ACCEPTED = "ctloop.batch.accepted"
 BATCH_QUARANTINED = "ctloop.batch.quarantined"
 DRIFT_DETECTED = "ctloop.drift.detected"
 PERFORMANCE_DEGRADED = "ctloop.performance.degraded"
+# the label-free estimate of the champion's metric dropped (before the labels came)
+PERFORMANCE_ESTIMATED_DROP = "ctloop.performance.estimated_drop"
 MODEL_REFUSED = "ctloop.model.refused"
 MODEL_PROMOTED = "ctloop.model.promoted"
 MODEL_CHALLENGER = "ctloop.model.challenger"
@@ -19,6 +21,7 @@ NOTIFIED_EVENTS = (
     BATCH_QUARANTINED,
     DRIFT_DETECTED,
     PERFORMANCE_DEGRADED,
+    PERFORMANCE_ESTIMATED_DROP,
     MODEL_REFUSED,
     MODEL_PROMOTED,
     MODEL_ROLLED_BACK,

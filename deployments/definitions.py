@@ -2,7 +2,8 @@
 
 `build_deployments(config)` returns the deployments; `serve_deployments(config)` runs them in this
 process (`prefect serve` style), so a schedule, a `ctloop.batch.accepted` event or a
-`ctloop.drift.detected` event starts the same `retrain` deployment.
+`ctloop.drift.detected`, a `ctloop.performance.degraded` or a `ctloop.performance.estimated_drop`
+event starts the same `retrain` deployment.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
 from ctloop.config.settings import Config
-from ctloop.names import BATCH_ACCEPTED, DRIFT_DETECTED, PERFORMANCE_DEGRADED, PROJECT_LABEL
+from ctloop.names import (
+    BATCH_ACCEPTED,
+    DRIFT_DETECTED,
+    PERFORMANCE_DEGRADED,
+    PERFORMANCE_ESTIMATED_DROP,
+    PROJECT_LABEL,
+)
 from flows.ingest import ingest, ingest_landing
 from flows.monitor import monitor
 from flows.retrain import retrain
@@ -61,7 +68,8 @@ def build_deployments(config: Config) -> list:
 
 
 def _retrain_deployment(config: Config, params: dict, common: dict):
-    """One retrain deployment for all five triggers: manual, schedule, new data, drift, decay."""
+    """One retrain deployment for all six triggers: manual, schedule, new data, drift, decay,
+    and estimated decay."""
     schedules = []
     if config.triggers.schedule_cron:
         request = {"trigger": "schedule", "reason": "scheduled retrain"}
@@ -110,6 +118,15 @@ def _retrain_deployment(config: Config, params: dict, common: dict):
                 "{{ event.payload.reason }}",
                 f"retrain when the champion's online metric falls `performance_drop` below its "
                 f"holdout value ({PERFORMANCE_DEGRADED}).",
+            ),
+            on(
+                PERFORMANCE_ESTIMATED_DROP,
+                "estimated_drop",
+                "{{ event.payload.reason }}",
+                "retrain when the label-free estimate of the champion's metric on a features "
+                f"batch falls `performance_drop` below its holdout value "
+                f"({PERFORMANCE_ESTIMATED_DROP}), once `drift_min_rows` labelled rows arrived "
+                "since the batch.",
             ),
         ],
         **common,

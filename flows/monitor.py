@@ -17,11 +17,13 @@ from ctloop.validate.checks import coerce_to_schema
 from tasks.ingest import read_batch
 from tasks.monitor import (
     check_drift,
+    check_estimated_drop,
     check_performance,
     decide_canary,
     estimate_performance,
     publish_drift,
     read_feedback,
+    settle_estimates,
 )
 from tasks.train import load_window
 
@@ -42,7 +44,8 @@ def monitor(
     """Check one batch (a file, or the newest snapshot) for drift against the champion's data.
 
     When the drift rule holds, emits `ctloop.drift.detected` and records the drift as pending,
-    so the next labelled data can retrain on what came after it.
+    so the next labelled data can retrain on what came after it; when the label-free estimate of
+    the champion's metric drops, the same with `ctloop.performance.estimated_drop`.
 
     Args:
         path: a CSV or Parquet batch, labelled or not; the newest snapshot when None.
@@ -71,48 +74,46 @@ def monitor(
         current = coerce_to_schema(current, schema)
     reference = load_window(champion.snapshots, config)
 
-    # -- drift, report, alert
+    # -- drift; the champion's metric estimated without labels, which may say the drift is
+    # harmless (`triggers.drift_needs_estimated_drop`) or fire on its own; report, alert
     stem = Path(source).stem.replace(" ", "-")
     html = home.reports / f"drift-{stem}-{datetime.now(UTC):%Y%m%dT%H%M%S}.html"
     columns = [name for name, _kind in champion.signature]
     summary = check_drift(reference, current, columns, config.drift, str(html), html_when)
     html_path = str(html) if html.exists() else None
-    publish_drift(source, summary, html_path, config)
-    if summary.drift:
-        triggers.record_pending_if_none(
-            home,
-            triggers.PendingDrift(
-                since=_onset(current, config),
-                detected_at=datetime.now(UTC).isoformat(),
-                reasons=summary.reasons,
-            ),
-        )
+    estimate = estimate_performance(current, config, source)
+    estimated = check_estimated_drop(estimate, config, source)
+    verdict = triggers.judge_drift(summary.drift, estimate, config.triggers)
+    publish_drift(source, summary, html_path, config, verdict)
+    settled = settle_estimates(config)
 
-    # -- the champion's metric estimated without labels; then, online, the canary decision and
-    # the champion's performance on labelled traffic
-    estimate = estimate_performance(current, config)
+    # -- online: the canary decision and the champion's performance on labelled traffic
     feedback = read_feedback(config)
     rollout = decide_canary(config, feedback)
     performance = check_performance(config, feedback)
-    if performance.decision.retrain:
-        triggers.record_pending_if_none(
-            home,
-            triggers.PendingDrift(
-                since=performance.first_served or datetime.now(UTC).isoformat(),
-                detected_at=datetime.now(UTC).isoformat(),
-                reasons=[performance.decision.reason],
-                trigger=triggers.PERFORMANCE,
-            ),
-        )
+
+    # -- what may retrain: an onset per change, the first recorded wins
+    changes = triggers.changes_to_record(
+        _onset(current, config),
+        datetime.now(UTC).isoformat(),
+        summary.reasons if verdict.retrains else None,
+        estimated,
+        performance.decision,
+        performance.first_served,
+    )
+    triggers.record_changes(home, changes)
+    reasons = [*summary.reasons, *([verdict.reason] if verdict.reason else [])]
     return {
         "drift": summary.drift,
         "drifted_columns": summary.drifted_columns,
         "share": summary.share,
-        "reasons": summary.reasons,
+        "reasons": reasons + ([estimated.reason] if estimated.retrain else []),
         "source": source,
         "champion": champion.version,
         "report": html_path,
         "performance": performance.as_dict(),
         "rollout": rollout.as_dict(),
         "estimate": estimate,
+        "estimated_drop": {"fired": estimated.retrain, "reason": estimated.reason},
+        "settled_estimates": settled,
     }

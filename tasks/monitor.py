@@ -11,10 +11,12 @@ from prefect.cache_policies import NO_CACHE
 
 from ctloop.config.settings import Config, DriftConfig
 from ctloop.gates.reports import drift_markdown
+from ctloop.loop import triggers
 from ctloop.loop.decay import OnlinePerformance, check_online_performance
 from ctloop.loop.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED, publish
 from ctloop.monitor.drift import DriftSummary, detect_drift
 from ctloop.monitor.performance import served_feedback
+from ctloop.names import PERFORMANCE_ESTIMATED_DROP
 from tasks.ingest import record_data_report
 
 
@@ -33,9 +35,18 @@ def check_drift(
 
 @task(name="publish-drift", cache_policy=NO_CACHE)
 def publish_drift(
-    source: str, summary: DriftSummary, html_path: str | None, config: Config
+    source: str,
+    summary: DriftSummary,
+    html_path: str | None,
+    config: Config,
+    verdict: triggers.DriftVerdict | None = None,
 ) -> None:
-    """A Prefect artifact always; the `ctloop.drift.detected` event when the rule holds."""
+    """A Prefect artifact always; the `ctloop.drift.detected` event when the rule holds and the
+    drift may retrain (`verdict`, from `triggers.judge_drift`; its reason joins the report's)."""
+    import dataclasses
+
+    if verdict is not None and verdict.reason:
+        summary = dataclasses.replace(summary, reasons=[*summary.reasons, verdict.reason])
     create_markdown_artifact(
         markdown=drift_markdown(source, summary, html_path),
         key="drift",
@@ -53,7 +64,7 @@ def publish_drift(
         },
         [html_path] if html_path else [],
     )
-    if summary.drift:
+    if summary.drift and (verdict is None or verdict.retrains):
         publish(
             config,
             DRIFT_DETECTED,
@@ -110,19 +121,26 @@ def read_feedback(config: Config) -> pd.DataFrame:
 
 
 @task(name="estimate-performance", cache_policy=NO_CACHE)
-def estimate_performance(current: pd.DataFrame, config: Config) -> dict | None:
+def estimate_performance(
+    current: pd.DataFrame, config: Config, source: str = "batch"
+) -> dict | None:
     """The champion's metric estimated on the batch without its labels (CBPE for classifiers,
     DLE for regression): a point of an MLflow line over time and a Prefect artifact. None when
     it cannot be estimated (a warning says why)."""
     from prefect import get_run_logger
 
     from ctloop.errors import CtloopError
-    from ctloop.registry.estimator import estimate_version
+    from ctloop.registry.estimator import estimate_version, record_estimates, with_errors
     from ctloop.registry.store import open_registry
 
     try:
-        answer = estimate_version(
-            config, current, chunk_rows=max(len(current), 1), timestamp=config.dataset.timestamp
+        answer = with_errors(
+            estimate_version(
+                config,
+                current,
+                chunk_rows=max(len(current), 1),
+                timestamp=config.dataset.timestamp,
+            )
         )
     except CtloopError as exc:
         get_run_logger().warning("no performance estimate: %s", exc)
@@ -134,8 +152,10 @@ def estimate_performance(current: pd.DataFrame, config: Config) -> dict | None:
             exc,
         )
         return None
-    keys = ("metric", "version", "reference", "estimate", "ci_low", "ci_high", "rows", "realized")
+    keys = ("metric", "version", "reference", "estimate", "ci_low", "ci_high", "rows")
+    keys += ("realized", "error")
     found = {k: answer[k] for k in keys if k in answer}
+    found["chunks"] = answer.get("chunks", [])
     metric = found["metric"]
     points = {f"estimated_{metric}": found["estimate"], f"estimated_{metric}_low": found["ci_low"]}
     points[f"estimated_{metric}_high"] = found["ci_high"]
@@ -143,10 +163,15 @@ def estimate_performance(current: pd.DataFrame, config: Config) -> dict | None:
         points[f"holdout_{metric}"] = found["reference"]
     if found.get("realized") is not None:
         points[f"realized_{metric}"] = found["realized"]
+        points[f"estimate_error_{metric}"] = found["error"]
     series = f"estimate-v{found['version']}"
     clean = {k: v for k, v in points.items() if v is not None}
     if clean:
-        open_registry(config).log_series(series, clean, {"ctloop.report": "estimate"})
+        registry = open_registry(config)
+        run_id = registry.log_series(series, clean, {"ctloop.report": "estimate"})
+        step = len(registry.client.get_metric_history(run_id, next(iter(clean)))) - 1
+        if found.get("realized") is None:  # its labels may come later: kept to be settled
+            record_estimates(config, found, source, run_id, step)
     create_markdown_artifact(
         key="performance-estimate",
         markdown=(
@@ -158,3 +183,52 @@ def estimate_performance(current: pd.DataFrame, config: Config) -> dict | None:
         description=f"Label-free estimate of {metric}",
     )
     return found
+
+
+@task(name="check-estimated-drop", cache_policy=NO_CACHE)
+def check_estimated_drop(
+    estimate: dict | None, config: Config, source: str
+) -> triggers.RetrainDecision:
+    """The estimated-drop rule on the batch's estimate; when it fires, publishes
+    `ctloop.performance.estimated_drop` (a Prefect event, and the webhook)."""
+    decision = triggers.decide_estimated_drop(estimate, config.triggers)
+    if decision.retrain:
+        publish(
+            config,
+            PERFORMANCE_ESTIMATED_DROP,
+            f"ctloop.project.{config.project}",
+            {
+                "reason": decision.reason,
+                "source": source,
+                **{k: estimate.get(k) for k in ("metric", "version", "reference", "rows")},
+                **{k: estimate.get(k) for k in ("estimate", "ci_low", "ci_high")},
+            },
+        )
+    return decision
+
+
+@task(name="settle-estimates", cache_policy=NO_CACHE)
+def settle_estimates(config: Config) -> list[dict]:
+    """Earlier estimates whose rows' labels are now in the lake: the realized metric and the
+    estimate's error set beside them (in the estimate log and on the MLflow series, at the
+    estimate's step). A side output: a failure is a warning."""
+    from prefect import get_run_logger
+
+    from ctloop.registry.estimator import settle_estimates as settle
+    from ctloop.registry.store import open_registry
+
+    try:
+        settled = settle(config)
+        if settled:
+            registry = open_registry(config)
+            for entry in settled:
+                metric, step = entry["metric"], entry.get("step") or 0
+                for key, value in (
+                    (f"realized_{metric}", entry["realized"]),
+                    (f"estimate_error_{metric}", entry["error"]),
+                ):
+                    registry.client.log_metric(entry["series_run"], key, value, step=step)
+    except Exception as exc:  # noqa: BLE001 - a side output: the monitor goes on without it
+        get_run_logger().warning("estimates not settled (%s: %s)", type(exc).__name__, exc)
+        return []
+    return settled

@@ -43,6 +43,7 @@ FIRST = (
     "tests/test_cli.py",
     "tests/test_first_hour.py",
     "tests/test_triggers_flow.py",
+    "tests/test_estimated_trigger_flow.py",
     "tests/test_replay.py",
     "tests/test_flows.py",
     "tests/test_model_flow.py",

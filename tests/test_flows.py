@@ -212,8 +212,11 @@ def test_deployments_declare_schedule_triggers_and_concurrency(config):
         "ctloop.batch.accepted",
         "ctloop.drift.detected",
         "ctloop.performance.degraded",
+        "ctloop.performance.estimated_drop",
     }
     assert events["ctloop.drift.detected"].parameters["request"]["trigger"] == "drift"
+    estimated = events["ctloop.performance.estimated_drop"].parameters["request"]
+    assert estimated["trigger"] == "estimated_drop" and estimated["check_rules"] is True
     assert events["ctloop.batch.accepted"].parameters["request"]["check_rules"] is True
     assert all(t.match.root["ctloop.project"] == config.project for t in retrain.triggers)
     assert retrain.concurrency_limit == 1

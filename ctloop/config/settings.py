@@ -405,6 +405,12 @@ class TriggerConfig(_Strict):
     performance_min_rows: int = Field(
         default=200, ge=1, description="labelled served rows needed before judging performance"
     )
+    drift_needs_estimated_drop: bool = Field(
+        default=False,
+        description="drift retrains only when the label-free estimate of the champion's metric "
+        "says it hurts (its optimistic bound `performance_drop` worse than the holdout value); "
+        "harmless drift is reported, not retrained on",
+    )
 
 
 class ServingConfig(_Strict):

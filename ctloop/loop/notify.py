@@ -1,6 +1,7 @@
-"""Notifications: a JSON webhook for the events people act on (quarantine, drift, refused
-blessing, promotion, rollback). Failures to notify are logged, never raised: an alert channel
-that is down must not stop ingestion or training."""
+"""Notifications: a JSON webhook for the events people act on (quarantine, drift, decay and
+estimated decay of the champion's metric, refused blessing, promotion, rollback). Failures to
+notify are logged, never raised: an alert channel that is down must not stop ingestion or
+training."""
 
 from __future__ import annotations
 

@@ -22,13 +22,17 @@ SCHEDULE = "schedule"
 NEW_DATA = "new_data"
 DRIFT = "drift"
 PERFORMANCE = "performance"
-TRIGGERS = (MANUAL, SCHEDULE, NEW_DATA, DRIFT, PERFORMANCE)
+ESTIMATED_DROP = "estimated_drop"
+TRIGGERS = (MANUAL, SCHEDULE, NEW_DATA, DRIFT, PERFORMANCE, ESTIMATED_DROP)
+# the triggers that record an onset: the retrain waits for labelled rows from it on
+ONSET_TRIGGERS = (DRIFT, PERFORMANCE, ESTIMATED_DROP)
 
 
 @dataclass(frozen=True)
 class PendingDrift:
-    """A change seen by the monitor (drift on features, or decay of the served metric); a
-    retrain waits for labelled rows from `since` on and then trains on them."""
+    """A change seen by the monitor (drift on features, decay of the served metric, or a drop
+    of the label-free estimate); a retrain waits for labelled rows from `since` on and then
+    trains on them."""
 
     since: str
     detected_at: str
@@ -47,7 +51,9 @@ class RetrainDecision:
 class RetrainRequest(BaseModel):
     """Why this retrain runs; recorded on the Prefect run, the MLflow run and the version."""
 
-    trigger: Literal["manual", "schedule", "new_data", "drift", "performance"] = "manual"
+    trigger: Literal["manual", "schedule", "new_data", "drift", "performance", "estimated_drop"] = (
+        "manual"
+    )
     reason: str = "manual run"
     since: str | None = Field(
         default=None, description="train only on data after this ISO time (drift onset)"
@@ -65,9 +71,9 @@ class RetrainRequest(BaseModel):
 
 
 def answered(home: Home, trigger: str) -> None:
-    """A drift or performance retrain answers the pending change (the monitor re-raises it
-    if it still holds); other triggers leave it."""
-    if trigger in (DRIFT, PERFORMANCE):
+    """A drift, performance or estimated-drop retrain answers the pending change (the monitor
+    re-raises it if it still holds); other triggers leave it."""
+    if trigger in ONSET_TRIGGERS:
         save_pending(home, None)
 
 
@@ -199,6 +205,113 @@ def decide_performance(
     return RetrainDecision(False, PERFORMANCE, f"{head}: within {limit}")
 
 
+def optimistic_bound(estimate: dict, metric: str) -> float | None:
+    """The end of the estimate's interval most favourable to the model: `ci_high` for a
+    higher-is-better metric, `ci_low` for an error (the estimate itself when no interval)."""
+    from ctloop.model import metrics as m
+
+    bound = estimate.get("ci_high" if m.higher_is_better(metric) else "ci_low")
+    return estimate.get("estimate") if bound is None else bound
+
+
+def decide_estimated_drop(estimate: dict | None, rules: TriggerConfig) -> RetrainDecision:
+    """Has the champion's metric dropped, by its label-free estimate on a features batch?
+
+    The estimate's optimistic bound (see `optimistic_bound`) must be worse than the champion's
+    holdout metric (`estimate["reference"]`) by `rules.performance_drop`, read in the metric's
+    scale as the decay trigger reads it (an amount of a 0-1 metric, a fraction of the holdout
+    value for an error). The interval is the estimate's own noise (the chunk's sampling error
+    and the calibration's), so the bound being past the threshold is the whole rule.
+
+    Args:
+        estimate: `estimate_version`'s answer for the batch (`metric`, `reference`, `estimate`,
+            `ci_low`, `ci_high`, `rows`), or None when there is none.
+    """
+    from ctloop.model import metrics as m
+
+    if not estimate or estimate.get("estimate") is None:
+        return RetrainDecision(False, ESTIMATED_DROP, "no performance estimate")
+    metric, reference = estimate["metric"], estimate.get("reference")
+    if reference is None:
+        return RetrainDecision(False, ESTIMATED_DROP, f"no holdout {metric} to compare with")
+    bound = optimistic_bound(estimate, metric)
+    side = "high" if m.higher_is_better(metric) else "low"
+    drop = -m.relative_improvement(bound, reference, metric)
+    worse = -m.improvement(bound, reference, metric)
+    limit = m.describe_threshold(rules.performance_drop, reference, metric)
+    shown = f"{worse:.4f}" if m.spec(metric).unit_scale else f"{worse:.4g} ({drop:.1%})"
+    head = (
+        f"estimated {metric} {estimate['estimate']:.4f} (95% interval {estimate['ci_low']:.4f}"
+        f"-{estimate['ci_high']:.4f}, {estimate.get('rows', '?')} rows, no labels) vs "
+        f"{reference:.4f} at blessing"
+    )
+    if drop > rules.performance_drop + 1e-9:  # exactly at the threshold is within it
+        return RetrainDecision(
+            True, ESTIMATED_DROP, f"{head}: even its {side} bound is worse by {shown} > {limit}"
+        )
+    return RetrainDecision(False, ESTIMATED_DROP, f"{head}: {side} bound within {limit}")
+
+
+@dataclass(frozen=True)
+class DriftVerdict:
+    """Whether the drift of a batch may retrain, and why not when it may not."""
+
+    retrains: bool
+    reason: str | None = None
+
+
+def judge_drift(drift: bool, estimate: dict | None, rules: TriggerConfig) -> DriftVerdict:
+    """Drift retrains, unless `rules.drift_needs_estimated_drop` asks the estimate first and
+    the estimate says the drift does not hurt (its optimistic bound within the threshold).
+    With no estimate to ask, drift retrains as it would without the option (a missing estimate
+    is no evidence that the drift is harmless), and the reason says so."""
+    if not drift:
+        return DriftVerdict(False)
+    if not rules.drift_needs_estimated_drop:
+        return DriftVerdict(True)
+    estimated = decide_estimated_drop(estimate, rules)
+    usable = bool(estimate) and estimate.get("estimate") is not None
+    if not usable or estimate.get("reference") is None:
+        return DriftVerdict(True, f"drift retrains: {estimated.reason} to ask")
+    if estimated.retrain:
+        return DriftVerdict(True, f"drift retrains: the estimate says it hurts: {estimated.reason}")
+    return DriftVerdict(
+        False,
+        "drift does not retrain (triggers.drift_needs_estimated_drop): the estimate says it "
+        f"does not hurt: {estimated.reason}",
+    )
+
+
+def changes_to_record(
+    onset: str,
+    now: str,
+    drift_reasons: list[str] | None,
+    estimated: RetrainDecision | None,
+    performance: RetrainDecision | None = None,
+    served_since: str | None = None,
+) -> list[PendingDrift]:
+    """The changes one monitor run saw, in the order they are offered to the trigger state
+    (the first one recorded wins, `record_pending_if_none`): an estimated drop before the drift
+    it explains (the estimate is the stronger evidence), then the drift, then online decay.
+
+    Args:
+        onset: the batch's first timestamp (where the retrain's data starts).
+        now: the time of the check.
+        drift_reasons: the drift's reasons when drift may retrain (`judge_drift`), else None.
+        estimated: the estimated-drop decision; recorded when it fires.
+        performance: the online decay decision; recorded when it fires.
+        served_since: the first served prediction the decay was measured on.
+    """
+    found = []
+    if estimated is not None and estimated.retrain:
+        found.append(PendingDrift(onset, now, [estimated.reason], ESTIMATED_DROP))
+    if drift_reasons:
+        found.append(PendingDrift(onset, now, list(drift_reasons), DRIFT))
+    if performance is not None and performance.retrain:
+        found.append(PendingDrift(served_since or now, now, [performance.reason], PERFORMANCE))
+    return found
+
+
 def _state_path(home: Home) -> Path:
     return home.root / "triggers.json"
 
@@ -244,6 +357,15 @@ def record_pending_if_none(home: Home, pending: PendingDrift) -> bool:
             return False
         state["pending_drift"] = asdict(pending)
         return True
+
+
+def record_changes(home: Home, changes: list[PendingDrift]) -> PendingDrift | None:
+    """Offer the changes in order; the first is recorded unless one is pending already.
+    Returns the one recorded (None: none, or one was pending)."""
+    for change in changes:
+        if record_pending_if_none(home, change):
+            return change
+    return None
 
 
 def last_retrain_at(home: Home) -> str | None:

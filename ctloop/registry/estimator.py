@@ -24,8 +24,10 @@ from ctloop.monitor.estimate import (
     Estimate,
     LossModel,
     chunks,
+    debias,
     estimate_classifier,
     estimate_regression,
+    expected_metric,
     fit_bootstrap_calibrators,
     fit_calibrator,
     fit_loss_model,
@@ -37,7 +39,9 @@ ESTIMABLE = {
     Task.MULTICLASS: ("accuracy", "roc_auc", "f1_macro"),
     Task.REGRESSION: ("rmse", "mae"),
 }
-CACHE_FORMAT = 2  # 2: with the bootstrap calibrators
+CACHE_FORMAT = (
+    4  # 2: bootstrap calibrators; 3: 50 of them; 4: smoothed isotonic, smoothed bootstrap
+)
 LOSS_TYPES = frozenset(
     {
         "numpy.dtype",
@@ -181,21 +185,30 @@ def estimate_chunk(
     estimator: VersionEstimator, output: np.ndarray, metric: str, *, seed: int = 0
 ) -> Estimate:
     """A classifier's metric on one chunk, from the probabilities the model served: calibrated,
-    and with the interval widened by the calibration's own error (the spread over the bootstrap
-    calibrators)."""
+    corrected by the calibration's bias and with the interval widened by its spread, both
+    measured over the smoothed-bootstrap calibrators (see `fit_bootstrap_calibrators`: a
+    calibrator refitted on labels drawn from the holdout's own calibration errs about it as the
+    holdout's calibrator errs about the truth; isotonic fits overfit, so the plain estimate of
+    ROC AUC runs high)."""
     output = np.asarray(output, dtype=float)
     predicted = output.argmax(axis=1)  # what the model serves, whatever calibration moves
-    found = estimate_classifier(
-        estimator.calibrator.apply(output), metric, seed=seed, predicted=predicted, scores=output
-    )
-    others = [
-        estimate_classifier(
-            c.apply(output), metric, draws=40, seed=seed, predicted=predicted, scores=output
-        )
-        for c in estimator.bootstrap
+    calibrated = estimator.calibrator.apply(output)
+    found = estimate_classifier(calibrated, metric, seed=seed, predicted=predicted, scores=output)
+    values = [
+        expected_metric(c.apply(output), metric, predicted, output) for c in estimator.bootstrap
     ]
-    values = [o.estimate for o in others if o.estimate is not None]
-    return widen(found, float(np.std(values)) if len(values) > 1 else 0.0)
+    center = expected_metric(calibrated, metric, predicted, output)
+    if center is None or any(v is None for v in values):  # F1: draws (common random numbers)
+        center, *values = [
+            estimate_classifier(
+                c.apply(output), metric, draws=40, seed=seed, predicted=predicted, scores=output
+            ).estimate
+            for c in (estimator.calibrator, *estimator.bootstrap)
+        ]
+    values = [v for v in values if v is not None]
+    if len(values) < 2 or center is None:
+        return found
+    return widen(debias(found, float(np.mean(values)) - center), float(np.std(values, ddof=1)))
 
 
 def estimate_frame(
@@ -454,3 +467,163 @@ def estimate_version(
         estimator, pipeline, X, chosen, chunk_rows=chunk_rows, starts=starts, labels=labels
     )
     return {**answer, "semver": ref.semver}
+
+
+# --- the realized metric beside the estimate, when the labels come ---------------------------
+
+
+def with_errors(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer with `error` (estimate minus realized) wherever a realized value is known:
+    on the whole and on each chunk whose rows carry labels."""
+
+    def one(part: dict[str, Any]) -> dict[str, Any]:
+        if part.get("realized") is None or part.get("estimate") is None:
+            return part
+        return {**part, "error": float(part["estimate"] - part["realized"])}
+
+    return {**one(answer), "chunks": [one(c) for c in answer.get("chunks", [])]}
+
+
+def _log_path(root: Path, name: str) -> Path:
+    return root / "estimators" / f"{name}-estimates.jsonl"
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:  # a line cut by a crash: the others stand
+            continue
+    return entries
+
+
+def _write_log(path: Path, entries: list[dict[str, Any]]) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(e, default=str) + "\n" for e in entries)
+    os.replace(tmp, path)
+
+
+def pending_entry(
+    found: dict[str, Any], source: str, series_run: str, step: int
+) -> dict[str, Any] | None:
+    """The log entry of a batch's estimate whose labels are still to come, or None when its
+    rows have no timestamps (nothing would tell later which labelled rows are its own)."""
+    parts = found.get("chunks") or []
+    if not parts or isinstance(parts[0].get("start"), int):
+        return None
+    return {
+        "version": found["version"],
+        "metric": found["metric"],
+        "source": source,
+        "start": parts[0]["start"],
+        "end": parts[-1]["end"],
+        "rows": found["rows"],
+        **{k: found.get(k) for k in ("estimate", "ci_low", "ci_high", "reference")},
+        "series_run": series_run,
+        "step": step,
+        "realized": None,
+    }
+
+
+def record_estimates(
+    config: Config, found: dict[str, Any], source: str, series_run: str, step: int
+) -> None:
+    """Keep the estimate of an unlabelled batch, to set its realized metric beside it when the
+    labels of its rows arrive (`settle_estimates`)."""
+    from ctloop.registry.store import open_registry
+    from ctloop.stores.home import home_of
+
+    entry = pending_entry(found, source, series_run, step)
+    if entry is None:
+        return
+    path = _log_path(home_of(config).root, open_registry(config).name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, default=str) + "\n")
+
+
+def rows_in_window(frame: pd.DataFrame, column: str, start: str, end: str) -> pd.DataFrame:
+    """The rows of `frame` whose `column` lies in [start, end] (as timestamps)."""
+    times = pd.to_datetime(frame[column], errors="coerce", format="mixed")
+    times = times.dt.tz_localize("UTC") if times.dt.tz is None else times.dt.tz_convert("UTC")
+    return frame[(times >= _instant(start)) & (times <= _instant(end))]
+
+
+def _instant(text: str) -> pd.Timestamp:
+    stamp = pd.Timestamp(text)
+    return stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")
+
+
+def _overlaps(manifest, start: str, end: str) -> bool:
+    """Whether a snapshot's time range meets [start, end] (naive times read as UTC)."""
+    if not manifest.time_min or not manifest.time_max:
+        return False
+    try:
+        return _instant(manifest.time_min) <= _instant(end) and _instant(
+            manifest.time_max
+        ) >= _instant(start)
+    except (ValueError, TypeError):
+        return False
+
+
+def settle_estimates(config: Config) -> list[dict[str, Any]]:
+    """Earlier estimates whose rows' labels are now in the lake get `realized` and `error`.
+
+    The rows of an estimate are the labelled lake rows in its time window [start, end]; it is
+    settled once at least as many have arrived as were estimated (labels that come in parts
+    wait for the last). Returns the entries settled by this call.
+    """
+    from ctloop.lake import snapshots as lake
+    from ctloop.registry.store import open_registry
+    from ctloop.stores.home import home_of
+
+    column, target = config.dataset.timestamp, config.dataset.target
+    registry = open_registry(config)
+    path = _log_path(home_of(config).root, registry.name)
+    entries = _read_log(path)
+    waiting = [e for e in entries if e.get("realized") is None]
+    if not waiting or not column or not target:
+        return []
+    home = home_of(config)
+    manifests = lake.list_snapshots(home)
+    settled = []
+    for entry in waiting:
+        ids = [m.snapshot for m in manifests if _overlaps(m, entry["start"], entry["end"])]
+        if not ids:
+            continue
+        frame = lake.load_snapshots(home, ids)
+        if column not in frame.columns or target not in frame.columns:
+            continue
+        rows = rows_in_window(frame, column, entry["start"], entry["end"])
+        rows = rows[rows[target].notna()]
+        if len(rows) < int(entry["rows"]):
+            continue
+        ref = registry.version(int(entry["version"]))
+        pipeline = registry.load(ref)
+        estimator = estimator_of(config, ref, pipeline)
+        X = signature_inputs(rows.reset_index(drop=True), ref.signature, ref.version)
+        if estimator.calibrator is not None:
+            output, classes = np.asarray(pipeline.predict_proba(X)), estimator.calibrator.classes
+        else:
+            output, classes = np.asarray(pipeline.predict(X), dtype=float), []
+        realized = _realized(entry["metric"], estimator.task, classes, rows[target], output)
+        if realized is None:
+            continue
+        entry.update(
+            realized=realized,
+            error=float(entry["estimate"] - realized),
+            covered=bool(entry["ci_low"] <= realized <= entry["ci_high"]),
+            labelled_rows=len(rows),
+        )
+        settled.append(entry)
+    if settled:
+        _write_log(path, entries)
+    return settled

@@ -134,3 +134,90 @@ def test_the_calibrations_own_error_widens_the_interval_and_never_moves_the_esti
     assert wider.estimate == 0.8 and wider.ci_low < 0.78 and wider.ci_high > 0.82
     assert wider.ci_high - wider.ci_low == pytest.approx(2 * 1.96 * np.hypot(0.02 / 1.96, 0.01))
     assert widen(found, 0.0) == found
+
+
+def test_the_expected_auc_in_closed_form_matches_the_mean_over_drawn_labels():
+    from ctloop.monitor.estimate import estimate_classifier, expected_auc, expected_metric
+
+    rng = np.random.default_rng(7)
+    p = rng.beta(2, 2, size=3000)
+    scores = np.round(p + rng.normal(0, 0.1, size=3000), 2)  # noisy and tied, as served
+    proba = np.column_stack([1 - p, p])
+    drawn = estimate_classifier(
+        proba, "roc_auc", draws=400, scores=np.column_stack([-scores, scores])
+    )
+    exact = expected_auc(p, scores)
+    assert exact == pytest.approx(drawn.estimate, abs=0.002)
+    assert drawn.ci_low < exact < drawn.ci_high
+    assert expected_auc(np.zeros(5), np.arange(5.0)) is None  # no positives can be drawn
+    top = proba.argmax(axis=1)
+    assert expected_metric(proba, "accuracy", top, proba) == pytest.approx(proba.max(axis=1).mean())
+    assert expected_metric(proba, "f1", top, proba) is None
+
+
+def test_estimates_with_labels_carry_their_error_and_unlabelled_ones_wait_by_time():
+    from ctloop.registry.estimator import pending_entry, rows_in_window, with_errors
+
+    answer = {
+        "metric": "roc_auc",
+        "version": 2,
+        "rows": 3,
+        "estimate": 0.8,
+        "ci_low": 0.7,
+        "ci_high": 0.9,
+        "realized": 0.75,
+        "chunks": [
+            {
+                "start": "2026-03-12 00:00:00",
+                "end": "2026-03-12 00:02:00",
+                "estimate": 0.8,
+                "realized": None,
+            }
+        ],
+    }
+    found = with_errors(answer)
+    assert found["error"] == pytest.approx(0.05) and "error" not in found["chunks"][0]
+    entry = pending_entry(found, "day.csv", "run1", 4)
+    assert (
+        entry["start"] == "2026-03-12 00:00:00" and entry["step"] == 4 and entry["realized"] is None
+    )
+    assert pending_entry({**found, "chunks": [{"start": 0, "end": 2}]}, "x", "r", 0) is None
+    frame = pd.DataFrame(
+        {"t": ["2026-03-11T23:59:00", "2026-03-12T00:01:00", "2026-03-12T00:03:00"]}
+    )
+    assert rows_in_window(frame, "t", entry["start"], entry["end"]).index.tolist() == [1]
+
+
+def test_the_smoothed_bootstrap_measures_the_calibrations_bias_and_spread():
+    """Isotonic calibration on a 2000-row holdout overfits: the expected ROC AUC it gives a
+    new chunk runs high. Calibrators refitted on labels drawn from it err about it as it errs
+    about the truth, so their mean corrects it and their spread is its error's size."""
+    from ctloop.monitor.estimate import (
+        Estimate,
+        debias,
+        expected_auc,
+        fit_bootstrap_calibrators,
+        smoothed_isotonic,
+    )
+
+    raw, corrected, spreads = [], [], []
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        p = rng.beta(2, 5, 2000)
+        y = (rng.random(2000) < p).astype(int)
+        new = rng.beta(2, 5, 4000)
+        truth = expected_auc(new, new)  # a calibrated model: its scores are the probabilities
+        holdout, chunk = np.column_stack([1 - p, p]), np.column_stack([1 - new, new])
+        found = expected_auc(fit_calibrator(holdout, y, [0, 1]).apply(chunk)[:, 1], new)
+        boots = fit_bootstrap_calibrators(holdout, y, [0, 1], 30, seed)
+        values = [expected_auc(b.apply(chunk)[:, 1], new) for b in boots]
+        fixed = debias(Estimate("roc_auc", found, found, found, 4000), np.mean(values) - found)
+        assert fixed.extra["calibration_bias"] == pytest.approx(np.mean(values) - found)
+        raw.append(found - truth)
+        corrected.append(fixed.estimate - truth)
+        spreads.append(np.std(values, ddof=1))
+    assert np.mean(raw) > 0.004  # the overfit's bias, larger than its noise over 8 holdouts
+    assert abs(np.mean(corrected)) < np.mean(raw) / 2
+    assert 0.5 < np.mean(spreads) / np.std(corrected) < 2
+    x, fitted = smoothed_isotonic(p, y)
+    assert np.all(np.diff(x) > 0) and np.all(np.diff(fitted) > 0)  # monotone, no flat blocks

@@ -10,10 +10,20 @@ from ctloop.config.settings import TriggerConfig
 from ctloop.lake.snapshots import Manifest
 from ctloop.loop.triggers import (
     DRIFT,
+    ESTIMATED_DROP,
     NEW_DATA,
+    PERFORMANCE,
+    DriftVerdict,
     PendingDrift,
+    RetrainDecision,
+    RetrainRequest,
+    answered,
+    changes_to_record,
+    decide_estimated_drop,
     decide_retrain,
+    judge_drift,
     load_pending,
+    record_changes,
     rows_after,
     save_pending,
 )
@@ -190,3 +200,108 @@ def test_state_keeps_the_earliest_pending_drift_and_the_claim(tmp_path):
     claim_retrain(home, datetime(2026, 2, 1))
     assert last_retrain_at(home) == "2026-02-01T00:00:00"
     assert load_pending(home) == first  # the claim leaves the pending drift alone
+
+
+# -- the estimated drop: the label-free estimate's optimistic bound against the holdout metric
+
+
+def estimate(metric="roc_auc", mid=0.80, low=0.78, high=0.82, reference=0.90, rows=500):
+    return {
+        "metric": metric,
+        "reference": reference,
+        "estimate": mid,
+        "ci_low": low,
+        "ci_high": high,
+        "rows": rows,
+    }
+
+
+@pytest.mark.parametrize(
+    ("high", "fires"),
+    [(0.84, True), (0.86, False), (0.85, False), (0.95, False)],
+)
+def test_estimated_drop_fires_when_even_the_high_bound_is_past_the_drop(high, fires):
+    rules = TriggerConfig(performance_drop=0.05)  # holdout 0.90: fires below 0.85
+    found = estimate(mid=min(0.80, high), low=0.70, high=high)
+    decision = decide_estimated_drop(found, rules)
+    assert decision.retrain is fires
+    assert decision.trigger == ESTIMATED_DROP
+    assert f"{high:.4f}" in decision.reason and "0.9000 at blessing" in decision.reason
+    assert ("worse by" in decision.reason) is fires
+
+
+def test_estimated_drop_of_an_error_metric_uses_the_low_bound_and_a_fraction_of_the_holdout():
+    rules = TriggerConfig(performance_drop=0.10)  # rmse 10.0 at blessing: fires above 11.0
+    hurt = decide_estimated_drop(estimate("rmse", 13.0, 11.5, 14.0, reference=10.0), rules)
+    assert hurt.retrain and "low bound is worse by 1.5 (15.0%) > 10% of 10 (1)" in hurt.reason
+    # the estimate itself is far worse, but the optimistic (low) bound is within 10%
+    unsure = decide_estimated_drop(estimate("rmse", 13.0, 10.9, 16.0, reference=10.0), rules)
+    assert not unsure.retrain and "low bound within 10% of 10 (1)" in unsure.reason
+    better = decide_estimated_drop(estimate("rmse", 9.0, 8.0, 10.0, reference=10.0), rules)
+    assert not better.retrain
+
+
+@pytest.mark.parametrize(
+    ("found", "why"),
+    [
+        (None, "no performance estimate"),
+        (estimate(mid=None, low=None, high=None), "no performance estimate"),
+        (estimate(reference=None), "no holdout roc_auc"),
+    ],
+)
+def test_no_estimate_or_no_reference_never_fires(found, why):
+    decision = decide_estimated_drop(found, TriggerConfig())
+    assert not decision.retrain and why in decision.reason
+
+
+def test_drift_retrains_as_before_unless_the_option_asks_the_estimate():
+    harmless = estimate(mid=0.89, low=0.87, high=0.91)
+    harmful = estimate(mid=0.70, low=0.68, high=0.72)
+    off = TriggerConfig()
+    on = TriggerConfig(drift_needs_estimated_drop=True)
+    assert judge_drift(True, harmless, off) == DriftVerdict(True)
+    assert judge_drift(False, harmful, on) == DriftVerdict(False)
+    kept = judge_drift(True, harmless, on)
+    assert not kept.retrains
+    assert "does not hurt" in kept.reason and "0.9100" in kept.reason and "0.05" in kept.reason
+    hurts = judge_drift(True, harmful, on)
+    assert hurts.retrains and "says it hurts" in hurts.reason
+    blind = judge_drift(True, None, on)  # no estimate: no evidence the drift is harmless
+    assert blind.retrains and "no performance estimate" in blind.reason
+
+
+def test_changes_are_offered_estimate_first_and_the_first_recorded_wins(tmp_path):
+    fired = decide_estimated_drop(estimate(), TriggerConfig())
+    quiet = decide_estimated_drop(estimate(mid=0.9, high=0.92), TriggerConfig())
+    decay = RetrainDecision(True, PERFORMANCE, "online roc_auc 0.7 vs 0.9")
+    changes = changes_to_record(day(3), day(4), ["3 of 6 columns drifted"], fired, decay, day(1))
+    assert [c.trigger for c in changes] == [ESTIMATED_DROP, DRIFT, PERFORMANCE]
+    assert changes[0].since == changes[1].since == day(3) and changes[2].since == day(1)
+    assert changes[0].reasons == [fired.reason]
+    assert changes_to_record(day(3), day(4), None, quiet, None) == []
+
+    home = Home(tmp_path / "home").ensure()
+    assert record_changes(home, changes) == changes[0]
+    assert load_pending(home).trigger == ESTIMATED_DROP
+    assert record_changes(home, changes[1:]) is None  # one is pending: the earliest onset stays
+    assert load_pending(home).trigger == ESTIMATED_DROP
+
+
+def test_an_estimated_drop_waits_for_labels_since_its_onset_then_retrains_with_its_reason(
+    tmp_path,
+):
+    reason = decide_estimated_drop(estimate(), TriggerConfig()).reason
+    pending = PendingDrift(
+        since=day(5), detected_at=day(5), reasons=[reason], trigger=ESTIMATED_DROP
+    )
+    waiting = decide_retrain(manifests(250, range(8)), day(2), True, pending, RULES)
+    assert not waiting.retrain and waiting.trigger == ESTIMATED_DROP
+    assert "750 of 800" in waiting.reason
+    ready = decide_retrain(manifests(250, range(9)), day(2), True, pending, RULES)
+    assert ready.retrain and ready.trigger == ESTIMATED_DROP and ready.since == day(5)
+    assert reason in ready.reason
+    home = Home(tmp_path / "home").ensure()
+    save_pending(home, pending)
+    answered(home, ESTIMATED_DROP)
+    assert load_pending(home) is None
+    assert RetrainRequest(trigger=ESTIMATED_DROP).trigger == ESTIMATED_DROP
