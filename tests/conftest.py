@@ -42,6 +42,7 @@ FIRST = (
     "tests/test_up.py",
     "tests/test_cli.py",
     "tests/test_first_hour.py",
+    "tests/faults/test_kills.py",
     "tests/test_triggers_flow.py",
     "tests/test_estimated_trigger_flow.py",
     "tests/test_replay.py",
@@ -51,6 +52,7 @@ FIRST = (
     "tests/test_fanout.py",
     "tests/test_serving.py",
     "tests/faults/test_outage_flow.py",
+    "tests/faults/test_disk_full.py",
     "tests/test_data_ingest.py",
 )
 
