@@ -40,7 +40,7 @@ from ctloop.lake.sources import (
     safe_name,
 )
 from ctloop.stores.home import Home
-from ctloop.stores.storage import Lake, LakeFolder, open_lake
+from ctloop.stores.storage import Lake, LakeFolder, open_lake, pid_alive
 
 
 def read_batch(path: str | Path) -> pd.DataFrame:
@@ -349,21 +349,11 @@ def sweep_quarantine(home: Home) -> list[str]:
             pid = int(partial.name.rsplit(".", 2)[-2])
         except (ValueError, IndexError):
             continue
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         shutil.rmtree(partial, ignore_errors=True)
         removed.append(str(partial))
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _keep_copy(source: Path, destination: Path, sample: bool) -> tuple[str, int | None]:

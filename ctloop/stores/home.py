@@ -210,12 +210,10 @@ def running_server(home: Home) -> str | None:
         address = (parts.hostname or "127.0.0.1", parts.port or 80)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    from ctloop.stores.storage import pid_alive
+
+    if not pid_alive(pid):
         return None
-    except PermissionError:
-        pass  # alive, another user's
     try:
         with socket.create_connection(address, timeout=0.5):
             return url

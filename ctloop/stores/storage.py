@@ -302,7 +302,7 @@ class LakeFolder:
         for name in names:
             pid = _tmp_pid(name)
             if self.local:
-                if pid is None or pid == os.getpid() or _alive(pid):
+                if pid is None or pid == os.getpid() or pid_alive(pid):
                     continue
             elif not self._older_than(name, max_age_seconds):
                 continue
@@ -321,7 +321,8 @@ class LakeFolder:
         return time.time() - modified.timestamp() >= seconds
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
