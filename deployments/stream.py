@@ -103,8 +103,21 @@ def wait_settled(
         else:
             calm_since = None
         time.sleep(0.5)
-    states = {r.name: _state(r) for r in _all_runs(project) if _state(r) in ACTIVE}
-    raise StreamError(f"the stack did not settle within {timeout:.0f} s; still active: {states}")
+    stuck = [_describe(r) for r in _all_runs(project) if _state(r) in ACTIVE]
+    raise StreamError(f"the stack did not settle within {timeout:.0f} s; still active: {stuck}")
+
+
+def _describe(run) -> str:
+    """A run's name, state (type and name), message and run count: what a stuck run waits for
+    (a `Scheduled` run may be `AwaitingRetry`, `AwaitingConcurrencySlot` or `Late`)."""
+    state = run.state
+    if state is None:
+        return f"{run.name} (no state)"
+    message = f": {state.message}" if state.message else ""
+    return (
+        f"{run.name} {run.id} {state.type.value}/{state.name} run_count={run.run_count} "
+        f"since {state.timestamp:%H:%M:%S}{message}"
+    )
 
 
 def _ledger_entry(landing: Path, name: str) -> dict | None:

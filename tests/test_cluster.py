@@ -216,10 +216,17 @@ def test_demo_stream_on_the_cluster_matches_the_embedded_demo(
         assert proc.poll() is None, "ctloop up exited:\n" + "".join(log[-50:])
 
     home = cluster_stack["home"]
+    from deployments.stream import StreamError
+
     with temporary_settings(updates={PREFECT_API_URL: config.cluster.prefect_api()}):
-        steps = drive_stream(
-            config, demo_stream(SCRIPT), home / "landing", home / "features", liveness=alive
-        )
+        try:
+            steps = drive_stream(
+                config, demo_stream(SCRIPT), home / "landing", home / "features", liveness=alive
+            )
+        except StreamError as exc:
+            killed = f"killed run {killer.killed_run} of worker {killer.killed_worker!r}"
+            tail = "".join(log[-80:])
+            pytest.fail(f"{exc}\n{killed}\n-- the last lines of `ctloop up`:\n{tail}")
     killer.stop.set()
     print(*steps, sep="\n")  # what each file led to, and how long it took (shown on failure)
     assert killer.error is None, killer.error
