@@ -165,6 +165,14 @@ def start_prefect_worker(
     )  # fmt: skip
 
 
+# the names of the states a flow run can enter (events `prefect.flow-run.<name>`)
+STATE_EVENTS = (
+    "Scheduled", "Late", "AwaitingRetry", "AwaitingConcurrencySlot", "Pending", "Running",
+    "Retrying", "Completed", "Failed", "Cancelling", "Cancelled", "Crashed", "Paused",
+    "Suspended",
+)  # fmt: skip
+
+
 def lost_runs_automation_name(config: Config) -> str:
     return f"ctloop-{config.project}-{config.cluster.work_pool}-lost-runs"
 
@@ -176,7 +184,8 @@ def ensure_lost_run_automation(config: Config, deployment_ids: list[str]) -> str
     events), restricted to this project's deployments, with one change: the action puts the run
     back to `Scheduled` ("AwaitingRetry", as the UI's Retry does) instead of `Crashed`, so a
     run whose machine died is run again, same id and parameters, by a worker still alive.
-    A run that crashes by itself is reported by its worker and is not retried: only silence is.
+    A run that crashes by itself is reported by its worker and is not retried: only silence is,
+    and only while the run is Running (any state change closes the watch).
     Replaces an automation of the same name (idempotent). Returns the automation's id.
     """
     from datetime import timedelta
@@ -199,15 +208,11 @@ def ensure_lost_run_automation(config: Config, deployment_ids: list[str]) -> str
         "lost its worker; it is rescheduled for another worker.",
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
-            expect={
-                "prefect.flow-run.heartbeat",
-                "prefect.flow-run.Completed",
-                "prefect.flow-run.Failed",
-                "prefect.flow-run.Cancelled",
-                "prefect.flow-run.Crashed",
-                "prefect.flow-run.Paused",
-                "prefect.flow-run.Suspended",
-            },
+            # a heartbeat, or any state change: only a run silent *while running* is lost. A
+            # run sent back to Scheduled (AwaitingConcurrencySlot at its Running check,
+            # AwaitingRetry) stops beating without ending; rescheduling it again, once more
+            # while another worker starts it, held the concurrency slot in a loop
+            expect={f"prefect.flow-run.{name}" for name in ("heartbeat", *STATE_EVENTS)},
             match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
             match_related=ResourceSpecification(
                 {

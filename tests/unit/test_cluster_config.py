@@ -116,3 +116,28 @@ def test_workers_send_the_heartbeats_the_lost_run_automation_watches():
     config = Config(profile=Profile.CLUSTER, cluster={"heartbeat_seconds": 40})
     assert cl.worker_environment(config)["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "40"
     assert cl.lost_runs_automation_name(config) == "ctloop-ctloop-ctloop-lost-runs"
+
+
+def test_the_lost_run_automation_watches_only_silence_while_running(prefect_harness):
+    """A heartbeat opens the watch; any state change closes it. A run sent back to Scheduled
+    (AwaitingConcurrencySlot, AwaitingRetry) stops beating without ending: rescheduling it
+    once more, while another worker started it, kept the concurrency slot taken in a loop."""
+    from prefect.automations import Automation
+
+    config = Config(profile=Profile.CLUSTER, cluster={"lost_run_seconds": 75})
+    deployment = str(uuid.uuid4())
+    automation_id = cl.ensure_lost_run_automation(config, [deployment])
+    assert cl.ensure_lost_run_automation(config, [deployment]) != automation_id  # replaced
+    automation = Automation.read(name=cl.lost_runs_automation_name(config))
+    trigger = automation.trigger
+    assert trigger.after == {"prefect.flow-run.heartbeat"}
+    assert trigger.posture == "Proactive" and trigger.within.total_seconds() == 75
+    closers = {e.removeprefix("prefect.flow-run.") for e in trigger.expect}
+    assert {"heartbeat", "AwaitingConcurrencySlot", "AwaitingRetry", "Pending", "Running"} <= (
+        closers
+    )
+    assert {"Completed", "Failed", "Crashed", "Cancelled"} <= closers
+    related = trigger.match_related
+    assert related.root["prefect.resource.id"] == [f"prefect.deployment.{deployment}"]
+    (action,) = automation.actions
+    assert action.state == "SCHEDULED" and action.name == "AwaitingRetry" and action.force
