@@ -143,12 +143,14 @@ def dask_workers_ready(config: Config, count: int) -> bool:
 
 
 def worker_environment(config: Config) -> dict[str, str]:
-    """Environment of a Prefect worker (and so of the flow runs it starts): poll often, and
-    send flow-run heartbeats, which the lost-run automation watches."""
+    """Environment of a Prefect worker (and so of the flow runs it starts): poll often, send
+    flow-run heartbeats, which the lost-run automation watches, and write the log unbuffered."""
     return {
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(config.cluster.heartbeat_seconds),
+        # a worker lost to SIGKILL kept its last lines in a buffer: its log read only "started"
+        "PYTHONUNBUFFERED": "1",
     }
 
 

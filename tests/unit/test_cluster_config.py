@@ -114,7 +114,9 @@ def test_lost_run_window_must_exceed_the_heartbeat(tmp_path):
 
 def test_workers_send_the_heartbeats_the_lost_run_automation_watches():
     config = Config(profile=Profile.CLUSTER, cluster={"heartbeat_seconds": 40})
-    assert cl.worker_environment(config)["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "40"
+    env = cl.worker_environment(config)
+    assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "40"
+    assert env["PYTHONUNBUFFERED"] == "1"  # a killed worker's log keeps its last lines
     assert cl.lost_runs_automation_name(config) == "ctloop-ctloop-ctloop-lost-runs"
 
 
