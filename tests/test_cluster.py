@@ -177,7 +177,7 @@ def test_demo_stream_on_the_cluster_matches_the_embedded_demo(
 ):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from deployments.stream import drive_stream
+    from deployments.stream import StreamError, drive_stream
     from flows.demo import run_demo
 
     proc, log, config = cluster_stack["proc"], cluster_stack["log"], cluster_stack["config"]
@@ -216,8 +216,6 @@ def test_demo_stream_on_the_cluster_matches_the_embedded_demo(
         assert proc.poll() is None, "ctloop up exited:\n" + "".join(log[-50:])
 
     home = cluster_stack["home"]
-    from deployments.stream import StreamError
-
     with temporary_settings(updates={PREFECT_API_URL: config.cluster.prefect_api()}):
         try:
             steps = drive_stream(
