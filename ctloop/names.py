@@ -42,6 +42,7 @@ TAG_SNAPSHOT_DIGESTS = "ctloop.snapshot_digests"
 TAG_GIT_COMMIT = "ctloop.git_commit"
 TAG_SIGNATURE = "ctloop.signature"
 TAG_TRAINED_ON = "ctloop.trained_on"
+TAG_WINDOW = "ctloop.window"  # which candidate window was chosen, and every one's score
 TAG_SPLIT = "ctloop.split"
 TAG_FAMILY = "ctloop.family"
 TAG_PARAMS = "ctloop.params"

@@ -40,6 +40,7 @@ from tasks.register import (
     register_version,
 )
 from tasks.train import (
+    choose_window,
     load_window,
     select_window,
     snapshot_digests,
@@ -250,8 +251,7 @@ def retrain(
         config: the project config (defaults to `ctloop.yaml` and the environment).
         paths: landing files to ingest first.
     """
-    request = request or RetrainRequest()
-    config = config or load_config()
+    request, config = request or RetrainRequest(), config or load_config()
     # -- ingest: landing files first, when given
     ingested = ingest(paths, config) if paths else None
 
@@ -260,9 +260,9 @@ def retrain(
     if skipped is not None:
         return skipped
 
-    # -- window: the snapshots, their digests, the rows
-    ids = select_window(config, request.since)
-    digests = snapshot_digests(ids, config)
+    # -- window: the rule's, or a better one on the newest rows; its digests, its rows
+    window = choose_window(select_window(config, request.since), config, request.since)
+    digests = snapshot_digests(ids := list(window.ids), config)
     frame = load_window(ids, config)
 
     # -- split: a recent holdout that tuning never sees; the label parity of the two parts
@@ -306,6 +306,7 @@ def retrain(
         tuned=tuned,
         system_samples=system_samples,
         flow_run_url=_flow_run_page(),
+        window=window.reason,
     )
     publish_model_card(record.model_card)
     example = candidate.input_example(split.holdout)

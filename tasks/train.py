@@ -13,6 +13,8 @@ from ctloop.data import privacy
 from ctloop.errors import NotEnoughData
 from ctloop.lake import snapshots as lake
 from ctloop.loop.policy import window_ids
+from ctloop.loop.window import RULE, WindowChoice
+from ctloop.loop.window import choose_window as pick_window
 from ctloop.model import train as training
 from ctloop.stores.home import home_of
 
@@ -26,6 +28,23 @@ def select_window(config: Config, since: str | None = None) -> list[str]:
     if not ids:
         raise NotEnoughData("the lake has no accepted snapshots in the training window")
     return ids
+
+
+@task(name="choose-window", cache_policy=NO_CACHE)
+def choose_window(ids: list[str], config: Config, since: str | None = None) -> WindowChoice:
+    """The window to train on: the rule's (`ids`), or all the data or the recent span when a
+    model on it scores better on the newest rows (`training.choose_window`; see
+    `ctloop.loop.window`)."""
+    if not config.training.choose_window:
+        return WindowChoice(tuple(ids), RULE, {}, "the rule's window (training.choose_window off)")
+    home = home_of(config)
+    schema = lake.current_schema(home)
+
+    def frame_of(window: list[str]) -> pd.DataFrame:
+        return privacy.without_identifying(lake.load_snapshots(home, window), schema)
+
+    margin = config.gates.min_improvement
+    return pick_window(lake.list_snapshots(home), config, frame_of, since, margin)
 
 
 @task(name="load-window", cache_policy=NO_CACHE)

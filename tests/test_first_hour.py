@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from clitools import one_error_line, run
+from clitools import harness_api, one_error_line, run
 
 
 @pytest.fixture
@@ -24,8 +24,12 @@ def cancer_csvs(tmp_path):
 
 
 @pytest.mark.slow
-def test_dataset_flags_of_the_first_ingest_are_kept(tmp_path, cancer_csvs):
-    """The README's sequence: `ingest --target ...` then `train --json` without flags."""
+def test_dataset_flags_of_the_first_ingest_are_kept(tmp_path, cancer_csvs, prefect_harness):
+    """The README's sequence: `ingest --target ...` then `train --json` without flags.
+
+    The first two commands start their own ephemeral Prefect server, as on a new machine; the
+    later ones use the test API (one server start-up each is what they would add, nothing more).
+    """
     first, second = cancer_csvs
     home = tmp_path / "home"
     ok = run(["ingest", str(first), "--target", "benign", "--id", "patient"], tmp_path, home)
@@ -38,11 +42,12 @@ def test_dataset_flags_of_the_first_ingest_are_kept(tmp_path, cancer_csvs):
     answer = json.loads(trained.stdout)
     assert answer["version"] == 1 and answer["blessed"] is True
 
-    again = run(["ingest", str(second), "--json"], tmp_path, home)
+    api = harness_api()
+    again = run(["ingest", str(second), "--json"], tmp_path, home, api=api)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["accepted"][0]["rows"] == 169
 
-    clash = run(["ingest", str(second), "--target", "mean_radius"], tmp_path, home)
+    clash = run(["ingest", str(second), "--target", "mean_radius"], tmp_path, home, api=api)
     assert clash.returncode == 2
     line = one_error_line(clash)
     for needle in ("dataset.target", "'benign'", "'mean_radius'", "--target", "ctloop.yaml"):

@@ -92,6 +92,12 @@ class TrainingConfig(_Strict):
         "until it holds this many (a slow stream still trains on enough rows; null: off)",
     )
     max_rows: int | None = Field(default=None, gt=0)
+    choose_window: bool = Field(
+        default=True,
+        description="compare the window rule's model with one on all the data (and, after a "
+        "drift, on the recent span) on the newest rows and train on the best (a few more fits "
+        "per retrain); false: always the rule's window",
+    )
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
     family: ModelFamily = ModelFamily.HIST_GRADIENT_BOOSTING
     params: dict[str, Any] = Field(default_factory=dict)

@@ -46,6 +46,7 @@ from ctloop.names import (
     TAG_TRAINED_ON,
     TAG_TRIGGER,
     TAG_TUNING_STUDY,
+    TAG_WINDOW,
 )
 from ctloop.registry.lineage import RECIPE_FILE, describe_run, make_recipe
 from ctloop.registry.store import ModelRef, next_semver
@@ -296,6 +297,7 @@ def build_run_record(
     tuned: TuningResult | None = None,
     system_samples: list | None = None,
     flow_run_url: str | None = None,
+    window: str | None = None,
 ) -> RunRecord:
     """The record of one retrain, from the values its stages produced.
 
@@ -318,6 +320,7 @@ def build_run_record(
         tuned: the tuning study's result, None when tuning is off.
         system_samples: CPU and memory samples taken while fitting.
         flow_run_url: the Prefect flow run's page (tagged, and linked from the description).
+        window: why this window (`ctloop.loop.window.WindowChoice.reason`), tagged.
     """
     semver = next_semver(latest, candidate.signature) if decision.passed else None
     tuning = tuned.summary() if tuned else None
@@ -359,6 +362,8 @@ def build_run_record(
     )
     if flow_run_url:
         tags[TAG_PREFECT_FLOW_RUN_URL] = flow_run_url
+    if window:
+        tags[TAG_WINDOW] = window
     return RunRecord(
         run_name=f"{request.trigger}-{semver or 'refused'}",
         tags=tags,

@@ -14,8 +14,11 @@ rule); they differ only in when they retrain:
   `drift_min_rows` arrived), performance decay of the served metric, the new-data volume rule,
   the cooldown; and the challenger must pass the blessing gate.
 
-Every policy trains on the live loop's window (`ctloop.loop.policy.window_ids`: whole batches of
-the newest `training.window_days`, reaching back to `training.min_rows` rows). A batch that
+Every policy trains on the live loop's window: the rule (`ctloop.loop.policy.window_ids`: whole
+batches of the newest `training.window_days`, reaching back to `training.min_rows` rows), or,
+with `training.choose_window` (the default), all the data or the recent span when a model on it
+scores better on the newest rows (`ctloop.loop.window`), chosen once per set of known labels;
+the choice's own fits are not charged to any policy's seconds. A batch that
 cannot be scored alone (fewer than `SCORE_MIN_ROWS` rows, or one class) is scored together with
 the next batches.
 
@@ -63,6 +66,7 @@ from ctloop.lake.snapshots import Manifest
 from ctloop.loop import oracle as dp
 from ctloop.loop import policy as live
 from ctloop.loop import triggers
+from ctloop.loop.window import choose_window
 from ctloop.model.evaluate import (
     evaluate_outputs,
     evaluate_predictions,
@@ -339,6 +343,7 @@ class Replayer:
         self.known = [sum(1 for a in self.arrival if a <= i) - 1 for i in range(len(batches))]
         self.classification = config.dataset.task != Task.REGRESSION
         self._fits: dict[tuple[str, ...], _Fit] = {}
+        self._windows: dict[tuple[int, str | None], list[str]] = {}
         self._outputs: dict[tuple[tuple[str, ...], int], tuple] = {}
         self.fit_log: list[tuple[int, tuple[str, ...]]] = []  # (decided after batch, window)
 
@@ -349,9 +354,19 @@ class Replayer:
         return self.manifests[: self.known[i] + 1]
 
     def window_ids(self, upto: int, since: str | None = None) -> list[str]:
-        """The live loop's window rule (`loop.policy.window_ids`) on the labels known after
-        batch `upto`."""
-        return live.window_ids(self.labelled(upto), self.config, since)
+        """The live retrain's window on the labels known after batch `upto`: the window rule
+        (`loop.policy.window_ids`), or the candidate that scores best on the newest rows
+        (`loop.window.choose_window`, as `tasks.train.choose_window`), chosen once per set of
+        known labels and onset."""
+        rule = live.window_ids(self.labelled(upto), self.config, since)
+        if not rule or not self.config.training.choose_window:
+            return rule
+        key = (self.known[upto], since)
+        if key not in self._windows:
+            margin = self.config.gates.min_improvement
+            choice = choose_window(self.labelled(upto), self.config, self._window, since, margin)
+            self._windows[key] = list(choice.ids)
+        return self._windows[key]
 
     def _window(self, ids: list[str] | tuple[str, ...]) -> pd.DataFrame:
         frames = [self.batches[int(i[1:])][1] for i in ids]

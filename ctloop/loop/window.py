@@ -8,8 +8,8 @@ on its rows older than a common holdout (the newest `training.holdout_fraction` 
 window, by time) and keeps the one that scores best there; the rule's own window wins ties and
 any gain under `margin` (in the metric's scale units, as `gates.min_improvement`).
 
-Not wired yet: neither the live retrain nor `ctloop replay` calls it (both must call it together,
-or replay would no longer decide as the live loop does).
+The live retrain (`tasks.train.choose_window`) and `ctloop replay` (`ReplayRun.window_ids`) both
+call it, so replay decides as the live loop does; `training.choose_window: false` turns it off.
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def choose_window(
         reference = scores[best]
         if value is None or name == best:
             continue
-        if reference is None or better(value, reference, metric, max(margin, 1e-12)):
+        # strictly better by the margin: the rule's window (the first) wins ties
+        if reference is None or (value != reference and better(value, reference, metric, margin)):
             best = name
     shown = ", ".join(f"{n} {'n/a' if v is None else f'{v:.4f}'}" for n, v in scores.items())
     reason = f"{best} window: {metric} on the newest {len(holdout)} rows: {shown}"
