@@ -74,10 +74,10 @@ def test_ingest_without_target_is_quarantined_and_accepted_data_kept(tmp_path, p
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
-    """The README's demo, smaller batches and the shortest stream that has every episode (24
-    days): a drift retrain is champion, one batch quarantined."""
+    """The README's demo, smaller batches, 2 trials a study and the shortest stream that has
+    every episode (24 days): a drift retrain is champion, one batch quarantined."""
     home = tmp_path / "demo-home"
-    args = ["demo", "--json", "--days", "24", "--rows-per-day", "300"]
+    args = ["demo", "--json", "--days", "24", "--rows-per-day", "300", "--trials", "2"]
     proc = run(args, tmp_path, home, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(proc.stdout.strip().splitlines()[-1])
