@@ -133,61 +133,11 @@ def bless(
     """
     failed: list[str] = []
     passed: list[str] = []
-    for name, floor in floors_of(gates).items():
-        # a floor is the worst acceptable value: a minimum, or a maximum for an error metric
-        value, higher = challenger.get(name), m.higher_is_better(name)
-        ok, fail, short = (">=", "<", "short") if higher else ("<=", ">", "over")
-        if value is None:
-            failed.append(f"{name}: not computed, needs {ok} {floor:g}")
-        elif m.improvement(value, floor, name) < 0:
-            failed.append(
-                f"{name} {value:.4f} {fail} floor {floor:g} ({short} by {abs(value - floor):.4f})"
-            )
-        else:
-            passed.append(f"{name} {value:.4f} {ok} floor {floor:g}")
-    for name, ceiling in gates.max_metrics.items():
-        value = challenger.get(name)
-        if value is None:
-            failed.append(f"{name}: not computed, needs <= {ceiling:g}")
-        elif value > ceiling:
-            failed.append(
-                f"{name} {value:.4f} > ceiling {ceiling:g} (over by {value - ceiling:.4f})"
-            )
-        else:
-            passed.append(f"{name} {value:.4f} <= ceiling {ceiling:g}")
-
+    _check_floors(challenger, gates, failed, passed)
+    _check_ceilings(challenger, gates, failed, passed)
     metric = primary_of(gates)
-    mine = challenger.get(metric)
-    if champion is None:
-        passed.append("no champion yet: first model")
-    elif mine is None or champion.get(metric) is None:
-        failed.append(f"{metric}: missing for challenger or champion, cannot compare")
-    else:
-        theirs = champion[metric]
-        wins = m.better(mine, theirs, metric, gates.min_improvement)
-        verb = "beats" if wins else "does not beat"
-        direction = "higher" if m.higher_is_better(metric) else "lower"
-        text = (
-            f"{metric} {mine:.4f} vs champion {theirs:.4f} on the same holdout ({direction} is "
-            f"better): {verb} it by the margin "
-            f"{m.describe_threshold(gates.min_improvement, theirs, metric)} "
-            f"(gain {m.describe_gain(mine, theirs, metric)})"
-        )
-        (passed if wins else failed).append(text)
-
-    if gates.max_slice_gap is not None:
-        for gap in gaps or ():
-            where = f"between {gap.column}={gap.best} and {gap.column}={gap.worst}"
-            if gap.gap > gates.max_slice_gap + 1e-9:
-                failed.append(
-                    f"fairness: {gap.metric} gap {gap.gap:.4f} {where} > max "
-                    f"{gates.max_slice_gap:g} (over by {gap.gap - gates.max_slice_gap:.4f})"
-                )
-            else:
-                passed.append(
-                    f"fairness: {gap.metric} gap {gap.gap:.4f} {where} <= max "
-                    f"{gates.max_slice_gap:g}"
-                )
+    _check_champion(challenger, champion, metric, gates, failed, passed)
+    _check_fairness(gaps or (), gates, failed, passed)
 
     table: dict = {}
     if gates.slice_columns:
@@ -205,3 +155,77 @@ def bless(
     blessed = not failed
     reasons = [*warnings, *(failed if failed else passed)]
     return Blessing(blessed, tuple(reasons), metric, challenger, champion, table)
+
+
+def _check_floors(challenger: dict, gates: GateConfig, failed: list, passed: list) -> None:
+    """Each floor is the worst acceptable value: a minimum, or a maximum for an error metric."""
+    for name, floor in floors_of(gates).items():
+        value, higher = challenger.get(name), m.higher_is_better(name)
+        ok, fail, short = (">=", "<", "short") if higher else ("<=", ">", "over")
+        if value is None:
+            failed.append(f"{name}: not computed, needs {ok} {floor:g}")
+        elif m.improvement(value, floor, name) < 0:
+            failed.append(
+                f"{name} {value:.4f} {fail} floor {floor:g} ({short} by {abs(value - floor):.4f})"
+            )
+        else:
+            passed.append(f"{name} {value:.4f} {ok} floor {floor:g}")
+
+
+def _check_ceilings(challenger: dict, gates: GateConfig, failed: list, passed: list) -> None:
+    for name, ceiling in gates.max_metrics.items():
+        value = challenger.get(name)
+        if value is None:
+            failed.append(f"{name}: not computed, needs <= {ceiling:g}")
+        elif value > ceiling:
+            failed.append(
+                f"{name} {value:.4f} > ceiling {ceiling:g} (over by {value - ceiling:.4f})"
+            )
+        else:
+            passed.append(f"{name} {value:.4f} <= ceiling {ceiling:g}")
+
+
+def _check_champion(
+    challenger: dict,
+    champion: dict | None,
+    metric: str,
+    gates: GateConfig,
+    failed: list,
+    passed: list,
+) -> None:
+    """The challenger against the champion on the same rows, by `gates.min_improvement`."""
+    mine = challenger.get(metric)
+    if champion is None:
+        passed.append("no champion yet: first model")
+        return
+    if mine is None or champion.get(metric) is None:
+        failed.append(f"{metric}: missing for challenger or champion, cannot compare")
+        return
+    theirs = champion[metric]
+    wins = m.better(mine, theirs, metric, gates.min_improvement)
+    verb = "beats" if wins else "does not beat"
+    direction = "higher" if m.higher_is_better(metric) else "lower"
+    text = (
+        f"{metric} {mine:.4f} vs champion {theirs:.4f} on the same holdout ({direction} is "
+        f"better): {verb} it by the margin "
+        f"{m.describe_threshold(gates.min_improvement, theirs, metric)} "
+        f"(gain {m.describe_gain(mine, theirs, metric)})"
+    )
+    (passed if wins else failed).append(text)
+
+
+def _check_fairness(gaps: Iterable, gates: GateConfig, failed: list, passed: list) -> None:
+    """The sensitive columns' largest slice gaps against `gates.max_slice_gap` (when set)."""
+    if gates.max_slice_gap is None:
+        return
+    for gap in gaps:
+        where = f"between {gap.column}={gap.best} and {gap.column}={gap.worst}"
+        if gap.gap > gates.max_slice_gap + 1e-9:
+            failed.append(
+                f"fairness: {gap.metric} gap {gap.gap:.4f} {where} > max "
+                f"{gates.max_slice_gap:g} (over by {gap.gap - gates.max_slice_gap:.4f})"
+            )
+        else:
+            passed.append(
+                f"fairness: {gap.metric} gap {gap.gap:.4f} {where} <= max {gates.max_slice_gap:g}"
+            )
