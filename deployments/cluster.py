@@ -168,13 +168,6 @@ def start_prefect_worker(
 
 
 # the names of the states a flow run can enter (events `prefect.flow-run.<name>`)
-STATE_EVENTS = (
-    "Scheduled", "Late", "AwaitingRetry", "AwaitingConcurrencySlot", "Pending", "Running",
-    "Retrying", "Completed", "Failed", "Cancelling", "Cancelled", "Crashed", "Paused",
-    "Suspended",
-)  # fmt: skip
-
-
 def lost_runs_automation_name(config: Config) -> str:
     return f"ctloop-{config.project}-{config.cluster.work_pool}-lost-runs"
 
@@ -213,8 +206,10 @@ def ensure_lost_run_automation(config: Config, deployment_ids: list[str]) -> str
             # a heartbeat, or any state change: only a run silent *while running* is lost. A
             # run sent back to Scheduled (AwaitingConcurrencySlot at its Running check,
             # AwaitingRetry) stops beating without ending; rescheduling it again, once more
-            # while another worker starts it, held the concurrency slot in a loop
-            expect={f"prefect.flow-run.{name}" for name in ("heartbeat", *STATE_EVENTS)},
+            # while another worker starts it, held the concurrency slot in a loop. State
+            # events are named after the state's *name* (`prefect.flow-run.Skipped`,
+            # `.Submitting`), not its type: only the wildcard closes the watch on every one
+            expect={"prefect.flow-run.*"},
             match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
             match_related=ResourceSpecification(
                 {
