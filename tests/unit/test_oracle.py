@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from ctloop.loop.oracle import optimal_schedule, regret, schedule_value
+from ctloop.loop.oracle import best_periodic_schedule, optimal_schedule, regret, schedule_value
 
 
 def brute_force(scores: np.ndarray, cost: float, higher: bool = True) -> float:
@@ -91,3 +91,37 @@ def test_bad_input_is_refused():
         optimal_schedule(np.zeros((2, 2)), -1)
     with pytest.raises(ValueError, match="finite"):
         optimal_schedule(np.array([[0, np.nan], [0, 0]]), 0.1)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_best_periodic_schedule_is_the_best_period_and_never_beats_the_oracle(seed):
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(2, 12))
+    scores = rng.uniform(0.5, 1.0, (n, n))
+    cost = float(rng.choice([0.0, 0.01, 0.05, 0.2]))
+    higher = bool(seed % 2)
+    k, periodic = best_periodic_schedule(scores, cost, higher)
+    value = schedule_value(scores, periodic.points, cost, higher)
+    by_period = {
+        j: schedule_value(scores, tuple(range(0, n - 1, j)), cost, higher) for j in range(1, n)
+    }
+    assert value == pytest.approx(max(by_period.values()), abs=1e-12)
+    assert periodic.points == tuple(range(0, n - 1, k)) and periodic.retrains == len(
+        periodic.points
+    )
+    oracle = optimal_schedule(scores, cost, higher)
+    assert value <= schedule_value(scores, oracle.points, cost, higher) + 1e-12
+
+
+def test_best_periodic_schedule_by_hand():
+    # a model is good for two units after its fit, then decays: every 2 units pays at 0.02
+    n = 7
+    scores = np.zeros((n, n))
+    for u in range(n):
+        for v in range(u + 1, n):
+            scores[u, v] = 0.9 if v - u <= 2 else 0.5
+    k, periodic = best_periodic_schedule(scores, 0.02)
+    assert k == 2 and periodic.points == (0, 2, 4)
+    assert periodic.total == pytest.approx(0.9 * 6)
+    # at a prohibitive cost, never (one period: the whole stream)
+    assert best_periodic_schedule(scores, 10.0)[1].points == (0,)
