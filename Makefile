@@ -13,13 +13,18 @@ export DO_NOT_TRACK := 1
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev]"
+	# bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (as on this machine) every
+	# process would otherwise compile each module it imports (about 4 s of CPU per start of a
+	# command, a flow run or a server; measured: `ctloop ingest` 17.1 s -> 9.8 s)
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/python -m compileall -q -j 0 ctloop flows tasks deployments
 	$(BIN)/ctloop demo
 
 test: $(STAMP)
+	$(BIN)/python -m compileall -q -j 0 ctloop flows tasks deployments
 	$(BIN)/pytest
 
 lint: $(STAMP)
