@@ -19,6 +19,8 @@ from ctloop.monitor.performance import served_feedback
 from ctloop.names import PERFORMANCE_ESTIMATED_DROP
 from tasks.ingest import record_data_report
 
+MAX_EVENT_COLUMNS = 100  # drifted column names an event lists (drifted_count: all)
+
 
 @task(name="detect-drift", cache_policy=NO_CACHE)
 def check_drift(
@@ -72,7 +74,9 @@ def publish_drift(
             {
                 "reason": "; ".join(summary.reasons),
                 "source": source,
-                "drifted_columns": summary.drifted_columns,
+                # bounded: a wide table must not make an event of unbounded size
+                "drifted_columns": summary.drifted_columns[:MAX_EVENT_COLUMNS],
+                "drifted_count": len(summary.drifted_columns),
                 "share": summary.share,
                 "reasons": summary.reasons,
             },

@@ -376,6 +376,19 @@ def fast_drift(
     return _apply_rule(sorted(scored, key=lambda c: c.column), cfg, profile.rows, n)
 
 
+SHOWN_COLUMNS = 20  # column names a drift reason lists; the rest are counted
+SHOWN_NAME_CHARS = 60  # a column name longer than this is cut in a reason
+
+
+def listed(names: list[str], shown: int = SHOWN_COLUMNS) -> str:
+    """Column names for a reason that reaches events, Prefect and MLflow: at most `shown` of
+    them, each cut to `SHOWN_NAME_CHARS`, then `(+N more)` (a wide table made reasons of
+    unbounded length)."""
+    cut = [n if len(n) <= SHOWN_NAME_CHARS else n[: SHOWN_NAME_CHARS - 1] + "…" for n in names]
+    head = ", ".join(cut[:shown])
+    return head + (f" (+{len(names) - shown} more)" if len(names) > shown else "")
+
+
 def _apply_rule(
     per_column: list[ColumnDrift], cfg: DriftConfig, ref_rows: int, cur_rows: int
 ) -> DriftSummary:
@@ -386,15 +399,15 @@ def _apply_rule(
     if per_column and share >= cfg.share:
         reasons.append(
             f"{len(drifted)} of {len(per_column)} columns drifted ({share:.0%} >= {cfg.share:.0%}):"
-            f" {', '.join(drifted)}"
+            f" {listed(drifted)}"
         )
     named = [c for c in cfg.columns if c in drifted]
     if named:
-        reasons.append(f"watched columns drifted: {', '.join(named)}")
+        reasons.append(f"watched columns drifted: {listed(named)}")
     drift = bool(reasons)
     if not reasons:
         reasons.append(
             f"{len(drifted)} of {len(per_column)} columns drifted ({share:.0%} < {cfg.share:.0%})"
-            + (f": {', '.join(drifted)}" if drifted else "")
+            + (f": {listed(drifted)}" if drifted else "")
         )
     return DriftSummary(drift, drifted, share, reasons, per_column, ref_rows, cur_rows)

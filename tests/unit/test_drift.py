@@ -286,3 +286,18 @@ def test_a_real_shift_in_a_small_batch_still_drifts():
     assert "mean radius" in summary.drifted_columns
     floored = {c.column: c for c in summary.columns}["mean radius"]
     assert floored.threshold > 0.1  # the limit it beat is the floor, above the threshold
+
+
+def test_reasons_of_a_wide_table_are_bounded():
+    """500 drifted columns with long names: the reason names 20 and counts the rest."""
+    from ctloop.monitor.drift import ColumnDrift, _apply_rule, listed
+
+    names = [f"column_{i:03d}_" + "x" * 100 for i in range(500)]
+    verdicts = [ColumnDrift(n, "wasserstein", 0.5, 0.1, True) for n in names]
+    summary = _apply_rule(verdicts, DriftConfig(columns=names[:300]), 1000, 1000)
+    assert summary.drift and len(summary.drifted_columns) == 500
+    assert all(len(r) < 2000 for r in summary.reasons), [len(r) for r in summary.reasons]
+    assert summary.reasons[0].startswith("500 of 500 columns drifted (100% >= 30%): column_000_")
+    assert summary.reasons[0].endswith("(+480 more)")
+    assert summary.reasons[1].endswith("(+280 more)")
+    assert listed(["a", "b"]) == "a, b"  # a short list is unchanged
