@@ -25,8 +25,12 @@ def pause(point: str) -> None:
         return
     marker = os.environ.get("CTLOOP_FAULT_MARK")
     if marker:
-        with open(marker, "w") as handle:
+        # written whole, then renamed: a test that sees the mark and kills at once must never
+        # find it empty (open-then-write raced: the mark existed before it held the point)
+        staging = f"{marker}.{os.getpid()}.tmp"
+        with open(staging, "w") as handle:
             handle.write(point)
+        os.replace(staging, marker)
     print(f"ctloop: paused at {point} (CTLOOP_FAULT_PAUSE)", file=sys.stderr, flush=True)
     while True:
         time.sleep(3600)
