@@ -248,9 +248,9 @@ def print_table(name: str, result: ReplayResult) -> None:
         f"{'oracle':<12} {result.metric_name:<12} {mean:>9.4f} "
         f"{oracle.schedule.retrains:>9} {oracle.seconds:>8.1f}{cells}"
     )
-    k, _ = hindsight_periodic(result, ALPHA)
-    cells = "".join(f" {hindsight_periodic(result, a)[1]:>13.4f}" for a in ALPHAS)
-    print(f"{f'every {k} (h)':<12} {'':<12} {'':>9} {'':>9} {'':>8}{cells}")
+    periodic = {a: hindsight_periodic(result, a) for a in ALPHAS}
+    cells = "".join(f" {regret:>13.4f}" for _, regret in periodic.values())
+    print(f"{f'every {periodic[ALPHA][0]} (h)':<12} {'':<12} {'':>9} {'':>9} {'':>8}{cells}")
 
 
 def main() -> None:

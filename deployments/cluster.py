@@ -167,7 +167,6 @@ def start_prefect_worker(
     )  # fmt: skip
 
 
-# the names of the states a flow run can enter (events `prefect.flow-run.<name>`)
 def lost_runs_automation_name(config: Config) -> str:
     return f"ctloop-{config.project}-{config.cluster.work_pool}-lost-runs"
 

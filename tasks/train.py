@@ -38,10 +38,9 @@ def choose_window(ids: list[str], config: Config, since: str | None = None) -> W
     if not config.training.choose_window:
         return WindowChoice(tuple(ids), RULE, {}, "the rule's window (training.choose_window off)")
     home = home_of(config)
-    schema = lake.current_schema(home)
 
     def frame_of(window: list[str]) -> pd.DataFrame:
-        return privacy.without_identifying(lake.load_snapshots(home, window), schema)
+        return _window_rows(home, window)
 
     margin = config.gates.min_improvement
     return pick_window(lake.list_snapshots(home), config, frame_of, since, margin)
@@ -50,7 +49,11 @@ def choose_window(ids: list[str], config: Config, since: str | None = None) -> W
 @task(name="load-window", cache_policy=NO_CACHE)
 def load_window(ids: list[str], config: Config) -> pd.DataFrame:
     """The window's rows, without hashed identifying columns (names, emails: never features)."""
-    home = home_of(config)
+    return _window_rows(home_of(config), ids)
+
+
+def _window_rows(home, ids: list[str]) -> pd.DataFrame:
+    """The rows of snapshots `ids`, without hashed identifying columns (never features)."""
     return privacy.without_identifying(lake.load_snapshots(home, ids), lake.current_schema(home))
 
 

@@ -8,7 +8,7 @@ on its rows older than a common holdout (the newest `training.holdout_fraction` 
 window, by time) and keeps the one that scores best there; the rule's own window wins ties and
 any gain under `margin` (in the metric's scale units, as `gates.min_improvement`).
 
-The live retrain (`tasks.train.choose_window`) and `ctloop replay` (`ReplayRun.window_ids`) both
+The live retrain (`tasks.train.choose_window`) and `ctloop replay` (`Replayer.window_ids`) both
 call it, so replay decides as the live loop does; `training.choose_window: false` turns it off.
 """
 
@@ -74,13 +74,14 @@ def choose_window(
     rule_ids = candidates[RULE]
     metric, timestamp = config.gates.primary_metric, config.dataset.timestamp
     target = config.require_target()
-    holdout = split_holdout(frame_of(rule_ids), config).holdout
+    frames = {RULE: frame_of(rule_ids)}  # each window's rows read once
+    holdout = split_holdout(frames[RULE], config).holdout
     if len(candidates) == 1 or not timestamp or timestamp not in holdout.columns:
         return WindowChoice(tuple(rule_ids), RULE, {}, "one candidate")
     start = holdout[timestamp].min()
     scores: dict[str, float | None] = {}
     for name, ids in candidates.items():
-        frame = frame_of(ids)
+        frame = frames[name] if name in frames else frame_of(ids)
         train = frame[frame[timestamp] < start]
         try:
             model = train_candidate(train, config)
