@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from _record import emit, loadavg, machine
 
 ROWS = 100_000
 BIN = Path(sys.executable).parent
@@ -191,7 +192,8 @@ def direct(tmp: Path, data: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(record_result: bool = False) -> None:
+    load_before = loadavg()
     tmp = Path(tempfile.mkdtemp(prefix="ctloop-latency-"))
     data, record = make_data(tmp)
     plain = direct(tmp, data)
@@ -200,20 +202,20 @@ def main() -> None:
     for name, value in result["stages"].items():
         print(f"  {name:<26} {value:7.2f} s")
     print(f"landing → serving: {result['seconds']:.2f} s (direct flows: {plain:.2f} s)")
-    print(
-        json.dumps(
-            {
-                "bench": "latency",
-                "seconds": round(result["seconds"], 2),
-                "target_seconds": 30,
-                "rows": ROWS,
-                "stages": result["stages"],
-                "direct_seconds": round(plain, 2),
-                "ratio": round(result["seconds"] / plain, 3),
-            }
-        )
-    )
+    line = {
+        "bench": "latency",
+        "seconds": round(result["seconds"], 2),
+        "target_seconds": 30,
+        "rows": ROWS,
+        "stages": result["stages"],
+        "direct_seconds": round(plain, 2),
+        "ratio": round(result["seconds"] / plain, 3),
+        "passed": result["seconds"] <= 30,
+        **machine(),
+        "loadavg_before": load_before,
+    }
+    emit(line, "latency", record_result)
 
 
 if __name__ == "__main__":
-    main()
+    main(record_result="--record" in sys.argv[1:])
