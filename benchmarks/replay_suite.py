@@ -19,7 +19,10 @@ every-batch's; regret <= 10% above the oracle's at the middle alpha; the stream 
 at most 1 retrain. Beside the oracle, a yardstick row `every k (h)`: the best fixed schedule in
 hindsight (retrain every k scoring units, k chosen on the whole stream,
 `ctloop.loop.oracle.best_periodic_schedule`), with its regret: what a rule tuned with hindsight
-but blind to each batch's noise reaches.
+but blind to each batch's noise reaches. A second one, `split-half`: the oracle chosen on one
+half of each batch's rows and graded on the other half, as a ratio to the oracle of that half
+(`ctloop.loop.oracle.split_half_ratio`): how much of the oracle's edge is hindsight of the very
+noise that grades it, which no causal policy has.
 
 `python benchmarks/replay_suite.py [--quick]` (`--quick`: only two streams).
 """
@@ -198,6 +201,7 @@ def judge(stream: Stream, result: ReplayResult) -> dict:
     # the yardstick: a fixed schedule whose period was chosen with hindsight
     every, periodic = hindsight_periodic(result, ALPHA)
     periodic_ratio = periodic / oracle_regret if oracle_regret else None
+    split = result.at_cost(ALPHA)[0].split_half_ratio()
     out = {
         "source": stream.source,
         "batches": result.batches,
@@ -213,6 +217,8 @@ def judge(stream: Stream, result: ReplayResult) -> dict:
             "regret": round(periodic, 6),
             "regret_ratio": None if periodic_ratio is None else round(periodic_ratio, 4),
         },
+        # an oracle chosen on half of each batch's rows, graded on the other half
+        "split_half_oracle_ratio": None if split is None else round(split, 4),
         "met": {
             "metric": metric_ratio >= TARGET_METRIC_RATIO,
             "retrains": retrain_ratio <= TARGET_RETRAIN_RATIO,
@@ -251,6 +257,12 @@ def print_table(name: str, result: ReplayResult) -> None:
     periodic = {a: hindsight_periodic(result, a) for a in ALPHAS}
     cells = "".join(f" {regret:>13.4f}" for _, regret in periodic.values())
     print(f"{f'every {periodic[ALPHA][0]} (h)':<12} {'':<12} {'':>9} {'':>9} {'':>8}{cells}")
+    ratios = []
+    for o, _ in at:
+        r = o.split_half_ratio()
+        ratios.append("-" if r is None else f"x{r:.2f}")
+    cells = "".join(f" {r:>13}" for r in ratios)
+    print(f"{'split-half':<12} {'':<12} {'':>9} {'':>9} {'':>8}{cells}")
 
 
 def main() -> None:

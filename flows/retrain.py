@@ -317,5 +317,5 @@ def retrain(
 
     # -- publish: the event; a drift or performance retrain answers the pending change
     publish(config, *record.event(version=version, promoted=promoted, run_id=run_id))
-    triggers.answered(home_of(config), request.trigger)
+    triggers.answered(home_of(config), request.trigger, ids)
     return record.answer(version=version, promoted=promoted, run_id=run_id, ingested=ingested)

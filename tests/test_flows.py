@@ -123,12 +123,14 @@ def test_loop_ingest_retrain_monitor(prefect_harness, config, tmp_path):
 
 
 def test_refused_challenger_keeps_champion(prefect_harness, config, tmp_path):
+    from ctloop.loop.policy import current_decision
     from flows.ingest import ingest
     from flows.retrain import RetrainRequest, retrain
 
     ingest([_write_day(tmp_path, d, seed=7) for d in range(4)], config)
     first = retrain(RetrainRequest(), config)
     assert first["promoted"]
+    ingest([_write_day(tmp_path, d, seed=7) for d in range(4, 6)], config)
     strict = config.model_copy(deep=True)
     strict.gates.min_metrics = {"roc_auc": 0.99}
     refused = retrain(RetrainRequest(reason="strict gate"), strict)
@@ -136,6 +138,14 @@ def test_refused_challenger_keeps_champion(prefect_harness, config, tmp_path):
     assert refused["version"] is None
     assert any("roc_auc" in r and "< floor 0.99" in r for r in refused["reasons"])
     assert open_registry(config).by_alias(CHAMPION).version == first["version"]
+    # the refused attempt's data end is kept: the new-data rule counts from it, so the
+    # rows it was trained on do not start the same refused retrain again
+    home = home_of(config)
+    newest = max(m.time_max for m in lake.list_snapshots(home))
+    assert triggers.last_trained_end(home) == newest
+    decision = current_decision(config)
+    assert not decision.retrain
+    assert decision.reason.startswith("0 new labelled rows since the last retrain"), decision
 
 
 def test_rules_checked_for_event_triggered_runs(prefect_harness, config, tmp_path):

@@ -22,6 +22,7 @@ class LoopState:
     pending: triggers.PendingDrift | None
     last_retrain_at: str | None
     last_retrain_by: str | None
+    last_trained_end: str | None = None  # the data end of the last finished retrain
 
 
 def window_ids(manifests: list[Manifest], config: Config, since: str | None = None) -> list[str]:
@@ -58,6 +59,7 @@ def read_state(config: Config) -> LoopState:
         pending=triggers.load_pending(home),
         last_retrain_at=triggers.last_retrain_at(home),
         last_retrain_by=triggers.last_retrain_by(home),
+        last_trained_end=triggers.last_trained_end(home),
     )
 
 
@@ -80,6 +82,7 @@ def decide(
         rules,
         last_retrain_at=None if ignore_cooldown else state.last_retrain_at,
         now=now,
+        trained_end=state.last_trained_end,
     )
 
 

@@ -127,6 +127,8 @@ class OracleResult:
     cost: float  # alpha in metric units (retrain_cost x the metric's scale)
     schedule: dp.Schedule
     seconds: float
+    # the score matrix on two disjoint halves of each unit's rows (see `split_half_ratio`)
+    halves: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def scored_units(self) -> int:
@@ -137,8 +139,23 @@ class OracleResult:
         cost = retrain_cost * scale(reference or 1.0, self.metric_name)
         schedule = dp.optimal_schedule(self.scores, cost, higher_is_better(self.metric_name))
         return OracleResult(
-            self.scores, self.units, self.metric_name, retrain_cost, cost, schedule, self.seconds
+            self.scores,
+            self.units,
+            self.metric_name,
+            retrain_cost,
+            cost,
+            schedule,
+            self.seconds,
+            self.halves,
         )
+
+    def split_half_ratio(self) -> float | None:
+        """The regret ratio of an oracle chosen on one half of each unit's rows and graded on
+        the other (`ctloop.loop.oracle.split_half_ratio`): the part of the oracle's edge that
+        is hindsight of the grading noise, which no causal policy has."""
+        if self.halves is None:
+            return None
+        return dp.split_half_ratio(*self.halves, self.cost, higher_is_better(self.metric_name))
 
     def regret_of(self, policy: PolicyResult) -> float:
         return dp.regret(
@@ -157,6 +174,7 @@ class OracleResult:
             "cost_in_metric_units": round(self.cost, 6),
             "regret": round(self.schedule.regret, 6),
             "retrain_after": [self.units[u] for u in self.schedule.points],
+            "split_half_ratio": None if (r := self.split_half_ratio()) is None else round(r, 4),
             "seconds": round(self.seconds, 3),
         }
 
@@ -320,6 +338,21 @@ class _Pool:
         return evaluate_outputs(y, np.concatenate(parts), union, config)
 
 
+def _half_mask(rows: int, seed: int) -> np.ndarray:
+    """A fixed random half of `rows` (True) and its complement (False)."""
+    mask = np.zeros(rows, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(rows)[: rows // 2]] = True
+    return mask
+
+
+def _fill_unscored(scores: np.ndarray) -> None:
+    """A unit no model could be scored on (a metric undefined there) counts the same for all."""
+    for v in range(1, scores.shape[0]):
+        column = scores[:v, v]
+        known = column[~np.isnan(column)]
+        column[np.isnan(column)] = known.mean() if len(known) else 0.0
+
+
 class Replayer:
     """Runs the policies over the same batches with the same training code."""
 
@@ -471,7 +504,9 @@ class Replayer:
         frames = [
             pd.concat([self.batches[b][1] for b in unit], ignore_index=True) for unit in units
         ]
-        scores = np.full((n, n), np.nan)
+        # the same matrix on two disjoint halves of each unit's rows (a fixed draw per unit)
+        halves = [_half_mask(len(frame), seed) for seed, frame in enumerate(frames, 1)]
+        scores, half_a, half_b = (np.full((n, n), np.nan) for _ in range(3))
         fits: list[_Fit] = []
         for u, end in enumerate(ends):
             ids = self.window_ids(end)
@@ -483,29 +518,35 @@ class Replayer:
                 fit = fits[-1]  # nothing to fit here: retraining at this point keeps the model
             fits.append(fit)
             for v in range(u + 1, n):
-                pool = _Pool()
                 if len(units[v - 1]) == 1:  # a batch the policies may ask for too: shared
-                    pool.add(*self._outputs_of(fit, units[v - 1][0]))
+                    y, output, classes = self._outputs_of(fit, units[v - 1][0])
                 else:  # small batches: one prediction on the unit's rows
-                    pool.add(*self._unit_outputs(fit, frames[v - 1]))
-                value = pool.score(self.config).get(self.metric_name)
-                if value is not None:
-                    scores[u, v] = value
+                    y, output, classes = self._unit_outputs(fit, frames[v - 1])
+                mask = halves[v - 1]
+                scores[u, v] = self._unit_score(y, output, classes)
+                half_a[u, v] = self._unit_score(y[mask], output[mask], classes)
+                half_b[u, v] = self._unit_score(y[~mask], output[~mask], classes)
             if progress is not None:
                 progress("oracle", end, BatchPoint(self.batches[end][0], 0, None, True, "fit"))
-        # a unit no model could be scored on (a metric undefined there) counts the same for all
-        for v in range(1, n):
-            column = scores[:v, v]
-            known = column[~np.isnan(column)]
-            column[np.isnan(column)] = known.mean() if len(known) else 0.0
+        for matrix in (scores, half_a, half_b):
+            _fill_unscored(matrix)
         reference = fits[0].metrics.get(self.metric_name)
         alpha = self.config.triggers.retrain_cost
         cost = alpha * scale(reference or 1.0, self.metric_name)
         schedule = dp.optimal_schedule(scores, cost, higher_is_better(self.metric_name))
         labels = [self.batches[e][0] for e in ends]
         seconds = time.perf_counter() - t0  # its fits (made here first) and its scoring
-        result = OracleResult(scores, labels, self.metric_name, alpha, cost, schedule, seconds)
+        result = OracleResult(
+            scores, labels, self.metric_name, alpha, cost, schedule, seconds, (half_a, half_b)
+        )
         return result, reference
+
+    def _unit_score(self, y: np.ndarray, output: np.ndarray, classes) -> float:
+        """The metric of one unit's outputs (NaN where it is undefined there)."""
+        pool = _Pool()
+        pool.add(y, output, classes)
+        value = pool.score(self.config).get(self.metric_name)
+        return np.nan if value is None else value
 
     # -- one policy ----------------------------------------------------------------------------
 
@@ -521,6 +562,7 @@ class Replayer:
         ]
         pending: triggers.PendingDrift | None = None
         last_retrain: str | None = self.manifests[first].time_max
+        trained_end: str | None = None  # the data end of ctloop's last finished retrain
         # the served model's scores: (batch whose labels complete the score, value, rows)
         served_hits: list[tuple[int, float, int]] = []
         pool = _Pool()
@@ -543,7 +585,7 @@ class Replayer:
                 elif policy_name == "ctloop":
                     known = [(v, r) for j, v, r in served_hits if self.arrival[j] <= i]
                     retrain, since, note, pending = self._ctloop_step(
-                        i, batch, served, pending, last_retrain, known
+                        i, batch, served, pending, last_retrain, known, trained_end
                     )
                 if scored is None:
                     wait = f"scored with the next batches ({pool.rows} rows so far)"
@@ -572,6 +614,7 @@ class Replayer:
                     note = f"{note}; {verdict}"
                     pending = None
                     last_retrain = self.manifests[i].time_max
+                    trained_end = triggers.data_end(self.manifests, ids)
                     compute += time.perf_counter() - t0
                 retrains += 1
                 point.retrained = True
@@ -593,6 +636,7 @@ class Replayer:
         served: _Served,
         pending: triggers.PendingDrift | None,
         last_retrain: str | None,
+        trained_end: str | None = None,
     ) -> live.LoopState:
         """What the live loop would read from its stores after batch `i` was accepted: the
         lake holds the batches whose labels have arrived."""
@@ -602,9 +646,10 @@ class Replayer:
             pending=pending,
             last_retrain_at=last_retrain,
             last_retrain_by=None,
+            last_trained_end=trained_end,
         )
 
-    def _ctloop_step(self, i, batch, served, pending, last_retrain, served_hits):
+    def _ctloop_step(self, i, batch, served, pending, last_retrain, served_hits, trained_end):
         """The live decision code on one batch: monitor, then the retrain rules.
 
         `served_hits`: (metric, rows) of the served model on batches whose labels arrived.
@@ -638,7 +683,7 @@ class Replayer:
                     trigger=triggers.PERFORMANCE,
                 )
         now = datetime.fromisoformat(self.manifests[i].time_max).replace(tzinfo=None)
-        state = self.state_at(i, served, pending, last_retrain)
+        state = self.state_at(i, served, pending, last_retrain, trained_end)
         decision = live.decide(state, rules, now=now)
         if decision.retrain:
             return True, decision.since, f"{decision.trigger}: {decision.reason}", pending

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ctloop.config.settings import TriggerConfig
-from ctloop.lake.snapshots import Manifest
+from ctloop.lake.snapshots import Manifest, list_snapshots
 from ctloop.stores.home import Home
 
 MANUAL = "manual"
@@ -70,11 +70,29 @@ class RetrainRequest(BaseModel):
         )
 
 
-def answered(home: Home, trigger: str) -> None:
-    """A drift, performance or estimated-drop retrain answers the pending change (the monitor
-    re-raises it if it still holds); other triggers leave it."""
-    if trigger in ONSET_TRIGGERS:
-        save_pending(home, None)
+def answered(home: Home, trigger: str, trained_on: list[str] | None = None) -> None:
+    """A finished retrain, blessed or refused. A drift, performance or estimated-drop retrain
+    answers the pending change (the monitor re-raises it if it still holds); other triggers
+    leave it. The newest timestamp of its snapshots `trained_on` is kept, so the new-data rule
+    counts the rows after it: a refused challenger is not trained again on every next batch."""
+    trained_end = data_end(list_snapshots(home), trained_on) if trained_on else None
+    with _locked_state(home) as state:
+        if trigger in ONSET_TRIGGERS:
+            state["pending_drift"] = None
+        if trained_end and trained_end > (state.get("last_trained_end") or ""):
+            state["last_trained_end"] = trained_end
+
+
+def last_trained_end(home: Home) -> str | None:
+    """The newest timestamp the last finished retrain trained on (blessed or refused)."""
+    return _read_state(home).get("last_trained_end")
+
+
+def data_end(manifests: list[Manifest], ids: list[str] | tuple[str, ...]) -> str | None:
+    """The newest timestamp of the snapshots `ids` (None: none timestamped)."""
+    wanted = set(ids)
+    ends = [m.time_max for m in manifests if m.snapshot in wanted and m.time_max]
+    return max(ends) if ends else None
 
 
 def rows_after(manifests: list[Manifest], since: str | None) -> int:
@@ -90,6 +108,7 @@ def decide_retrain(
     rules: TriggerConfig,
     last_retrain_at: str | None = None,
     now: datetime | None = None,
+    trained_end: str | None = None,
 ) -> RetrainDecision:
     """Should new labelled data start a retrain, and with which trigger and reason?
 
@@ -101,6 +120,8 @@ def decide_retrain(
         rules: thresholds from `triggers` in the config.
         last_retrain_at: when the last rule-started retrain began (for the cooldown).
         now: the current time (tests and replays pass their own clock).
+        trained_end: the newest timestamp the last finished retrain trained on; when a
+            challenger was refused after the champion's data, new rows count from there.
     """
     if rules.cooldown_minutes and last_retrain_at and has_champion:
         now = now or datetime.now(UTC)
@@ -136,17 +157,18 @@ def decide_retrain(
             f"{pending.trigger} pending since {pending.since[:10]}: "
             f"{after} of {rules.drift_min_rows} labelled rows arrived",
         )
-    new = rows_after(manifests, champion_data_end)
+    refused = bool(trained_end) and trained_end > (champion_data_end or "")
+    new = rows_after(manifests, trained_end if refused else champion_data_end)
     if rules.min_new_rows is None:
         return RetrainDecision(
             False, NEW_DATA, f"{new} new labelled rows; the new-data rule is off"
         )
-    if new >= rules.min_new_rows:
-        return RetrainDecision(
-            True, NEW_DATA, f"{new} new labelled rows since the champion >= {rules.min_new_rows}"
-        )
+    since = "the last retrain (its challenger was refused)" if refused else "the champion"
+    sign = ">=" if new >= rules.min_new_rows else "<"
     return RetrainDecision(
-        False, NEW_DATA, f"{new} new labelled rows since the champion < {rules.min_new_rows}"
+        new >= rules.min_new_rows,
+        NEW_DATA,
+        f"{new} new labelled rows since {since} {sign} {rules.min_new_rows}",
     )
 
 

@@ -7,7 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from ctloop.loop.oracle import best_periodic_schedule, optimal_schedule, regret, schedule_value
+from ctloop.loop.oracle import (
+    best_periodic_schedule,
+    optimal_schedule,
+    regret,
+    schedule_value,
+    split_half_ratio,
+)
 
 
 def brute_force(scores: np.ndarray, cost: float, higher: bool = True) -> float:
@@ -125,3 +131,45 @@ def test_best_periodic_schedule_by_hand():
     assert periodic.total == pytest.approx(0.9 * 6)
     # at a prohibitive cost, never (one period: the whole stream)
     assert best_periodic_schedule(scores, 10.0)[1].points == (0,)
+
+
+def _stream(n: int, signal: float, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two halves of one stream: fits made later are better by `signal` per step on a decaying
+    stream (true score 0.9 - 0.01 x age + signal x fit), each half with its own noise."""
+    rng = np.random.default_rng(seed)
+    u, v = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    truth = 0.9 - 0.01 * (v - u) + signal * u
+    return tuple(np.triu(truth + rng.normal(0, noise, (n, n)), 1) for _ in range(2))
+
+
+def test_split_half_ratio_is_one_without_noise():
+    a, _ = _stream(12, 0.002, 0.0, 0)
+    assert split_half_ratio(a, a.copy(), 0.02) == pytest.approx(1.0)
+
+
+def test_split_half_ratio_grows_with_the_noise_it_cannot_see():
+    quiet = [split_half_ratio(*_stream(16, 0.002, 0.001, s), 0.02) for s in range(8)]
+    noisy = [split_half_ratio(*_stream(16, 0.002, 0.03, s), 0.02) for s in range(8)]
+    assert max(quiet) < 1.1  # the halves agree: the schedule chosen on one suits the other
+    assert np.mean(noisy) > 1.5  # an oracle's edge on noisy units is mostly the noise
+    assert min(noisy) >= 1.0 - 1e-9  # no schedule beats the oracle of the half it is graded on
+
+
+def test_split_half_ratio_against_brute_force_grading():
+    a, b = _stream(7, 0.004, 0.02, 3)
+    cost = 0.02
+    chosen = optimal_schedule(a, cost)
+    best = brute_force(b, cost)  # the objective of b's oracle
+    graded = schedule_value(b, chosen.points, cost)
+    oracle_b = optimal_schedule(b, cost)
+    forward = (best - graded + cost * oracle_b.retrains) / (cost * oracle_b.retrains)
+    chosen_b = optimal_schedule(b, cost)
+    back = brute_force(a, cost) - schedule_value(a, chosen_b.points, cost)
+    oracle_a = optimal_schedule(a, cost)
+    backward = (back + cost * oracle_a.retrains) / (cost * oracle_a.retrains)
+    assert split_half_ratio(a, b, cost) == pytest.approx((forward + backward) / 2)
+
+
+def test_split_half_ratio_needs_a_cost():
+    a, b = _stream(6, 0.002, 0.01, 1)
+    assert split_half_ratio(a, b, 0.0) is None

@@ -22,6 +22,7 @@ from ctloop.loop.triggers import (
     decide_estimated_drop,
     decide_retrain,
     judge_drift,
+    last_trained_end,
     load_pending,
     record_changes,
     rows_after,
@@ -126,6 +127,47 @@ def test_new_data_rule(champion_end_day, retrain):
 def test_new_data_with_unknown_champion_end_counts_everything():
     decision = decide_retrain(manifests(500, range(6)), None, True, None, RULES)
     assert decision.retrain and "3000 new labelled rows" in decision.reason
+
+
+def test_a_refused_retrain_is_not_tried_again_on_every_next_batch():
+    # the champion's data ends before day 3; a retrain on days 0..5 was refused
+    ms = manifests(500, range(14))
+    champion_end = day(3)
+    refused_end = ms[5].time_max
+    # without the refusal's record: days 3..8 are 3000 rows since the champion: retrain,
+    # and again on every later batch
+    assert decide_retrain(ms[:9], champion_end, True, None, RULES).retrain
+    assert decide_retrain(ms[:10], champion_end, True, None, RULES).retrain
+    # with it: only the rows after day 5 are new
+    held = decide_retrain(ms[:9], champion_end, True, None, RULES, trained_end=refused_end)
+    assert not held.retrain
+    assert "1500 new labelled rows since the last retrain (its challenger was refused)" in (
+        held.reason
+    )
+    # 3000 rows after the refused attempt (days 6..11) retrain again
+    again = decide_retrain(ms[:12], champion_end, True, None, RULES, trained_end=refused_end)
+    assert again.retrain and "3000 new labelled rows since the last retrain" in again.reason
+    # a champion newer than the attempt counts from the champion, as before
+    newer = decide_retrain(ms, ms[8].time_max, True, None, RULES, trained_end=refused_end)
+    assert "2500 new labelled rows since the champion" in newer.reason
+
+
+def test_answered_keeps_the_newest_trained_end(tmp_path, monkeypatch):
+    import ctloop.loop.triggers as triggers_module
+
+    home = Home(tmp_path)
+    ms = manifests(100, range(4))
+    monkeypatch.setattr(triggers_module, "list_snapshots", lambda _home: ms)
+    answered(home, NEW_DATA, ["s00", "s02"])
+    assert last_trained_end(home) == ms[2].time_max
+    answered(home, NEW_DATA, ["s01"])  # an older window never moves it back
+    assert last_trained_end(home) == ms[2].time_max
+    answered(home, NEW_DATA, None)
+    assert last_trained_end(home) == ms[2].time_max
+    # a drift retrain also answers the pending drift
+    save_pending(home, PendingDrift(since=day(1), detected_at=day(2), reasons=["x"]))
+    answered(home, DRIFT, ["s03"])
+    assert load_pending(home) is None and last_trained_end(home) == ms[3].time_max
 
 
 def test_pending_state_round_trip(tmp_path):
