@@ -33,12 +33,14 @@ class DiskFull(StoreUnavailable):
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """Whether an error (or one it was raised from) is ENOSPC or EDQUOT."""
+    """Whether an error (or one it was raised from) is ENOSPC or EDQUOT: an OSError with that
+    errno, or any error saying so (SQLite's `database or disk is full`, as sqlite3, SQLAlchemy
+    or MLflow raise it)."""
     seen = 0
     while exc is not None and seen < 5:
-        if isinstance(exc, OSError) and (
-            exc.errno in FULL or any(text in str(exc) for text in FULL_TEXT)
-        ):
+        if isinstance(exc, OSError) and exc.errno in FULL:
+            return True
+        if any(text in str(exc) for text in FULL_TEXT):
             return True
         exc = exc.__cause__ or exc.__context__
         seen += 1
@@ -46,17 +48,19 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 @contextmanager
-def disk_full_raises(store: str, where: str | Path) -> Iterator[None]:
-    """Turn ENOSPC/EDQUOT inside the block into one clear `DiskFull` naming the store."""
+def disk_full_raises(
+    store: str, where: str | Path, then: str = "nothing was stored, free some space and run again"
+) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT inside the block into one clear `DiskFull` naming the store; any
+    other error propagates unchanged."""
     try:
         yield
     except DiskFull:
         raise
-    except OSError as exc:
+    except Exception as exc:
         if is_disk_full(exc):
             raise DiskFull(
-                f"{store} at {where}: disk full (no space left on the device or over quota); "
-                "nothing was stored, free some space and run again"
+                f"{store} at {where}: disk full (no space left on the device or over quota); {then}"
             ) from None
         raise
 
