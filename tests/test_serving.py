@@ -426,6 +426,41 @@ def test_a_reused_request_id_is_refused_and_a_second_label_is_an_update(home, re
         kept.close()
 
 
+def test_two_replicas_racing_on_one_request_id_answer_200_once_and_409_once(
+    home, reset_aliases, tmp_path
+):
+    """Two server instances sharing one prediction log (replicas behind a balancer) get the
+    same request id at the same moment: one scores it, the other refuses it."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    url = f"sqlite:///{tmp_path / 'shared-log.db'}"
+    servers = [ModelServer(_config(home, prediction_log_url=url)) for _ in range(2)]
+    ids = [f"twin-{i}" for i in range(20)]
+    with TestClient(create_app(servers[0])) as a, TestClient(create_app(servers[1])) as b:
+        both = Barrier(2)
+
+        def send(client: TestClient, request_id: str) -> int:
+            both.wait(10)
+            body = {"records": _records(home, 1), "request_id": request_id}
+            return client.post("/predict", json=body).status_code
+
+        statuses = []
+        with ThreadPoolExecutor(2) as pool:
+            for request_id in ids:
+                pair = [pool.submit(send, client, request_id) for client in (a, b)]
+                statuses.append(sorted(f.result(30) for f in pair))
+        for server in servers:
+            server.log.flush()
+    assert statuses == [[200, 409]] * len(ids)
+    log = PredictionLog(url)
+    try:
+        served = log.read(SERVED)
+    finally:
+        log.close()
+    assert sorted(served["request_id"]) == sorted(ids)  # each id served (and logged) once
+
+
 def test_admin_routes_are_off_without_a_token(home, reset_aliases):
     config = _config(home, admin_token=None)
     with TestClient(create_app(ModelServer(config))) as client:

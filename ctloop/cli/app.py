@@ -187,9 +187,13 @@ def check_readable(path: Path, config: Config) -> None:
             columns, or cannot be parsed; the message names the file (and the row).
     """
     from ctloop.data.batches import read_chunks
+    from ctloop.lake.sources import open_source
 
-    for _chunk in read_chunks(path, config.ingest.chunk_bytes, config.ingest.delimiter):
-        pass
+    with open_source(path) as handle:  # refuses a FIFO, device or link out of its folder
+        for _chunk in read_chunks(
+            path, config.ingest.chunk_bytes, config.ingest.delimiter, handle=handle
+        ):
+            pass
 
 
 def quiet_run_logs(level: str = "ERROR") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -41,14 +42,24 @@ if TYPE_CHECKING:
 
 def collect_status(config: Config, root: Home) -> dict[str, Any]:
     """Champion, challenger, snapshot and quarantine counts (read only: no Prefect, no MLflow
-    import on the embedded SQLite registry)."""
-    from ctloop.lake import manifests as lake
-    from ctloop.names import CHALLENGER, CHAMPION
-    from ctloop.registry.view import open_registry_view
+    import on the embedded SQLite registry, nothing written there).
 
-    registry = open_registry_view(config)
-    champion = registry.by_alias(CHAMPION)
-    challenger = registry.by_alias(CHALLENGER)
+    Raises:
+        DiskFull: the registry could only be read through MLflow (a database of a schema the
+            view does not know), which would write to it first, and its disk is full.
+    """
+    from ctloop.lake import manifests as lake
+    from ctloop.lake.sources import disk_full_raises
+    from ctloop.names import CHALLENGER, CHAMPION
+    from ctloop.registry.view import open_registry_view, sqlite_file
+
+    database = sqlite_file(root.tracking_uri(config))  # a full disk of ours: the embedded store
+    then = "MLflow must write to this database before it can read it; free some space"
+    with disk_full_raises("the model registry", database, then) if database else nullcontext():
+        registry = open_registry_view(config)
+        champion = registry.by_alias(CHAMPION)
+        challenger = registry.by_alias(CHALLENGER)
+        versions = registry.versions()
     quarantined = lake.list_quarantined(root)
     return {
         "champion": champion.summary() if champion else None,
@@ -60,7 +71,7 @@ def collect_status(config: Config, root: Home) -> dict[str, Any]:
         ],
         "versions": [
             {"version": v.version, "semver": v.semver, "trigger": v.tags.get("ctloop.trigger")}
-            for v in registry.versions()
+            for v in versions
         ],
         "home": str(root.root),
         "tracking_uri": registry.tracking_uri,

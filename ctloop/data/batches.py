@@ -12,10 +12,12 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -39,23 +41,29 @@ TYPED = b"ctloop.typed"  # field metadata: text that stands for categories, not 
 NULLS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "#N/A", "n/a", "-NaN", "-nan"]
 
 
-def check_file(path: Path) -> str:
-    """The file's kind ("csv" or "parquet"), or an InputError naming the file."""
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected a CSV or Parquet file")
+def check_file(path: Path, handle: BinaryIO | None = None) -> str:
+    """The file's kind ("csv" or "parquet"), or an InputError naming the file.
+
+    With `handle` (the file already opened), its size is read from the descriptor, not the path.
+    """
+    if handle is None:
+        if not path.exists():
+            raise InputError(f"{path}: file not found")
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder, expected a CSV or Parquet file")
     suffix = path.suffix.lower()
     if suffix not in READABLE:
         raise InputError(f"{path}: unsupported file type '{suffix}' (use .csv or .parquet)")
-    if path.stat().st_size == 0:
+    size = os.fstat(handle.fileno()).st_size if handle is not None else path.stat().st_size
+    if size == 0:
         raise InputError(f"{path}: file is empty")
     return "csv" if suffix == ".csv" else "parquet"
 
 
-def _csv_header(path: Path, delimiter: str) -> list[str]:
-    with open(path, "rb") as handle:
-        head = handle.read(1 << 16)
+def _csv_header(path: Path, handle: BinaryIO, delimiter: str) -> list[str]:
+    handle.seek(0)
+    head = handle.read(1 << 16)
+    handle.seek(0)
     if b"\x00" in head:
         raise InputError(f"{path}: not a text CSV file (binary content)")
     cut = head.rfind(b"\n") if len(head) == 1 << 16 else len(head)
@@ -84,24 +92,48 @@ def _first_line(exc: Exception) -> str:
 
 
 def read_chunks(
-    path: str | Path, chunk_bytes: int = 16 << 20, delimiter: str = ","
+    path: str | Path,
+    chunk_bytes: int = 16 << 20,
+    delimiter: str = ",",
+    handle: BinaryIO | None = None,
 ) -> Iterator[pa.Table]:
     """Yield a CSV or Parquet file as raw Arrow tables of bounded size (CSV: all text).
+
+    Args:
+        handle: the file, already opened (`ctloop.lake.sources.open_source` checks the
+            descriptor it reads): read from its start, `path` only names it and gives its
+            kind. None: the file is opened here by its path.
 
     Raises:
         InputError: the file is missing, empty, binary, of an unknown kind or not parseable;
             the message names the file.
     """
+    path = Path(path)
+    if handle is None:
+        check_file(path)
+        try:
+            opened = open(path, "rb")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
+        with opened:
+            yield from _read_chunks(path, opened, chunk_bytes, delimiter)
+        return
+    yield from _read_chunks(path, handle, chunk_bytes, delimiter)
+
+
+def _read_chunks(
+    path: Path, handle: BinaryIO, chunk_bytes: int, delimiter: str
+) -> Iterator[pa.Table]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    kind = check_file(path)
+    kind = check_file(path, handle)
+    handle.seek(0)
     try:
         if kind == "csv":
-            header = _csv_header(path, delimiter)
+            header = _csv_header(path, handle, delimiter)
             reader = pacsv.open_csv(
-                path,
+                handle,
                 read_options=pacsv.ReadOptions(block_size=chunk_bytes, use_threads=True),
                 parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
                 convert_options=pacsv.ConvertOptions(
@@ -118,7 +150,7 @@ def read_chunks(
             if empty:
                 yield pa.table({name: pa.array([], pa.string()) for name in header})
         else:
-            parquet = pq.ParquetFile(path)
+            parquet = pq.ParquetFile(handle)
             row_bytes = max(
                 parquet.metadata.serialized_size // max(parquet.metadata.num_rows, 1), 1
             )

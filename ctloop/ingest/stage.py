@@ -21,7 +21,7 @@ from ctloop.data.schema import Schema, load_latest_schema, save_schema_if_absent
 from ctloop.errors import InputError
 from ctloop.faults import pause
 from ctloop.lake import snapshots as lake
-from ctloop.lake.sources import bounded, disk_full_raises, refusal
+from ctloop.lake.sources import bounded, disk_full_raises, open_source
 from ctloop.stores.home import Home
 from ctloop.stores.storage import open_lake
 from ctloop.validate.checks import (
@@ -172,11 +172,14 @@ def stage_file(
     """Stage a CSV or Parquet file (raises InputError naming the file when unreadable)."""
     path = Path(path)
     fmt = "csv" if path.suffix.lower() == ".csv" else "parquet"
+    # one descriptor, checked (a regular file, not a link out of its folder), read by every pass
+    with open_source(path) as handle:
 
-    def chunks() -> Iterator[pa.Table]:
-        return iter(read_chunks(path, config.ingest.chunk_bytes, config.ingest.delimiter))
+        def chunks() -> Iterator[pa.Table]:
+            size, delimiter = config.ingest.chunk_bytes, config.ingest.delimiter
+            return iter(read_chunks(path, size, delimiter, handle=handle))
 
-    return stage_chunks(chunks, str(path), fmt, config, home, on_row_group)
+        return stage_chunks(chunks, str(path), fmt, config, home, on_row_group)
 
 
 def stage_frame(
@@ -291,13 +294,11 @@ def try_stage_file(
     """`stage_file`, with a file that cannot be read as a batch returned as `Unreadable`.
 
     A symlink leading out of its folder, a FIFO, device or socket is refused before anything
-    opens it. Only the errors of reading bad data (`InputError`, which names the file) are
-    turned into a reason; a full disk raises `DiskFull` and anything else is a bug: both
-    propagate.
+    opens it, or on its descriptor when it was swapped in after the check
+    (`ctloop.lake.sources.open_source`). Only the errors of reading bad data (`InputError`,
+    which names the file) are turned into a reason; a full disk raises `DiskFull` and anything
+    else is a bug: both propagate.
     """
-    refused = refusal(path)
-    if refused is not None:
-        return Unreadable(str(path), unreadable(config, refused))
     try:
         return stage_file(path, config, home, on_row_group)
     except InputError as exc:

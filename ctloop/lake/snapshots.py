@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -35,8 +36,7 @@ from ctloop.lake.sources import (
     SAMPLE_BYTES,
     bounded_reasons,
     disk_full_raises,
-    open_regular,
-    refusal,
+    open_source,
     safe_name,
 )
 from ctloop.stores.home import Home
@@ -51,21 +51,20 @@ def read_batch(path: str | Path) -> pd.DataFrame:
             FIFO, device, socket or a symlink out of its folder (not opened).
     """
     path = Path(path)
-    refused = refusal(path)
-    if refused is not None:  # a FIFO would hang the reader; a link out of its folder leaks
-        raise InputError(refused)
-    kind = check_file(path)
-    try:
-        if kind == "csv":
-            return pd.read_csv(path, low_memory=False)
-        return pd.read_parquet(path)
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text CSV file (binary content)") from None
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: file has no columns") from None
-    except (pd.errors.ParserError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: cannot be parsed ({first})") from None
+    # one checked descriptor: a FIFO would hang the reader, a link out of its folder leaks
+    with open_source(path) as handle:
+        kind = check_file(path, handle)
+        try:
+            if kind == "csv":
+                return pd.read_csv(handle, low_memory=False)
+            return pd.read_parquet(handle)
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not a text CSV file (binary content)") from None
+        except pd.errors.EmptyDataError:
+            raise InputError(f"{path}: file has no columns") from None
+        except (pd.errors.ParserError, ValueError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: cannot be parsed ({first})") from None
 
 
 def content_hash(frame: pd.DataFrame | pa.Table) -> str:
@@ -358,14 +357,13 @@ def sweep_quarantine(home: Home) -> list[str]:
 
 def _keep_copy(source: Path, destination: Path, sample: bool) -> tuple[str, int | None]:
     """Copy the file (or its first bytes) unless it must not be opened: (kept, source size)."""
-    if refusal(source) is not None or not source.exists():
-        return "nothing", None
     try:
-        handle = open_regular(source)
-    except OSError:
+        handle = open_source(source)  # one checked descriptor: a file swapped in is not copied
+    except InputError:
         return "nothing", None
     with handle:
-        size = os.fstat(handle.fileno()).st_size
+        st = os.fstat(handle.fileno())
+        size = st.st_size
         if sample:
             destination = destination.with_name(destination.name + ".sample")
             with open(destination, "wb") as out:
@@ -373,7 +371,8 @@ def _keep_copy(source: Path, destination: Path, sample: bool) -> tuple[str, int 
             return (f"first {min(size, SAMPLE_BYTES)} of {size} bytes", size)
         with open(destination, "wb") as out:
             shutil.copyfileobj(handle, out, 1 << 20)
-    shutil.copystat(source, destination)
+    os.chmod(destination, stat.S_IMODE(st.st_mode))
+    os.utime(destination, ns=(st.st_atime_ns, st.st_mtime_ns))
     return "file", size
 
 

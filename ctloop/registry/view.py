@@ -6,8 +6,11 @@ database) costs seconds; a status line needs three small queries. On the embedde
 (`registered_model_aliases`, `model_versions`, `model_version_tags`: MLflow's schema since
 2.3), with MLflow's own rules: deleted versions are hidden and, in single-tenant mode, only the
 `default` workspace counts. Anything else (a tracking server, PostgreSQL, MLflow workspaces, a
-database without these tables) goes through MLflow (`ctloop.registry.store.Registry`).
-Nothing is created: a home without a database has no versions.
+database whose tables lack these columns) goes through MLflow
+(`ctloop.registry.store.Registry`). Nothing is created or written: a home without a database,
+or with one MLflow never finished setting up (0 bytes, or cut short by a full disk: these
+tables missing), has no versions, where opening it with MLflow would first create its tables
+(a write, which a full disk refuses).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class SqliteRegistryView:
         self.name = name
         self.tracking_uri = tracking_uri
         self._workspaced: set[str] | None = None
+        self._present: set[str] = set()  # the tables of _COLUMNS the database has
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -71,18 +75,21 @@ class SqliteRegistryView:
         Raises:
             UnexpectedSchema: a table or column is missing (e.g. a database not yet set up).
         """
-        if not self.path.exists():
-            self._workspaced = set()
-            return self
+        self._workspaced, self._present = set(), set()
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return self  # no database yet, or one SQLite created but never wrote a page to
         with self._connect() as db:
-            workspaced = set()
+            workspaced, present = set(), set()
             for table, needed in _COLUMNS.items():
                 columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if not columns:
+                    continue  # not made yet: MLflow makes all its tables before any version
                 if not needed <= columns:
                     raise UnexpectedSchema(f"{self.path}: {table} lacks {needed - columns}")
+                present.add(table)
                 if "workspace" in columns:
                     workspaced.add(table)
-        self._workspaced = workspaced
+        self._workspaced, self._present = workspaced, present
         return self
 
     def _where(self, table: str, alias: str = "") -> str:
@@ -91,8 +98,13 @@ class SqliteRegistryView:
         column = f"{alias}.workspace" if alias else "workspace"
         return f" AND {column} = '{DEFAULT_WORKSPACE}'" if table in self._workspaced else ""
 
+    def _has(self, table: str) -> bool:
+        if self._workspaced is None:
+            self.check()
+        return table in self._present
+
     def _refs(self, version: int | None = None) -> list[ModelRef]:
-        if not self.path.exists():
+        if not self._has("model_versions"):
             return []
         query = (
             "SELECT version, run_id FROM model_versions WHERE name = ? AND current_stage != ?"
@@ -107,7 +119,7 @@ class SqliteRegistryView:
         with self._connect() as db:
             rows = db.execute(query, params).fetchall()
             tags: dict[int, dict[str, str]] = {}
-            if rows:
+            if rows and self._has("model_version_tags"):
                 for v, key, value in db.execute(tags_query, [self.name]):
                     tags.setdefault(int(v), {})[key] = value
         refs = []
@@ -118,7 +130,7 @@ class SqliteRegistryView:
         return sorted((r for r in refs if r.complete), key=lambda r: r.version)
 
     def by_alias(self, alias: str) -> ModelRef | None:
-        if not self.path.exists():
+        if not self._has("registered_model_aliases"):
             return None
         query = "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?"
         query += self._where("registered_model_aliases")

@@ -53,13 +53,16 @@ def type_like_ingestion(source: str, schema, config: Config) -> pd.DataFrame:
     import pyarrow as pa
 
     from ctloop.data.batches import read_chunks
+    from ctloop.lake.sources import open_source
     from ctloop.validate.checks import type_chunk
 
     salt = read_dataset_inputs(config).salt
-    typed = [
-        type_chunk(chunk, schema, salt)[0]
-        for chunk in read_chunks(source, config.ingest.chunk_bytes, config.ingest.delimiter)
-    ]
+    size, delimiter = config.ingest.chunk_bytes, config.ingest.delimiter
+    with open_source(source) as handle:  # one checked descriptor, as ingestion reads a file
+        typed = [
+            type_chunk(chunk, schema, salt)[0]
+            for chunk in read_chunks(source, size, delimiter, handle=handle)
+        ]
     if not typed:
         raise InputError(f"{source}: no rows to score")
     return pa.concat_tables(typed, promote_options="permissive").to_pandas()

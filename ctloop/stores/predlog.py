@@ -3,6 +3,8 @@
 Rows go to a queue; one writer thread drains it in batches into an SQL store (SQLite under the
 home by default, PostgreSQL by URL in the cluster profile). Feedback (true labels by request id)
 lands in a second table; joining both gives online metrics per version and new labelled rows.
+A client's request id is claimed in a third table whose key is the id, so every server replica
+sharing the log sees one claim: of two racing on one id, exactly one inserts it.
 """
 
 from __future__ import annotations
@@ -77,7 +79,28 @@ def _tables(metadata):
         Column("ts", Float, nullable=False),
         Index("ix_feedback_request", "request_id", "row"),
     )
-    return predictions, feedback
+    claims = Table(
+        "request_claims",
+        metadata,
+        Column("request_id", String(128), primary_key=True),  # one claim per id, all replicas
+        Column("ts", Float, nullable=False),
+    )
+    return predictions, feedback, claims
+
+
+def _create_tables(metadata, engine, attempts: int = 5) -> None:
+    """Create what is missing; replicas starting at once on a new log may race to create a
+    table (`already exists`): the loser looks again and finds it made."""
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except DBAPIError as exc:
+            if attempt == attempts - 1 or "exist" not in str(exc).lower():
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _json(value: Any) -> str:
@@ -105,14 +128,14 @@ class PredictionLog:
             @event.listens_for(self.engine, "connect")
             def _pragmas(conn, _record):  # WAL: readers never block the writer
                 cur = conn.cursor()
+                cur.execute("PRAGMA busy_timeout=10000")  # first: replicas open it at once
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")
-                cur.execute("PRAGMA busy_timeout=10000")
                 cur.close()
 
         metadata = MetaData()
-        self.predictions, self.feedback = _tables(metadata)
-        metadata.create_all(self.engine)
+        self.predictions, self.feedback, self.claims = _tables(metadata)
+        _create_tables(metadata, self.engine)
         self.batch_rows = batch_rows
         self.flush_seconds = flush_seconds
         self.max_queue_rows = max_queue_rows
@@ -124,7 +147,6 @@ class PredictionLog:
         self._count_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._claimed: set[str] = set()  # client request ids being served, not yet written
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -180,7 +202,6 @@ class PredictionLog:
         with self._count_lock:
             self._written += len(rows)
             self._pending -= len(rows)
-            self._claimed.difference_update({r.request_id for r in rows})  # now in the store
 
     def flush(self) -> None:
         """Write everything queued so far (the writer thread or the caller, never both at once)."""
@@ -227,32 +248,34 @@ class PredictionLog:
     def claim(self, request_id: str) -> bool:
         """Reserve a request id given by a client for one request; False when it was used.
 
-        Used means served before (in the store) or being served now (claimed and not yet
-        written): a request id names one request, so one label can only ever join one served
-        record. Release a claim whose request failed (`release`).
+        Used means claimed before, by this server or any other sharing the log (served, or
+        being served now), or served before claims were kept: a request id names one request,
+        so one label can only ever join one served record. The claim is one INSERT of the id
+        as a primary key, atomic across processes and hosts: of replicas racing on one id,
+        exactly one gets True. Release a claim whose request failed (`release`).
         """
         from sqlalchemy import select
+        from sqlalchemy.exc import IntegrityError
 
-        with self._count_lock:
-            if request_id in self._claimed:
-                return False
-            self._claimed.add(request_id)
         p = self.predictions
-        query = select(p.c.id).where(p.c.request_id == request_id, p.c.role == SERVED).limit(1)
+        served = select(p.c.id).where(p.c.request_id == request_id, p.c.role == SERVED).limit(1)
         try:
-            with self.engine.connect() as conn:
-                used = conn.execute(query).first() is not None
-        except BaseException:
-            self.release(request_id)
-            raise
-        if used:
-            self.release(request_id)
-        return not used
+            with self.engine.begin() as conn:
+                conn.execute(self.claims.insert().values(request_id=request_id, ts=time.time()))
+                # a log written by an older ctloop holds served ids without a claim
+                return conn.execute(served).first() is None
+        except IntegrityError:
+            return False
 
     def release(self, request_id: str) -> None:
-        """Give back a claimed request id (its request failed before anything was logged)."""
-        with self._count_lock:
-            self._claimed.discard(request_id)
+        """Give back a claimed request id (its request failed before anything was logged).
+
+        Never raises: when the store cannot be written the id stays used (the safe side)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(self.claims.delete().where(self.claims.c.request_id == request_id))
+        except Exception as exc:
+            log.warning("prediction log: request id %r stays used: %s", request_id, exc)
 
     def add_feedback(self, items: Iterable[tuple[str, int, Any]]) -> int:
         """Store true labels as (request id, row, label); the latest label of a row wins."""

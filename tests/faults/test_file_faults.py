@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
+import sys
 import threading
 from pathlib import Path
 
@@ -239,3 +241,139 @@ def test_reading_a_batch_for_monitor_or_scoring_refuses_the_same_files(tmp_path,
     for name, says in (("pipe.csv", "FIFO"), ("passwd.csv", "outside")):
         with pytest.raises(InputError, match=says):
             read_batch(folder / name)
+
+
+# -- a file swapped between the check and the read (TOCTOU) ---------------------------------
+
+
+def _swap_after_check(monkeypatch, path: Path, swap) -> list:
+    """Run the real check (`refusal`) on `path`, then swap the file, once, before ctloop opens
+    it: what a hostile writer racing the check would do. Patched wherever ctloop calls the
+    check from. Returns the check's answers on `path` (the race was run when it holds one)."""
+    import ctloop.lake.sources as sources
+
+    real = sources.refusal
+    answers: list = []
+
+    def checked_then_swapped(p, *args, **kwargs):
+        answer = real(p, *args, **kwargs)
+        if Path(p) == path and not answers:
+            answers.append(answer)
+            swap(path)
+        return answer
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("ctloop") and getattr(module, "refusal", None) is real:
+            monkeypatch.setattr(module, "refusal", checked_then_swapped)
+    return answers
+
+
+@pytest.fixture
+def outside_batch(tmp_path: Path, day_frame) -> Path:
+    """A valid batch outside the ingest folder, every text value a secret: read, it would be
+    accepted (or quarantined with its lines)."""
+    secret = day_frame.copy()
+    for column in secret.select_dtypes("object").columns:
+        secret[column] = SECRET
+    path = tmp_path / "private" / "batch.csv"
+    path.parent.mkdir(exist_ok=True)
+    secret.to_csv(path, index=False)
+    return path
+
+
+def _to_link(target: Path):
+    def swap(path: Path) -> None:
+        path.unlink()
+        path.symlink_to(target)
+
+    return swap
+
+
+def _to_fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def test_a_file_swapped_for_a_link_out_of_its_folder_after_the_check_is_not_read(
+    tmp_path, monkeypatch, config, home, day_frame, outside_batch
+):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    path = landing / "day.csv"
+    day_frame.to_csv(path, index=False)
+    answers = _swap_after_check(monkeypatch, path, _to_link(outside_batch))
+    outcome = _ingest_in_thread(path, config, home).as_dict()
+    assert answers == [None] and path.is_symlink()  # checked as a regular file, then swapped
+    assert outcome["status"] == "quarantined", outcome
+    (reason,) = outcome["reasons"]
+    assert reason["message"] == (
+        f"{path}: a symbolic link to a file outside {landing} (refused, not read)"
+    )
+    assert list_snapshots(home) == []
+    (record,) = list_quarantined(home)
+    assert record.kept == "nothing"
+    assert SECRET not in _everything_written(home)
+
+
+def test_a_file_swapped_for_a_fifo_after_the_check_is_refused_without_hanging(
+    tmp_path, monkeypatch, config, home, day_frame
+):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = folder / "day.csv"
+    day_frame.to_csv(path, index=False)
+    answers = _swap_after_check(monkeypatch, path, _to_fifo)
+    outcome = _ingest_in_thread(path, config, home).as_dict()
+    assert answers == [None] and stat.S_ISFIFO(os.lstat(path).st_mode)
+    assert outcome["status"] == "quarantined", outcome
+    assert outcome["reasons"][0]["message"] == (
+        f"{path}: a named pipe (FIFO), not a regular file (refused, not read)"
+    )
+    assert list_snapshots(home) == [] and list_quarantined(home)[0].kept == "nothing"
+
+
+def _folder_to_link(target: Path):
+    """Swap the folder holding the file for a link to `target`'s folder (same file name)."""
+
+    def swap(path: Path) -> None:
+        path.parent.rename(path.parent.with_name("moved-away"))
+        path.parent.symlink_to(target.parent)
+
+    return swap
+
+
+@pytest.mark.parametrize("swap", ["link", "fifo", "folder"])
+def test_reading_a_batch_refuses_a_file_swapped_after_the_check(
+    tmp_path, monkeypatch, day_frame, outside_batch, swap
+):
+    """`ctloop monitor`, `score`, `replay` and `init` read through `read_batch`. "folder": the
+    file's folder is swapped for a link out (the file's own name is no link: only the open
+    descriptor shows where it leads)."""
+    from ctloop.errors import InputError
+    from ctloop.lake.snapshots import read_batch
+
+    folder = tmp_path / "in" / "sub"
+    folder.mkdir(parents=True)
+    path = folder / outside_batch.name
+    day_frame.to_csv(path, index=False)
+    swaps = {
+        "link": _to_link(outside_batch),
+        "fifo": _to_fifo,
+        "folder": _folder_to_link(outside_batch),
+    }
+    answers = _swap_after_check(monkeypatch, path, swaps[swap])
+    box: dict = {}
+
+    def read() -> None:
+        try:
+            box["frame"] = read_batch(path)
+        except InputError as exc:
+            box["error"] = str(exc)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "read_batch hung on a FIFO swapped in after the check"
+    assert answers == [None]
+    assert "frame" not in box, "the swapped-in file was read"
+    assert box["error"].startswith(f"{path}: ") and box["error"].endswith("(refused, not read)")

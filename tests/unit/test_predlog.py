@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+
 from ctloop.stores.predlog import LoggedPrediction, PredictionLog
 
 
@@ -50,3 +53,37 @@ def test_a_request_id_is_claimed_once_in_memory_and_in_the_store(tmp_path):
         assert restarted.joined()["label"].tolist() == ["no"]
     finally:
         restarted.close()
+
+
+def _replica(url: str, ids: list[str], start, results) -> None:
+    """One server replica: open the shared log when told, then claim every id at once."""
+    start.wait()
+    log = PredictionLog(url)
+    try:
+        start.wait()
+        results.put((os.getpid(), [log.claim(i) for i in ids]))
+    finally:
+        log.close()
+
+
+def test_two_processes_racing_on_the_same_ids_claim_each_once(tmp_path):
+    """Replicas sharing one log: for each id exactly one claim wins, whoever is first. They
+    also open a new log at the same moment (both create its tables)."""
+    url = f"sqlite:///{tmp_path / 'shared' / 'log.db'}"
+    ids = [f"race-{i}" for i in range(300)]
+    spawn = multiprocessing.get_context("spawn")  # fresh processes, as replicas are
+    start, results = spawn.Barrier(2), spawn.Queue()
+    replicas = [spawn.Process(target=_replica, args=(url, ids, start, results)) for _ in "ab"]
+    for replica in replicas:
+        replica.start()
+    answers = [results.get(timeout=120) for _ in replicas]
+    for replica in replicas:
+        replica.join(30)
+        assert replica.exitcode == 0
+    (_, a), (_, b) = answers
+    assert [x + y for x, y in zip(a, b, strict=True)] == [1] * len(ids)  # one winner per id
+    later = PredictionLog(url)
+    try:
+        assert not any(later.claim(i) for i in ids)  # and none is free afterwards
+    finally:
+        later.close()
