@@ -249,6 +249,20 @@ def next_semver(
     return f"{major}.{minor + 1}.0"
 
 
+@contextmanager
+def _no_mlflow_chatter() -> Iterator[None]:
+    """Silence the lines MLflow prints to stderr past its loggers ("Successfully registered
+    model ...", "Created version ..."): ctloop reports the version itself."""
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    before = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        yield
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = before
+
+
 class Registry:
     """One MLflow registered model per project, with `champion` and `challenger` aliases."""
 
@@ -607,7 +621,7 @@ class Registry:
             digest = artifact_digest(local)
         whole = {k: str(v)[:TAG_LIMIT] for k, v in tags.items() if k != TAG_NOTE}
         whole[TAG_ARTIFACT_DIGEST] = digest
-        with self._fluent() as mlflow:
+        with self._fluent() as mlflow, _no_mlflow_chatter():
             mv = mlflow.register_model(model_uri, self.name, tags=whole)
         pause("register.created")
         if tags.get(TAG_NOTE):  # the run's description is the version's too

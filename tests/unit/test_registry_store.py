@@ -18,7 +18,7 @@ def test_opening_registries_leaves_mlflows_process_uris_alone(tmp_path):
     assert second.client.get_experiment_by_name("first") is None
 
 
-def test_a_version_loads_and_reads_from_its_own_store_whatever_mlflow_points_at(tmp_path):
+def test_a_version_loads_and_reads_from_its_own_store_whatever_mlflow_points_at(tmp_path, capfd):
     """A process worker that never pointed MLflow anywhere loads the champion from the store it
     names; MLflow's `models:/` resolution alone would read `./mlflow.db` (and not find it)."""
     import mlflow
@@ -36,7 +36,14 @@ def test_a_version_loads_and_reads_from_its_own_store_whatever_mlflow_points_at(
         tags={},
         artifacts={"card.md": "# iris"},
     )
+    capfd.readouterr()
     ref = registry.register(model_uri, run_id, {"semver": "1.0.0"})
+    # MLflow's own registration lines (printed past its loggers) stay out of ctloop's output
+    err = capfd.readouterr().err
+    assert "Successfully registered" not in err and "Created version" not in err, err
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    assert MLFLOW_LOGGING_STREAM.enabled  # and MLflow's stream is on again afterwards
     before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     elsewhere = tmp_path / "elsewhere.db"
     try:
