@@ -105,7 +105,8 @@ class BatchPoint:
     metric: float | None
     retrained: bool = False
     note: str = ""
-    estimate: float | None = None  # `ctloop`: the label-free estimate on the batch's features
+    # `ctloop`: the label-free estimate of `ReplayResult.estimate_metric` on the batch's features
+    estimate: float | None = None
 
 
 @dataclass
@@ -203,6 +204,7 @@ class ReplayResult:
     oracle: OracleResult | None = None
     label_delay: str | None = None
     reference: float | None = None  # the first model's holdout metric (the scale of alpha)
+    estimate_metric: str | None = None  # the metric `ctloop` estimates without labels
 
     def at_cost(self, retrain_cost: float) -> tuple[OracleResult, dict[str, float]]:
         """The oracle and every policy's regret at another alpha (needs the oracle)."""
@@ -218,6 +220,7 @@ class ReplayResult:
             "batches": self.batches,
             "metric_name": self.metric_name,
             "label_delay": self.label_delay,
+            "estimate_metric": self.estimate_metric,
             "per_batch": {name: [asdict(x) for x in p.points] for name, p in self.policies.items()},
         }
 
@@ -385,6 +388,9 @@ class Replayer:
         self.target = config.require_target()
         self.timestamp = config.dataset.timestamp
         self.metric_name = config.gates.primary_metric
+        # what the live monitor estimates: the primary metric when it can be, else the task's
+        # first estimable metric (multiclass `roc_auc_ovr`: accuracy)
+        self.estimate_metric = choose_metric(config.dataset.task, None, self.metric_name)
         self.manifests = [_manifest(i, b, self.timestamp) for i, (_, b) in enumerate(batches)]
         self.arrival = label_arrivals(self.manifests, label_delay)
         # known[i]: the newest batch whose labels are known after batch i (-1: none); arrivals
@@ -723,10 +729,13 @@ class Replayer:
         frame = self.features_of(index)
         candidate = served.candidate
         X = prepare_features(frame, candidate.numeric, candidate.categorical)
-        metric = choose_metric(estimator.task, None, self.metric_name)
         try:
             return estimate_frame(
-                estimator, candidate.pipeline, X, metric, chunk_rows=max(len(frame), 1)
+                estimator,
+                candidate.pipeline,
+                X,
+                self.estimate_metric,
+                chunk_rows=max(len(frame), 1),
             )
         except (ValueError, IndexError):
             return None
@@ -846,7 +855,13 @@ def replay(
     delay_text = str(delay) if isinstance(delay, pd.Timedelta) else f"{delay} batch{plural}"
     delay_text = delay_text if delay else None
     return ReplayResult(
-        results, len(batches), config.gates.primary_metric, best, delay_text, reference
+        results,
+        len(batches),
+        config.gates.primary_metric,
+        best,
+        delay_text,
+        reference,
+        replayer.estimate_metric,
     )
 
 
@@ -865,6 +880,10 @@ def plot_replay(result: ReplayResult, path: Path) -> Path:
         marks = [x for x, p in zip(xs, policy.points, strict=True) if p.retrained]
         mark_y = [ys[x] if not np.isnan(ys[x]) else np.nanmin(ys) for x in marks]
         ax.scatter(marks, mark_y, color=line.get_color(), marker="v", s=36, zorder=3)
+        estimates = [np.nan if p.estimate is None else p.estimate for p in policy.points]
+        if result.estimate_metric == result.metric_name and not np.isnan(estimates).all():
+            label = f"{name}: its estimate before the labels"
+            ax.plot(xs, estimates, ":", color=line.get_color(), linewidth=1.2, label=label)
     ax.set_xlabel("batch")
     ax.set_ylabel(f"served {result.metric_name} (prequential)")
     ax.set_title("ctloop replay: metric of the serving model per batch; ▼ = retrain")
@@ -910,9 +929,10 @@ def report_html(result: ReplayResult, png: Path, path: Path) -> Path:
     for name, policy in result.policies.items():
         items = "".join(
             f"<li>{html.escape(p.batch)}: {'' if p.metric is None else f'{p.metric:.4f}'} "
+            f"{'' if p.estimate is None else f'(estimated {p.estimate:.4f}) '}"
             f"{'<b>retrain</b> ' if p.retrained else ''}{html.escape(p.note)}</li>"
             for p in policy.points
-            if p.retrained or p.note
+            if p.retrained or p.note or p.estimate is not None
         )
         notes += f"<h3>{html.escape(name)}</h3><ul>{items}</ul>"
     body = (
