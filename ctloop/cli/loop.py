@@ -300,7 +300,13 @@ def replay(
     id_col: IdOpt = None,
     exclude: ExcludeOpt = None,
     schedule_every: Annotated[int, typer.Option(help="batches between scheduled retrains")] = 7,
-    policies: Annotated[str, typer.Option(help="comma list")] = "never,every_batch,schedule,ctloop",
+    policies: Annotated[
+        str,
+        typer.Option(
+            help="comma list of never, every_batch, schedule, ctloop (the live rules, the "
+            "label-free estimate included) and ctloop_no_estimate (drift and decay alone)"
+        ),
+    ] = "never,every_batch,schedule,ctloop",
     min_new_rows: Annotated[
         int | None,
         typer.Option(help="new-data rule for ctloop (default: triggers.min_new_rows, as live)"),
@@ -369,7 +375,8 @@ def replay(
         print_json(answer)
         return
     console = Console()
-    table = Table(title=f"replay of {data.name}: {result.batches} batches of {freq}")
+    late = f", labels {result.label_delay} late" if result.label_delay else ""
+    table = Table(title=f"replay of {data.name}: {result.batches} batches of {freq}{late}")
     for col in ("policy", f"mean {result.metric_name}", "retrains", "compute s", "regret"):
         table.add_column(col)
     for name, p in result.policies.items():

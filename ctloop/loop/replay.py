@@ -11,8 +11,15 @@ rule); they differ only in when they retrain:
 - `ctloop`: the live system's rules, decided by the live code (`ctloop.loop.policy.decide` on the
   state the live loop would read): drift from Evidently on the batch's features against the
   champion's training window (a drift retrain trains on data since the onset once
-  `drift_min_rows` arrived), performance decay of the served metric, the new-data volume rule,
-  the cooldown; and the challenger must pass the blessing gate.
+  `drift_min_rows` arrived), the label-free estimate of the served model's metric on the batch's
+  features (the estimated-drop trigger, `triggers.decide_estimated_drop`, and the
+  `drift_needs_estimated_drop` filter, `triggers.judge_drift`), performance decay of the served
+  metric, the new-data volume rule, the cooldown; and the challenger must pass the blessing gate.
+  The live monitor estimates on every features batch, so `ctloop` does too: the estimator is
+  fitted on the served fit's holdout (once per fit, as a live version keeps its own) and sees
+  the batch's features only, never its labels.
+- `ctloop_no_estimate` (on request): `ctloop` as if no estimate could be made (live: the monitor
+  answers no estimate), i.e. drift and decay alone; what the estimate adds, under the same delay.
 
 Every policy trains on the live loop's window: the rule (`ctloop.loop.policy.window_ids`: whole
 batches of the newest `training.window_days`, reaching back to `training.min_rows` rows), or,
@@ -75,9 +82,17 @@ from ctloop.model.evaluate import (
 )
 from ctloop.model.metrics import check_metric, higher_is_better, scale
 from ctloop.model.train import Candidate, prepare_features, split_holdout, train_candidate
-from ctloop.monitor.drift import detect_drift
+from ctloop.monitor.drift import DriftSummary, detect_drift
+from ctloop.registry.estimator import (
+    VersionEstimator,
+    choose_metric,
+    estimate_frame,
+    fit_estimator,
+)
 
-POLICIES = ("never", "every_batch", "schedule", "ctloop")
+POLICIES = ("never", "every_batch", "schedule", "ctloop")  # the default set (DESIGN's keys)
+CTLOOP_POLICIES = ("ctloop", "ctloop_no_estimate")  # the live rules, with and without the estimate
+KNOWN_POLICIES = (*POLICIES, "ctloop_no_estimate")
 # a batch with fewer labelled rows is scored together with the next ones (an AUC or an rmse of
 # a handful of rows says little)
 SCORE_MIN_ROWS = 30
@@ -90,6 +105,8 @@ class BatchPoint:
     metric: float | None
     retrained: bool = False
     note: str = ""
+    # `ctloop`: the label-free estimate of `ReplayResult.estimate_metric` on the batch's features
+    estimate: float | None = None
 
 
 @dataclass
@@ -187,6 +204,7 @@ class ReplayResult:
     oracle: OracleResult | None = None
     label_delay: str | None = None
     reference: float | None = None  # the first model's holdout metric (the scale of alpha)
+    estimate_metric: str | None = None  # the metric `ctloop` estimates without labels
 
     def at_cost(self, retrain_cost: float) -> tuple[OracleResult, dict[str, float]]:
         """The oracle and every policy's regret at another alpha (needs the oracle)."""
@@ -202,6 +220,7 @@ class ReplayResult:
             "batches": self.batches,
             "metric_name": self.metric_name,
             "label_delay": self.label_delay,
+            "estimate_metric": self.estimate_metric,
             "per_batch": {name: [asdict(x) for x in p.points] for name, p in self.policies.items()},
         }
 
@@ -369,6 +388,9 @@ class Replayer:
         self.target = config.require_target()
         self.timestamp = config.dataset.timestamp
         self.metric_name = config.gates.primary_metric
+        # what the live monitor estimates: the primary metric when it can be, else the task's
+        # first estimable metric (multiclass `roc_auc_ovr`: accuracy)
+        self.estimate_metric = choose_metric(config.dataset.task, None, self.metric_name)
         self.manifests = [_manifest(i, b, self.timestamp) for i, (_, b) in enumerate(batches)]
         self.arrival = label_arrivals(self.manifests, label_delay)
         # known[i]: the newest batch whose labels are known after batch i (-1: none); arrivals
@@ -378,6 +400,8 @@ class Replayer:
         self._fits: dict[tuple[str, ...], _Fit] = {}
         self._windows: dict[tuple[int, str | None], list[str]] = {}
         self._outputs: dict[tuple[tuple[str, ...], int], tuple] = {}
+        self._estimators: dict[tuple[str, ...], VersionEstimator | None] = {}
+        self._drifts: dict[tuple[tuple[str, ...], int], tuple[DriftSummary, float]] = {}
         self.fit_log: list[tuple[int, tuple[str, ...]]] = []  # (decided after batch, window)
 
     # -- shared pieces -------------------------------------------------------------------------
@@ -582,11 +606,20 @@ class Replayer:
                 elif policy_name == "schedule":
                     retrain = (i - first) % self.schedule_every == 0
                     note = f"every {self.schedule_every} batches" if retrain else ""
-                elif policy_name == "ctloop":
+                elif policy_name in CTLOOP_POLICIES:
                     known = [(v, r) for j, v, r in served_hits if self.arrival[j] <= i]
-                    retrain, since, note, pending = self._ctloop_step(
-                        i, batch, served, pending, last_retrain, known, trained_end
+                    retrain, since, note, pending, reused = self._ctloop_step(
+                        i,
+                        batch,
+                        served,
+                        pending,
+                        last_retrain,
+                        known,
+                        trained_end,
+                        point,
+                        estimate=policy_name == "ctloop",
                     )
+                    compute += reused  # a drift check made first for the other variant
                 if scored is None:
                     wait = f"scored with the next batches ({pool.rows} rows so far)"
                     note = f"{note}; {wait}" if note else wait
@@ -605,7 +638,7 @@ class Replayer:
                     continue
                 compute += challenger.seconds
                 replace = True
-                if policy_name == "ctloop":
+                if policy_name in CTLOOP_POLICIES:
                     t0 = time.perf_counter()
                     champion_metrics = self._score(served.candidate, challenger.holdout)
                     blessing = bless(challenger.metrics, champion_metrics, self.config.gates)
@@ -649,20 +682,92 @@ class Replayer:
             last_trained_end=trained_end,
         )
 
-    def _ctloop_step(self, i, batch, served, pending, last_retrain, served_hits, trained_end):
-        """The live decision code on one batch: monitor, then the retrain rules.
+    def _estimator(self, fit: _Fit) -> VersionEstimator | None:
+        """The label-free estimator of a fit, fitted once on its own holdout (as a live version
+        keeps the one fitted on its holdout); None when it cannot be fitted."""
+        if fit.ids not in self._estimators:
+            candidate = fit.candidate
+            X = prepare_features(fit.holdout, candidate.numeric, candidate.categorical)
+            try:
+                self._estimators[fit.ids] = fit_estimator(
+                    candidate.pipeline,
+                    X,
+                    fit.holdout[self.target].reset_index(drop=True),
+                    self.config.dataset.task,
+                    reference=fit.metrics,
+                )
+            except (ValueError, IndexError):  # e.g. a holdout too small to calibrate on
+                self._estimators[fit.ids] = None
+        return self._estimators[fit.ids]
 
-        `served_hits`: (metric, rows) of the served model on batches whose labels arrived.
-        """
-        rules = self.config.triggers
+    def _drift(
+        self, served: _Served, index: int, batch: pd.DataFrame
+    ) -> tuple[DriftSummary, float]:
+        """Drift of batch `index` against the served fit's window, checked once (`ctloop` and
+        `ctloop_no_estimate` serve the same fits until their decisions part); and the seconds
+        of the check when it was made before (charged to each policy that reads it)."""
+        key = (served.fit.ids, index)
+        if key in self._drifts:
+            return self._drifts[key]
+        t0 = time.perf_counter()
         columns = served.candidate.features
         summary = detect_drift(served.window, batch, columns, self.config.drift, html_when="never")
-        if summary.drift and pending is None:
-            pending = triggers.PendingDrift(
-                since=self.manifests[i].time_min,
-                detected_at=self.manifests[i].time_max,
-                reasons=summary.reasons,
+        self._drifts[key] = (summary, time.perf_counter() - t0)
+        return summary, 0.0
+
+    def features_of(self, index: int) -> pd.DataFrame:
+        """Batch `index` as the monitor sees it when it arrives: its features, no label."""
+        return self.batches[index][1].drop(columns=[self.target])
+
+    def estimate(self, served: _Served, index: int) -> dict | None:
+        """The served model's metric estimated on batch `index`'s features, as the live monitor
+        estimates a features batch (`estimate_frame`, one chunk of the whole batch); None when
+        there is no estimate (the live monitor then warns and goes on)."""
+        estimator = self._estimator(served.fit)
+        if estimator is None:
+            return None
+        frame = self.features_of(index)
+        candidate = served.candidate
+        X = prepare_features(frame, candidate.numeric, candidate.categorical)
+        try:
+            return estimate_frame(
+                estimator,
+                candidate.pipeline,
+                X,
+                self.estimate_metric,
+                chunk_rows=max(len(frame), 1),
             )
+        except (ValueError, IndexError):
+            return None
+
+    def _ctloop_step(
+        self,
+        i,
+        batch,
+        served,
+        pending,
+        last_retrain,
+        served_hits,
+        trained_end,
+        point,
+        estimate=True,
+    ):
+        """The live decision code on one batch: monitor (drift, the label-free estimate, online
+        decay, the onsets recorded as the monitor records them), then the retrain rules.
+
+        `served_hits`: (metric, rows) of the served model on batches whose labels arrived.
+        `estimate`: False for `ctloop_no_estimate` (the monitor had no estimate to give).
+        """
+        rules = self.config.triggers
+        summary, reused = self._drift(served, i, batch)
+        # the estimate sees the batch's features only (`features_of`): its labels may not
+        # have arrived yet
+        found = self.estimate(served, i) if estimate else None
+        if found is not None:
+            point.estimate = found.get("estimate")
+        estimated = triggers.decide_estimated_drop(found, rules)
+        verdict = triggers.judge_drift(summary.drift, found, rules)
+        perf = None
         if served_hits and pending is None:
             values, weights = zip(*served_hits, strict=True)
             online = float(np.average(values, weights=weights))
@@ -675,20 +780,25 @@ class Replayer:
                 served.metric_std,
                 served.holdout_rows,
             )
-            if perf.retrain:
-                pending = triggers.PendingDrift(
-                    since=self.manifests[i].time_min,
-                    detected_at=self.manifests[i].time_max,
-                    reasons=[perf.reason],
-                    trigger=triggers.PERFORMANCE,
-                )
+        if pending is None:  # the first change offered wins (`triggers.record_changes`)
+            changes = triggers.changes_to_record(
+                self.manifests[i].time_min,
+                self.manifests[i].time_max,
+                summary.reasons if verdict.retrains else None,
+                estimated,
+                perf,
+                served_since=self.manifests[i].time_min,
+            )
+            pending = changes[0] if changes else None
         now = datetime.fromisoformat(self.manifests[i].time_max).replace(tzinfo=None)
         state = self.state_at(i, served, pending, last_retrain, trained_end)
         decision = live.decide(state, rules, now=now)
         if decision.retrain:
-            return True, decision.since, f"{decision.trigger}: {decision.reason}", pending
-        note = f"{pending.trigger} pending" if pending else ""
-        return False, None, note, pending
+            return True, decision.since, f"{decision.trigger}: {decision.reason}", pending, reused
+        notes = [f"{pending.trigger} pending"] if pending else []
+        if summary.drift and not verdict.retrains:
+            notes.append("drift does not retrain: the estimate says it does not hurt")
+        return False, None, "; ".join(notes), pending, reused
 
 
 def replay(
@@ -716,9 +826,9 @@ def replay(
         raise InputError(f"target column '{target}' is not in the data")
     if not config.dataset.timestamp:
         raise InputError("replay needs a timestamp column (--timestamp COL)")
-    unknown = sorted(set(policies) - set(POLICIES))
+    unknown = sorted(set(policies) - set(KNOWN_POLICIES))
     if unknown:
-        raise InputError(f"unknown policies {unknown}; known: {list(POLICIES)}")
+        raise InputError(f"unknown policies {unknown}; known: {list(KNOWN_POLICIES)}")
     problem = check_metric(config.gates.primary_metric, str(config.dataset.task))
     if problem:
         raise InputError(f"gates.primary_metric: {problem}")
@@ -745,7 +855,13 @@ def replay(
     delay_text = str(delay) if isinstance(delay, pd.Timedelta) else f"{delay} batch{plural}"
     delay_text = delay_text if delay else None
     return ReplayResult(
-        results, len(batches), config.gates.primary_metric, best, delay_text, reference
+        results,
+        len(batches),
+        config.gates.primary_metric,
+        best,
+        delay_text,
+        reference,
+        replayer.estimate_metric,
     )
 
 
@@ -764,6 +880,10 @@ def plot_replay(result: ReplayResult, path: Path) -> Path:
         marks = [x for x, p in zip(xs, policy.points, strict=True) if p.retrained]
         mark_y = [ys[x] if not np.isnan(ys[x]) else np.nanmin(ys) for x in marks]
         ax.scatter(marks, mark_y, color=line.get_color(), marker="v", s=36, zorder=3)
+        estimates = [np.nan if p.estimate is None else p.estimate for p in policy.points]
+        if result.estimate_metric == result.metric_name and not np.isnan(estimates).all():
+            label = f"{name}: its estimate before the labels"
+            ax.plot(xs, estimates, ":", color=line.get_color(), linewidth=1.2, label=label)
     ax.set_xlabel("batch")
     ax.set_ylabel(f"served {result.metric_name} (prequential)")
     ax.set_title("ctloop replay: metric of the serving model per batch; ▼ = retrain")
@@ -809,9 +929,10 @@ def report_html(result: ReplayResult, png: Path, path: Path) -> Path:
     for name, policy in result.policies.items():
         items = "".join(
             f"<li>{html.escape(p.batch)}: {'' if p.metric is None else f'{p.metric:.4f}'} "
+            f"{'' if p.estimate is None else f'(estimated {p.estimate:.4f}) '}"
             f"{'<b>retrain</b> ' if p.retrained else ''}{html.escape(p.note)}</li>"
             for p in policy.points
-            if p.retrained or p.note
+            if p.retrained or p.note or p.estimate is not None
         )
         notes += f"<h3>{html.escape(name)}</h3><ul>{items}</ul>"
     body = (
