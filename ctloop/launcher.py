@@ -3,9 +3,9 @@
 One launcher serves `ctloop up` (`deployments/stack.py`) and `ctloop ui`. Each child writes its
 stdout and stderr to `<log_dir>/<name>.log`; a child that exits while the others start is
 reported with its exit code, its log file and the log's last line. Used as a context manager,
-SIGTERM behaves like Ctrl-C, and leaving the block stops every child: each runs in its own
-process group, which is terminated first and killed after the grace period, so no grandchild
-(a uvicorn worker of `mlflow ui`, say) is left behind.
+SIGTERM behaves like Ctrl-C, and leaving the block stops every child, the last started first:
+each runs in its own process group, which is terminated first and killed after the grace period,
+so no grandchild (a uvicorn worker of `mlflow ui`, say) is left behind.
 """
 
 from __future__ import annotations
@@ -160,17 +160,21 @@ class Launcher:
             child.process.wait()
 
     def stop(self) -> None:
-        """Terminate every child with what it started (its process group); kill what still
-        runs after the grace period.
+        """Terminate every child with what it started (its process group), the last started
+        first, each once the ones started after it have exited; kill what still runs after
+        the grace period.
 
-        A second Ctrl-C or SIGTERM while stopping is ignored, so no child is left behind.
+        The reverse order keeps what a child needs to shut down: the deployment runner of
+        `up` cancels its runs and pauses its schedules through the Prefect server started
+        before it (stopped together, the runner retried a gone server until it was killed,
+        15 s later). A second Ctrl-C or SIGTERM while stopping is ignored, so no child is
+        left behind.
         """
         with _shielded():
             children = list(self.children.values())
-            for child in children:
-                _signal_group(child.process, signal.SIGTERM)
             deadline = time.monotonic() + self.grace_seconds
-            for child in children:
+            for child in reversed(children):
+                _signal_group(child.process, signal.SIGTERM)
                 try:
                     child.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
                 except subprocess.TimeoutExpired:

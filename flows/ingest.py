@@ -5,9 +5,11 @@ from __future__ import annotations
 from prefect import flow
 
 from ctloop.config.settings import Config, load_config
+from ctloop.errors import InputError
 from ctloop.ingest import landing
 from ctloop.ingest.stage import Outcome, Unreadable
 from ctloop.stores.home import home_of
+from flows.monitor import monitor
 from tasks.ingest import commit_snapshot, quarantine_batch, stage_batch
 from tasks.validate import compare_to_reference, gate_batch, log_findings
 
@@ -62,9 +64,23 @@ def ingest(paths: list[str], config: Config | None = None) -> dict:
     return _summary([ingest_one(str(path), config) for path in paths])
 
 
+def monitor_one(path: str, config: Config) -> dict:
+    """A features batch (no target column) through the `monitor` flow: drift against the
+    champion's data and the label-free estimate. A file the monitor cannot read is ingested
+    instead, so it is quarantined with its reasons."""
+    try:
+        result = monitor(path, config, html_when="on_drift")
+    except InputError:
+        return ingest_one(path, config)
+    return {"status": landing.MONITORED, "path": path} | {
+        k: result[k] for k in ("drift", "reasons")
+    }
+
+
 @flow(name="ingest-landing", log_prints=True)
 def ingest_landing(folder: str | None = None, config: Config | None = None) -> dict:
-    """Ingest every new file of the landing folder exactly once (then move or mark it).
+    """Ingest every new file of the landing folder exactly once (then move or mark it); a file
+    of features without the target goes to the monitor instead (`monitored` in the answer).
 
     Args:
         folder: the landing folder (default `ingest.landing`, else `<home>/landing`).
@@ -73,5 +89,9 @@ def ingest_landing(folder: str | None = None, config: Config | None = None) -> d
     config = config or load_config()
     home = home_of(config).ensure()
     return landing.process_landing(
-        landing.landing_folder(config, home, folder), config, lambda p: ingest_one(str(p), config)
+        landing.landing_folder(config, home, folder),
+        config,
+        lambda p: ingest_one(str(p), config),
+        monitor=lambda p: monitor_one(str(p), config),
+        home=home,
     )

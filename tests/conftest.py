@@ -40,6 +40,7 @@ ALONE = ("tests/test_cluster.py",)
 FIRST = (
     *ALONE,
     "tests/test_up.py",
+    "tests/test_up_fresh.py",
     "tests/test_cli.py",
     "tests/test_first_hour.py",
     "tests/faults/test_kills.py",

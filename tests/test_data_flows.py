@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctloop.data.demo import DemoScript, corrupt, demo_config, generate_day
+from ctloop.data.demo import TARGET, DemoScript, corrupt, demo_config, generate_day
 from ctloop.lake import snapshots as lake
 from ctloop.stores.home import home_of
 
@@ -65,8 +65,51 @@ def test_ingest_landing_flow(prefect_harness, tmp_path):
     write_day(landing, 1, broken=True)
     first = ingest_landing(str(landing), config)
     assert len(first["accepted"]) == 1 and len(first["quarantined"]) == 1
-    assert ingest_landing(str(landing), config) == {"accepted": [], "quarantined": []}
+    assert first["monitored"] == []
+    nothing = {"accepted": [], "quarantined": [], "monitored": []}
+    assert ingest_landing(str(landing), config) == nothing
     assert sorted(p.name for p in (landing / ".done").iterdir()) == ["day00.csv"]
+
+
+def _features_only(folder: Path, d: int, drop: tuple[str, ...] = ()) -> Path:
+    frame = generate_day(SCRIPT, d, np.random.default_rng(d)).drop(columns=[TARGET, *drop])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"day{d:02d}_features{'_short' if drop else ''}.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_a_features_file_in_the_landing_folder_is_monitored_not_quarantined(
+    prefect_harness, tmp_path
+):
+    """README: a file without the target holding the schema's features goes to the monitor
+    (ledger `monitored`, `.done/`); one that lacks a feature too, or lands before the first
+    accepted batch (no schema to tell features from a misspelt target), is quarantined."""
+    import json
+
+    from flows.ingest import ingest_landing
+
+    config = demo_config(str(tmp_path / "home"), rows_per_day=SCRIPT.rows_per_day)
+    home = home_of(config)
+    landing = tmp_path / "landing"
+    early = _features_only(landing, 0)
+    first = ingest_landing(str(landing), config)
+    assert first["monitored"] == [] and [q["path"] for q in first["quarantined"]] == [str(early)]
+    assert "target column 'default' is missing" in first["quarantined"][0]["reasons"][0]["message"]
+
+    write_day(landing, 1)
+    features = _features_only(landing, 2)
+    short = _features_only(landing, 3, drop=("income",))
+    second = ingest_landing(str(landing), config)
+    assert [a["rows"] for a in second["accepted"]] == [300]
+    assert [m["path"] for m in second["monitored"]] == [str(features)]
+    assert second["monitored"][0]["reasons"] == ["no champion yet: nothing to compare against"]
+    assert [q["path"] for q in second["quarantined"]] == [str(short)]
+    assert len(lake.list_snapshots(home)) == 1 and len(lake.list_quarantined(home)) == 2
+    done = sorted(p.name for p in (landing / ".done").iterdir())
+    assert done == ["day01.csv", "day02_features.csv"]
+    ledger = [json.loads(line) for line in (landing / ".ctloop-ingested.jsonl").open()]
+    assert {e["file"]: e["status"] for e in ledger}["day02_features.csv"] == "monitored"
 
 
 def test_quarantined_batches_complete_the_flow_without_error_logs(

@@ -103,6 +103,8 @@ def landing(
     else:
         for a in result["accepted"]:
             typer.echo(f"accepted {a['path']}: {a['rows']} rows -> {a['snapshot']}")
+        for m in result.get("monitored", []):
+            typer.echo(f"monitored {m['path']}: " + ("; ".join(m["reasons"]) or "no drift"))
         for q in result["quarantined"]:
             first = next((r["message"] for r in q["reasons"] if r["severity"] == "block"), "")
             typer.echo(f"quarantined {q['path']}: {first}", err=True)

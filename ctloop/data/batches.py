@@ -86,6 +86,24 @@ def _csv_header(path: Path, handle: BinaryIO, delimiter: str) -> list[str]:
     return header
 
 
+def file_columns(path: str | Path, delimiter: str = ",") -> list[str]:
+    """The column names of a CSV or Parquet file, read from its header (or schema) alone.
+
+    Raises:
+        InputError: the file is missing, empty, binary, of an unknown kind or its header is
+            not readable; the message names the file.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if check_file(path) == "csv":
+        return _csv_header(path, delimiter)
+    try:
+        return list(pq.read_schema(path).names)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: {_parse_reason(_first_line(exc))}") from None
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

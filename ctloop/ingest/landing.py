@@ -2,8 +2,10 @@
 
 A scan takes an exclusive lock on the folder (two watchers never ingest the same file twice at
 once), ingests each new file through the given function, and records it in the ledger
-`.ctloop-ingested.jsonl` (key: name, size, modification time). With `ingest.done: move` the file
-then goes to `.done/` or `.quarantined/`. A crash between ingestion and the record re-ingests the
+`.ctloop-ingested.jsonl` (key: name, size, modification time). A file of features without the
+target (labels come later) is not ingested: given a monitor, it goes there and is recorded as
+`monitored`. With `ingest.done: move` the file then goes to `.done/` (accepted or monitored) or
+`.quarantined/`. A crash between ingestion and the record re-ingests the
 file on the next scan, which content addressing turns into `new: false`: still one snapshot.
 """
 
@@ -26,6 +28,7 @@ LEDGER = ".ctloop-ingested.jsonl"
 LOCK = ".ctloop-landing.lock"
 DONE = ".done"
 QUARANTINED = ".quarantined"
+ACCEPTED, MONITORED = "accepted", "monitored"
 
 
 def landing_folder(config: Config, home: Home, folder: str | Path | None = None) -> Path:
@@ -77,6 +80,35 @@ def pending_files(folder: Path, patterns: list[str], min_age_seconds: float = 0.
     return sorted(pending, key=lambda p: (p.lstat().st_mtime_ns, p.name))
 
 
+def is_features_batch(path: Path, config: Config, home: Home) -> bool:
+    """Whether a landing file is a features batch for the monitor rather than the lake: its
+    header has no target column but every feature column of the lake's schema.
+
+    Before the first accepted batch (no schema) nothing is: a file without the target is
+    ingested and quarantined with the reason (a misspelt `--target` is then said, not hidden).
+    A file that cannot be read is not either: ingestion quarantines it with its reason.
+    """
+    from ctloop.data.batches import file_columns
+    from ctloop.errors import InputError
+    from ctloop.lake.snapshots import current_schema
+    from ctloop.lake.sources import refusal
+
+    target = config.dataset.target
+    if not target or refusal(path) is not None:
+        return False
+    try:
+        columns = set(file_columns(path, config.ingest.delimiter))
+    except InputError:
+        return False
+    if target in columns:
+        return False
+    schema = current_schema(home)
+    if schema is None:
+        return False
+    features = [c for c in schema.feature_columns if c != schema.target]
+    return bool(features) and columns.issuperset(features)
+
+
 @contextmanager
 def _locked(folder: Path):
     with open(folder / LOCK, "a") as handle:
@@ -106,8 +138,11 @@ def process_landing(
     config: Config,
     ingest: Callable[[Path], dict],
     min_age_seconds: float = 0.0,
+    monitor: Callable[[Path], dict] | None = None,
+    home: Home | None = None,
 ) -> dict:
-    """Ingest each new file of the landing folder once; returns the `ctloop ingest` answer.
+    """Ingest each new file of the landing folder once; returns the `ctloop ingest` answer
+    (and, given a monitor, `monitored` beside `accepted` and `quarantined`).
 
     Args:
         folder: the landing folder.
@@ -115,11 +150,15 @@ def process_landing(
         ingest: ingests one file and returns its outcome dict (`status` accepted/quarantined,
             as `flows.ingest.ingest_one` or `ctloop.ingest.stage.ingest_path(...).as_dict()`).
         min_age_seconds: files younger than this are left for the next scan.
+        monitor: takes a features batch (`is_features_batch`, needs `home`) and returns its
+            outcome (`status` monitored, `path`, `drift`, `reasons`); None: every file is
+            ingested.
+        home: the home whose lake schema tells a features batch.
     """
     from ctloop.ingest.stage import unreadable
     from ctloop.lake.sources import refusal, safe_name
 
-    accepted, quarantined = [], []
+    accepted, quarantined, monitored = [], [], []
     with _locked(folder):
         for path in pending_files(folder, config.ingest.patterns, min_age_seconds):
             key = _key(path)
@@ -131,10 +170,13 @@ def process_landing(
                     "path": str(path),
                     "reasons": unreadable(config, refused),
                 }
+            elif monitor is not None and home is not None and is_features_batch(path, config, home):
+                outcome = monitor(path)
             else:
                 outcome = ingest(path)  # refuses links out of the folder and special files
             if config.ingest.done == "move":
-                target = folder / (DONE if outcome["status"] == "accepted" else QUARANTINED)
+                done = outcome["status"] in (ACCEPTED, MONITORED)
+                target = folder / (DONE if done else QUARANTINED)
                 target.mkdir(exist_ok=True)
                 destination = target / safe_name(path.name)
                 if os.path.lexists(destination):
@@ -144,13 +186,16 @@ def process_landing(
                 shutil.move(str(path), destination)
             else:
                 _record(folder, key, outcome)
-            if outcome["status"] == "accepted":
+            if outcome["status"] == ACCEPTED:
                 accepted.append(
                     {k: outcome.get(k) for k in ("path", "snapshot", "rows", "new", "warnings")}
                 )
+            elif outcome["status"] == MONITORED:
+                monitored.append({k: outcome.get(k) for k in ("path", "drift", "reasons")})
             else:
                 quarantined.append({"path": outcome["path"], "reasons": outcome["reasons"]})
-    return {"accepted": accepted, "quarantined": quarantined}
+    answer = {"accepted": accepted, "quarantined": quarantined}
+    return answer | ({"monitored": monitored} if monitor is not None or monitored else {})
 
 
 def scan_landing(config: Config, home: Home, folder: str | Path | None = None) -> dict:

@@ -61,6 +61,35 @@ def test_stop_kills_a_child_that_ignores_terminate(tmp_path):
     assert process.poll() is not None and time.monotonic() - started < 30
 
 
+def test_stop_goes_in_reverse_start_order_so_a_child_keeps_what_it_needs(tmp_path):
+    """`up`'s deployment runner shuts down through the Prefect server started before it: the
+    server must still run when the runner gets SIGTERM, and neither waits to be killed."""
+    server = "import time\nprint('ready', flush=True)\ntime.sleep(120)\n"
+    runner = (
+        "import os, signal, sys, time\n"
+        "def stop(*_):\n"
+        "    time.sleep(1)  # shutting down takes API calls\n"
+        "    stat = f'/proc/{sys.argv[1]}/stat'\n"
+        "    state = open(stat).read().split()[2] if os.path.exists(stat) else 'Z'\n"
+        "    print('server alive' if state != 'Z' else 'server gone', flush=True)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    launcher = Launcher(tmp_path, grace_seconds=20)
+    first = launcher.start("server", [PY, "-c", server])
+    second = launcher.start("runner", [PY, "-c", runner, str(first.pid)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(
+        "ready" in (tmp_path / f"{name}.log").read_text() for name in ("server", "runner")
+    ):
+        time.sleep(0.05)
+    launcher.stop()
+    assert (tmp_path / "runner.log").read_text().split() == ["ready", "server", "alive"]
+    assert (second.returncode, first.returncode) == (0, -15)  # both by SIGTERM, none killed
+
+
 def test_log_names_are_file_names():
     assert log_name("prefect worker 2") == "prefect-worker-2.log"
     assert log_name("MLflow UI") == "mlflow-ui.log"
