@@ -5,11 +5,13 @@ A fresh `ctloop up` on a temporary home (free ports), one labelled file landed, 
 awaited, then `--burst` drift events at once; the window runs from the burst to the moment
 every retrain run is final (plus a few seconds for the event service to persist). Events are
 counted by name through the Prefect API's events endpoint (`/events/filter`), over the window
-and over the whole session. The baseline is the same measurement on another checkout's
-`ctloop` (`--ctloop PATH`); the figure of interest is `prefect.flow-run.AwaitingConcurrencySlot`
-against ctloop's own events.
+and over the whole session. The baseline is the same measurement on another checkout
+(`PYTHONPATH=<checkout>`: its code comes before the editable install, in `up` and every process
+it starts); the figure of interest is `prefect.flow-run.AwaitingConcurrencySlot` against
+ctloop's own events.
 
     python benchmarks/feed.py [--burst 5] [--ctloop .venv/bin/ctloop] [--record]
+    PYTHONPATH=../base python benchmarks/feed.py   # the baseline
 """
 
 from __future__ import annotations
