@@ -19,6 +19,7 @@ from ctloop.lake import snapshots as lake
 from ctloop.loop import triggers
 from ctloop.loop.events import publish
 from ctloop.loop.policy import claim_decision
+from ctloop.loop.queue import WAITING, QueuedRun, cancel_message, covered_runs, covers_queue
 from ctloop.loop.record import RunRecord, build_run_record, skipped_answer
 from ctloop.loop.triggers import RetrainRequest
 from ctloop.model.analyse import Analysis, slice_columns
@@ -116,6 +117,8 @@ def apply_rules(request: RetrainRequest, config: Config) -> tuple[RetrainRequest
         logger.info("decision: train (%s, rules not checked): %s", request.trigger, request.reason)
         return request, None
     decision = claim_decision(config, claimant=flow_run.id or None)
+    if covers_queue(decision):  # a run that trains keeps one queued until it has succeeded
+        cancel_covered_runs(keep=1 if decision.retrain else 0)
     if not decision.retrain:
         logger.info("decision: skip (%s): %s", request.trigger, decision.reason)
         answer = skipped_answer(request.trigger, decision.reason)
@@ -125,6 +128,71 @@ def apply_rules(request: RetrainRequest, config: Config) -> tuple[RetrainRequest
         rename_run(f"retrain-{answered.trigger}")
     logger.info("decision: train (%s): %s", answered.trigger, answered.reason)
     return answered, None
+
+
+def cancel_covered_runs(keep: int = 0) -> list[str]:
+    """Cancel the queued rule-checked runs of this deployment this run's decision covers
+    (`ctloop.loop.queue`): created before this run started (the API's clock on both sides),
+    still waiting for the slot; `keep` of the newest stay. Returns the ids cancelled.
+
+    An API error is logged, never raised: the run's own work does not depend on it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateName,
+    )
+    from prefect.states import Cancelled
+
+    if not flow_run.id:
+        return []
+    cancelled: list[str] = []
+    try:
+        with get_client(sync_client=True) as client:
+            this = client.read_flow_run(flow_run.id)
+            if this.deployment_id is None:
+                return []  # not a deployment's run: nothing queues behind it
+            waiting = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    deployment_id=FlowRunFilterDeploymentId(any_=[this.deployment_id]),
+                    state=FlowRunFilterState(name=FlowRunFilterStateName(any_=sorted(WAITING))),
+                ),
+                limit=200,
+            )
+            queued = [
+                QueuedRun(str(r.id), r.created, r.state.name if r.state else "", r.parameters,
+                          str(r.deployment_id) if r.deployment_id else None, r.name)
+                for r in waiting if r.created is not None
+            ]  # fmt: skip
+            chosen = covered_runs(
+                queued,
+                this_run=str(this.id),
+                deployment=str(this.deployment_id),
+                decided_at=this.start_time or this.created,
+                parameters=this.parameters,
+                keep=keep,
+            )
+            message = cancel_message(this.name, str(this.id))
+            for run in chosen:
+                try:
+                    client.set_flow_run_state(run.id, Cancelled(message=message))
+                    cancelled.append(run.id)
+                except Exception as exc:  # one run may have started meanwhile: the others still go
+                    _logger().warning("could not cancel covered run %s: %s", run.name, exc)
+    except Exception as exc:  # fewer queued runs is an economy: an API error must not fail the run
+        _logger().warning("could not cancel the queued runs this decision covers: %s", exc)
+    if cancelled:
+        _logger().info("cancelled %d queued run(s) this decision covers", len(cancelled))
+    return cancelled
+
+
+def answer_request(request: RetrainRequest, trained_on: list[str], config: Config) -> None:
+    """A finished retrain answers its trigger (`loop.triggers.answered`); a rule-checked one
+    then cancels the run it kept queued in case it failed (its decision covered it)."""
+    triggers.answered(home_of(config), request.trigger, trained_on)
+    if request.check_rules:
+        cancel_covered_runs()
 
 
 def rename_run(name: str) -> None:
@@ -317,5 +385,5 @@ def retrain(
 
     # -- publish: the event; a drift or performance retrain answers the pending change
     publish(config, *record.event(version=version, promoted=promoted, run_id=run_id))
-    triggers.answered(home_of(config), request.trigger, ids)
+    answer_request(request, ids, config)
     return record.answer(version=version, promoted=promoted, run_id=run_id, ingested=ingested)

@@ -340,3 +340,59 @@ def test_a_run_is_named_after_the_trigger_its_version_records(trained):
     assert run.data.tags["ctloop.prefect_flow_run"] == flow_run_id and flow_run_id in note
     described = registry.client.get_model_version(registry.name, str(answer["version"]))
     assert described.description == note
+
+
+def test_a_decision_cancels_the_queued_event_runs_it_covers(prefect_harness, monkeypatch):
+    """Against the Prefect API: the waiting rule-checked runs of the deciding run's deployment
+    created before it started are Cancelled with a message naming it; a manual run, a run of
+    another deployment and a run created after it stay queued. An API error only warns."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending, Running, Scheduled
+
+    import flows.retrain as module
+
+    config = {"project": "loans"}
+    event = {"config": config, "request": {"trigger": "drift", "check_rules": True}}
+    manual = {"config": config, "request": {"trigger": "manual"}}
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("retrain")
+        retrain_dep = client.create_deployment(flow_id, f"retrain-{time.time_ns()}")
+        other_dep = client.create_deployment(flow_id, f"other-{time.time_ns()}")
+
+        def queued(deployment, parameters, name):
+            return client.create_flow_run_from_deployment(
+                deployment, parameters=parameters, state=Scheduled(), name=name
+            ).id
+
+        covered = [queued(retrain_dep, event, "covered-1"), queued(retrain_dep, event, "covered-2")]
+        kept = [queued(retrain_dep, manual, "manual"), queued(other_dep, event, "other-dep")]
+        time.sleep(0.05)
+        me = client.create_flow_run_from_deployment(
+            retrain_dep, parameters=event, state=Scheduled(), name="retrain-drift"
+        )
+        client.set_flow_run_state(me.id, Pending(), force=True)
+        client.set_flow_run_state(me.id, Running(), force=True)
+        time.sleep(0.05)
+        kept.append(queued(retrain_dep, event, "after-start"))
+        monkeypatch.setenv("PREFECT__FLOW_RUN_ID", str(me.id))
+
+        assert module.cancel_covered_runs(keep=1) == [str(covered[0])]  # the newest stays
+        assert sorted(module.cancel_covered_runs()) == [str(covered[1])]
+        for run_id in covered:
+            state = client.read_flow_run(run_id).state
+            assert state.type.value == "CANCELLED", state
+            assert state.message.startswith(f"covered by retrain run retrain-drift ({me.id})")
+        for run_id in kept:
+            assert client.read_flow_run(run_id).state.name == "Scheduled"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("API down")
+
+    warnings = []
+    monkeypatch.setattr("prefect.client.orchestration.get_client", broken)
+    monkeypatch.setattr(module, "_logger", lambda: type("L", (), {
+        "warning": lambda *a: warnings.append(a), "info": lambda *a: None})())  # fmt: skip
+    assert module.cancel_covered_runs() == []
+    assert "API down" in str(warnings)

@@ -109,12 +109,12 @@ def stack(tmp_path):
         stop_up(proc)
 
 
-# drift events at once: more than one is queued behind the running retrain (each is a retrain
-# run: 5 prove the queue as well as 10 did, at half the training)
+# drift events at once: more than one is queued behind the first retrain run that decides, and
+# its decision covers (cancels) the ones created before it started
 BURST = 5
 
 
-def test_landed_file_becomes_a_champion_and_a_burst_runs_one_at_a_time(stack, tmp_path):
+def test_landed_file_becomes_a_champion_and_a_burst_is_answered_one_at_a_time(stack, tmp_path):
     from ctloop.registry.store import CHAMPION, open_registry
 
     port, proc, log = stack["prefect_port"], stack["proc"], stack["log"]
@@ -140,8 +140,9 @@ def test_landed_file_becomes_a_champion_and_a_burst_runs_one_at_a_time(stack, tm
     retrains = completed("retrain")
     assert any(r["parameters"]["request"]["trigger"] == "new_data" for r in retrains)
 
-    # a burst of 5 drift events: 5 retrain runs, never two at once, none lost
-    before = len(flow_runs(port, "retrain"))
+    # a burst of 5 drift events: every one answered by a retrain run that decided (trained or
+    # Skipped) or by one Cancelled as covered by such a decision; never two at once
+    before = {r["id"] for r in flow_runs(port, "retrain")}
     burst = (
         "from prefect.events import emit_event\n"
         f"for i in range({BURST}):\n"
@@ -152,29 +153,51 @@ def test_landed_file_becomes_a_champion_and_a_burst_runs_one_at_a_time(stack, tm
     )
     env = {**stack["env"], "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
     subprocess.run([sys.executable, "-c", burst], env=env, check=True, timeout=120)
+    final_states = ("COMPLETED", "CANCELLED", "FAILED", "CRASHED")
 
     def burst_done():
-        runs = flow_runs(port, "retrain")
-        drift = [r for r in runs if r["parameters"]["request"]["trigger"] == "drift"]
-        final = [r for r in drift if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
-        return drift if len(runs) - before >= BURST and len(final) == len(drift) == BURST else None
+        runs = [r for r in flow_runs(port, "retrain") if r["id"] not in before]
+        final = [r for r in runs if r["state_type"] in final_states]
+        return runs if len(runs) >= BURST and len(final) == len(runs) else None
 
     def burst_state():
         runs = flow_runs(port, "retrain")
-        return sorted((r["parameters"]["request"]["trigger"], r["state_type"]) for r in runs)
+        return sorted((r["name"], r["state_type"], r["state_name"]) for r in runs)
 
     try:
-        drift_runs = wait_for(burst_done, 900, f"{BURST} drift retrains", proc, log)
+        burst_runs = wait_for(burst_done, 900, f"{BURST} drift retrains answered", proc, log)
     except AssertionError as exc:
         raise AssertionError(f"{burst_state()}\n{exc}") from None
-    assert all(r["state_type"] == "COMPLETED" for r in drift_runs)
+    assert len(burst_runs) == BURST, burst_state()  # one run per event, none lost
+    assert all(r["parameters"]["request"]["trigger"] == "drift" for r in burst_runs)
+    decided = {r["id"]: r for r in burst_runs if r["state_type"] == "COMPLETED"}
+    cancelled = [r for r in burst_runs if r["state_type"] == "CANCELLED"]
+    assert decided and cancelled and len(decided) + len(cancelled) == BURST, burst_state()
+    by_id = {r["id"]: r for r in flow_runs(port, "retrain")}
+    for run in cancelled:  # each names the run whose decision read the state it announced
+        message = run["state"]["message"]
+        assert message.startswith("covered by retrain run "), message
+        cover = by_id[message.split("(")[1].split(")")[0]]
+        assert cover["state_type"] == "COMPLETED" and cover["id"] in decided, (message, cover)
+        created, covered_at = run["created"], cover["start_time"]
+        assert datetime.fromisoformat(created) < datetime.fromisoformat(covered_at), message
+        assert run["run_count"] == 0  # cancelled while queued: it never ran
     spans = sorted(
         (datetime.fromisoformat(r["start_time"]), datetime.fromisoformat(r["end_time"]))
         for r in flow_runs(port, "retrain")
-        if r["start_time"] and r["end_time"]
+        if r["run_count"] and r["start_time"] and r["end_time"]  # a Cancelled one never ran
     )
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start >= end, "two retrains overlapped"
+    # the champion reflects all the data: it trained on every snapshot, and the rules see
+    # nothing left to answer
+    from ctloop.lake.snapshots import list_snapshots
+    from ctloop.loop.policy import current_decision
+    from ctloop.stores.home import home_of
+
+    lake = {m.snapshot for m in list_snapshots(home_of(stack["config"]))}
+    assert set(registry.by_alias(CHAMPION).snapshots) == lake
+    assert current_decision(stack["config"]).retrain is False
 
     # a command on the same home finds up's Prefect server (no PREFECT_API_URL, no ephemeral
     # server of its own): its flow run is in up's API

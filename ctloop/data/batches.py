@@ -97,7 +97,12 @@ def file_columns(path: str | Path, delimiter: str = ",") -> list[str]:
 
     path = Path(path)
     if check_file(path) == "csv":
-        return _csv_header(path, delimiter)
+        try:
+            opened = open(path, "rb")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
+        with opened:
+            return _csv_header(path, opened, delimiter)
     try:
         return list(pq.read_schema(path).names)
     except (pa.ArrowInvalid, OSError) as exc:

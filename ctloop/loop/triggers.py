@@ -46,6 +46,7 @@ class RetrainDecision:
     trigger: str
     reason: str
     since: str | None = None
+    cooldown: bool = False  # a skip by the cooldown: it depends on the clock, not on the state
 
 
 class RetrainRequest(BaseModel):
@@ -131,6 +132,7 @@ def decide_retrain(
                 False,
                 DRIFT if pending else NEW_DATA,
                 f"cooldown: last retrain {elapsed:.1f} min ago < {rules.cooldown_minutes:g} min",
+                cooldown=True,
             )
     total = rows_after(manifests, None)
     if not has_champion:
