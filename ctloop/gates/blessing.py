@@ -203,13 +203,16 @@ def _check_champion(
         return
     theirs = champion[metric]
     wins = m.better(mine, theirs, metric, gates.min_improvement)
-    verb = "beats" if wins else "does not beat"
     direction = "higher" if m.higher_is_better(metric) else "lower"
+    gain = m.describe_gain(mine, theirs, metric)
+    if gates.min_improvement == 0:  # a tie is enough: "beats it by the margin 0" misleads
+        outcome = f"{'matches or beats' if wins else 'does not match'} it (gain {gain})"
+    else:
+        margin = m.describe_threshold(gates.min_improvement, theirs, metric)
+        outcome = f"{'beats' if wins else 'does not beat'} it by the margin {margin} (gain {gain})"
     text = (
         f"{metric} {mine:.4f} vs champion {theirs:.4f} on the same holdout ({direction} is "
-        f"better): {verb} it by the margin "
-        f"{m.describe_threshold(gates.min_improvement, theirs, metric)} "
-        f"(gain {m.describe_gain(mine, theirs, metric)})"
+        f"better): {outcome}"
     )
     (passed if wins else failed).append(text)
 

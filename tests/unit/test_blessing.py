@@ -74,7 +74,12 @@ def test_must_beat_the_champion_by_the_margin():
 
 
 def test_zero_margin_accepts_a_tie():
-    assert bless({"roc_auc": 0.8}, {"roc_auc": 0.8}, GateConfig()).blessed
+    tie = bless({"roc_auc": 0.8}, {"roc_auc": 0.8}, GateConfig())
+    assert tie.blessed
+    assert "matches or beats it (gain +0.0000)" in tie.reasons[-1]
+    assert "margin" not in tie.reasons[-1]  # not "beats it by the margin 0"
+    worse = bless({"roc_auc": 0.79}, {"roc_auc": 0.8}, GateConfig())
+    assert "does not match it (gain -0.0100)" in worse.reasons[0]
 
 
 def test_a_failed_floor_refuses_even_a_better_challenger():
