@@ -51,6 +51,9 @@ TAG_BLESSED = "ctloop.blessed"
 TAG_BLESSING = "ctloop.blessing"
 TAG_PREFECT_FLOW_RUN = "ctloop.prefect_flow_run"
 TAG_PREFECT_FLOW_RUN_URL = "ctloop.prefect_flow_run_url"
+# where `ctloop ui` / `ctloop up` serve a home's Prefect UI by default (`--prefect-port`)
+DEFAULT_PREFECT_PORT = 4200
+DEFAULT_PREFECT_UI = f"http://127.0.0.1:{DEFAULT_PREFECT_PORT}"
 # MLflow shows this run tag as the run's description
 TAG_NOTE = "mlflow.note.content"
 TAG_REVIEW = "ctloop.review"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ctloop.config.settings import Config, Profile
 from ctloop.launcher import Launcher, free_port, stop_on_sigterm
+from ctloop.names import DEFAULT_PREFECT_PORT
 from ctloop.registry.store import open_registry
 from ctloop.stores.home import Home, forget_server, record_server
 
@@ -31,7 +32,7 @@ LOCAL_TUNING = {
 
 @dataclass(frozen=True)
 class StackOptions:
-    prefect_port: int = 4200
+    prefect_port: int = DEFAULT_PREFECT_PORT
     mlflow_port: int | None = 5000
     server_port: int | None = 8000
     optuna_port: int | None = 8080  # 0: a free port, None: no dashboard

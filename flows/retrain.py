@@ -25,6 +25,7 @@ from ctloop.loop.triggers import RetrainRequest
 from ctloop.model.analyse import Analysis, slice_columns
 from ctloop.model.train import Candidate, Split
 from ctloop.model.tune import TuningResult
+from ctloop.names import DEFAULT_PREFECT_UI
 from ctloop.registry.lineage import run_link
 from ctloop.registry.store import ModelRef, git_commit, open_registry
 from ctloop.stores.home import home_of
@@ -54,12 +55,15 @@ __all__ = ["RetrainRequest", "Review", "retrain"]
 
 
 def _flow_run_page() -> str | None:
-    """This run's page in the Prefect UI; None without a UI (one command's ephemeral API:
-    `prefect.runtime.flow_run.ui_url` would read `None/flow-runs/...` there)."""
+    """This run's page in the Prefect UI. A command's ephemeral API has no UI (Prefect's
+    `flow_run.ui_url` would read `None/flow-runs/...` there): its runs are in the home's Prefect
+    database, which `ctloop ui` serves at its default address, so the link points there."""
     from prefect.settings import PREFECT_UI_URL
 
-    base = PREFECT_UI_URL.value()
-    return f"{base.rstrip('/')}/runs/flow-run/{flow_run.id}" if base else None
+    if not flow_run.id:
+        return None
+    base = PREFECT_UI_URL.value() or DEFAULT_PREFECT_UI
+    return f"{base.rstrip('/')}/runs/flow-run/{flow_run.id}"
 
 
 def _run_name() -> str:

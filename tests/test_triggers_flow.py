@@ -338,6 +338,12 @@ def test_a_run_is_named_after_the_trigger_its_version_records(trained):
     assert f"blessed as {answer['semver']}" in note
     flow_run_id = str(state.state_details.flow_run_id)
     assert run.data.tags["ctloop.prefect_flow_run"] == flow_run_id and flow_run_id in note
+    # a link to the run's page: this API's UI, or where `ctloop ui` serves the home's runs
+    from prefect.settings import PREFECT_UI_URL
+
+    base = (PREFECT_UI_URL.value() or "http://127.0.0.1:4200").rstrip("/")
+    link = f"{base}/runs/flow-run/{flow_run_id}"
+    assert run.data.tags["ctloop.prefect_flow_run_url"] == link and f"]({link})" in note
     described = registry.client.get_model_version(registry.name, str(answer["version"]))
     assert described.description == note
 

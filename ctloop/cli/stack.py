@@ -18,6 +18,7 @@ from ctloop.cli.options import (
     TaskOpt,
     TimeOpt,
 )
+from ctloop.names import DEFAULT_PREFECT_PORT
 
 
 @app.command()
@@ -31,7 +32,7 @@ def up(
     ] = None,
     prefect_port: Annotated[
         int, typer.Option(help="Prefect server port (cluster: cluster.prefect_port)")
-    ] = 4200,
+    ] = DEFAULT_PREFECT_PORT,
     mlflow_port: Annotated[int, typer.Option(help="MLflow UI port (0: none)")] = 5000,
     server_port: Annotated[int, typer.Option(help="model server port (0: none)")] = 8000,
     optuna_port: Annotated[
@@ -89,7 +90,7 @@ def up(
 def ui(
     config_path: ConfigOpt = None,
     home: HomeOpt = None,
-    prefect_port: Annotated[int, typer.Option(help="Prefect UI port")] = 4200,
+    prefect_port: Annotated[int, typer.Option(help="Prefect UI port")] = DEFAULT_PREFECT_PORT,
     mlflow_port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000,
     optuna_port: Annotated[
         int, typer.Option(help="Optuna dashboard port (0: a free port, -1: none)")
