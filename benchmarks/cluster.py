@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,16 +40,11 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from ctloop.config.settings import Profile
 from ctloop.data.demo import DemoScript, demo_config, demo_stream
 from ctloop.lake import snapshots as lake
+from ctloop.launcher import free_port
 from ctloop.stores.home import home_of
 from deployments.stream import drive_stream
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def compact_script(days: int, rows: int) -> DemoScript:

@@ -31,13 +31,14 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from ctloop.launcher import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -50,12 +51,6 @@ BATCH_ROWS = 100_000
 TOKEN = "bench-admin-token"
 SWAP_EVERY_SECONDS = 0.25
 IDLE_SECONDS = 5.0  # httpx's default keep-alive expiry: the race a 5 s server keep-alive lost
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 180) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 CTLOOP = str(Path(sys.executable).parent / "ctloop")
@@ -41,3 +43,22 @@ def harness_api() -> str:
     from prefect.settings import PREFECT_API_URL
 
     return PREFECT_API_URL.value()
+
+
+def prefect_api(port: int, path: str, body: dict | None = None):
+    """POST `body` to a Prefect server's REST API on 127.0.0.1:`port` (`path` after /api)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api{path}",
+        data=json.dumps(body or {}).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def flow_runs(port: int, flow_name: str) -> list[dict]:
+    """The flow runs (up to 200) of the flow named `flow_name` on that server."""
+    flows = {f["id"]: f["name"] for f in prefect_api(port, "/flows/filter", {})}
+    runs = prefect_api(port, "/flow_runs/filter", {"limit": 200})
+    return [r for r in runs if flows.get(r["flow_id"]) == flow_name]

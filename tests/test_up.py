@@ -6,7 +6,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,35 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from clitools import flow_runs
 
 from ctloop.data.demo import DemoScript, demo_config, generate_day
+from ctloop.launcher import free_port
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def api(port: int, path: str, body: dict | None = None):
-    data = json.dumps(body or {}).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api{path}",
-        data=data,
-        headers={"content-type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def flow_runs(port: int, flow_name: str) -> list[dict]:
-    flows = {f["id"]: f["name"] for f in api(port, "/flows/filter", {})}
-    runs = api(port, "/flow_runs/filter", {"limit": 200})
-    return [r for r in runs if flows.get(r["flow_id"]) == flow_name]
 
 
 def wait_for(check, timeout: float, what: str, proc: subprocess.Popen, log: list[str]):

@@ -28,6 +28,7 @@ import numpy as np
 import psutil
 import pytest
 import yaml
+from clitools import flow_runs
 
 from ctloop.data.demo import TARGET, DemoScript, demo_config, generate_day
 
@@ -69,23 +70,6 @@ def answers(url: str) -> int | None:
         return exc.code
     except OSError:
         return None
-
-
-def api(port: int, path: str, body: dict | None = None):
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api{path}",
-        data=json.dumps(body or {}).encode(),
-        headers={"content-type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def flow_runs(port: int, flow_name: str) -> list[dict]:
-    flows = {f["id"]: f["name"] for f in api(port, "/flows/filter", {})}
-    runs = api(port, "/flow_runs/filter", {"limit": 200})
-    return [r for r in runs if flows.get(r["flow_id"]) == flow_name]
 
 
 def _alive(process: psutil.Process) -> bool:

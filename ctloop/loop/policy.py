@@ -44,9 +44,7 @@ def champion_end(state: LoopState) -> str | None:
     timestamped)."""
     if state.champion_snapshots is None:
         return None
-    by_id = {m.snapshot: m for m in state.manifests}
-    ends = [by_id[s].time_max for s in state.champion_snapshots if s in by_id and by_id[s].time_max]
-    return max(ends) if ends else None
+    return triggers.data_end(list(state.manifests), state.champion_snapshots)
 
 
 def read_state(config: Config) -> LoopState:
