@@ -24,10 +24,12 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from test_up import BIN, api, free_port, stop_up, wait_for
+from clitools import prefect_api as api
+from test_up import BIN, stop_up, wait_for
 
 from ctloop.config.settings import Profile
 from ctloop.data.demo import DemoScript, demo_config, demo_stream
+from ctloop.launcher import free_port
 from deployments import cluster as cl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -114,8 +114,13 @@ def test_landed_file_becomes_a_champion_and_a_burst_is_answered_one_at_a_time(st
 
     assert wait_for(lambda: completed("ingest-landing"), 60, "an ingest-landing run", proc, log)
     assert wait_for(lambda: completed("monitor"), 120, "a monitor run", proc, log)
-    retrains = completed("retrain")
-    assert any(r["parameters"]["request"]["trigger"] == "new_data" for r in retrains)
+
+    # the champion is promoted before its run has ended (publish, answer): wait for the end
+    def new_data_retrains():
+        runs = completed("retrain")
+        return [r for r in runs if r["parameters"]["request"]["trigger"] == "new_data"]
+
+    assert wait_for(new_data_retrains, 60, "the new-data retrain run to complete", proc, log)
 
     # a burst of 5 drift events: every one answered by a retrain run that decided (trained or
     # Skipped) or by one Cancelled as covered by such a decision; never two at once
