@@ -66,41 +66,43 @@ def test_manual_and_schedule_are_recorded(trained, trigger, reason):
     assert run.data.tags["ctloop.trigger"] == trigger
 
 
-def test_performance_decay_is_detected_from_joined_feedback(trained, tmp_path):
-    """Labels that contradict the champion's served answers: the monitor raises the trigger."""
+TS0 = 1_795_000_000.0  # when the first logged prediction was served
+
+
+def log_contradicted_day(config, day: int = 5):
+    """Log the champion's served answers on a demo day, then labels that contradict every one
+    of them (its online AUC collapses); the day's frame is returned."""
     from ctloop.model.train import prepare_features
     from ctloop.stores.predlog import SERVED, LoggedPrediction, PredictionLog, default_log_url
-    from flows.monitor import monitor
 
-    config = trained
     registry = open_registry(config)
     champion = registry.by_alias(CHAMPION)
     model = registry.load(champion)
-    frame = generate_day(SCRIPT, 5, np.random.default_rng(5))
+    frame = generate_day(SCRIPT, day, np.random.default_rng(day))
     numeric = [n for n, kind in champion.signature if kind == "numeric"]
     categorical = [n for n, kind in champion.signature if kind == "categorical"]
     proba = model.predict_proba(prepare_features(frame, numeric, categorical))[:, 1]
     log = PredictionLog(default_log_url(home_of(config).root))
     rows = [
         LoggedPrediction(
-            f"r{i}",
-            0,
-            1_795_000_000.0 + i,
-            champion.version,
-            "champion",
-            SERVED,
-            {},
-            int(p > 0.5),
-            float(p),
-        )  # fmt: skip
+            f"r{i}", 0, TS0 + i, champion.version, "champion", SERVED, {}, int(p > 0.5), float(p)
+        )
         for i, p in enumerate(proba)
     ]
     log.append(rows)
     log.flush()
-    # the truth is the opposite of what the champion believes: its online AUC collapses
     log.add_feedback((f"r{i}", 0, int(p <= 0.5)) for i, p in enumerate(proba))
     log.close()
+    return frame
 
+
+def test_performance_decay_is_detected_from_joined_feedback(trained, tmp_path):
+    """Labels that contradict the champion's served answers: the monitor raises the trigger."""
+    from flows.monitor import monitor
+
+    config = trained
+    champion = open_registry(config).by_alias(CHAMPION)
+    frame = log_contradicted_day(config)
     features = tmp_path / "features.csv"
     frame.drop(columns=["default"]).to_csv(features, index=False)
     result = monitor(str(features), config, html_when="never")
@@ -112,6 +114,27 @@ def test_performance_decay_is_detected_from_joined_feedback(trained, tmp_path):
     pending = triggers.load_pending(home_of(config))
     assert pending is not None and pending.trigger == "performance"
     assert "decayed by" in pending.reasons[0]
+
+
+def test_decay_counts_only_rows_served_since_the_last_retrain(trained):
+    """A retrain that began after some of the rows were served answered them: the decay rule
+    reads the rest (a refused challenger is not retrained on the same loss at every check)."""
+    from datetime import UTC, datetime
+
+    from ctloop.loop.decay import check_online_performance
+
+    config = trained
+    frame = log_contradicted_day(config)
+    home = home_of(config)
+    before = check_online_performance(config, open_registry(config))
+    assert before.labelled == len(frame) and before.decision.retrain
+    half = len(frame) // 2
+    triggers.claim_retrain(home, at=datetime.fromtimestamp(TS0 + half, UTC))
+    after = check_online_performance(config, open_registry(config))
+    assert after.labelled == len(frame) - half
+    triggers.claim_retrain(home, at=datetime.fromtimestamp(TS0 + len(frame) + 1, UTC))
+    none = check_online_performance(config, open_registry(config))
+    assert none.labelled == 0 and not none.decision.retrain
 
 
 def test_no_feedback_means_no_performance_trigger(trained, tmp_path):

@@ -31,11 +31,18 @@ class OnlinePerformance:
 def check_online_performance(
     config: Config, registry: Registry, joined: pd.DataFrame | None = None
 ) -> OnlinePerformance:
-    """Has the champion decayed on labelled live traffic?
+    """Has the champion decayed on labelled live traffic since the last retrain?
+
+    Rows served before the last rule-started retrain began are not counted again: that retrain
+    answered them (blessed, the champion changed; refused, the loss it saw was judged not
+    worth a new model), so a lasting drop retrains once per `triggers.retrain_cost` of new
+    loss, not on every check.
 
     Args:
         joined: `served_feedback(config)`, when the caller already read it.
     """
+    from ctloop.lake.snapshots import list_snapshots
+    from ctloop.stores.home import home_of
     from ctloop.stores.predlog import online_metrics
 
     rules = config.triggers
@@ -44,8 +51,10 @@ def check_online_performance(
     if champion is None:
         return OnlinePerformance(None, None, None, None, 0, None, nothing)
     joined = served_feedback(config) if joined is None else joined
+    home = home_of(config)
     if not joined.empty:
         joined = joined[joined["version"] == champion.version]
+        joined = joined[joined["ts"] >= _epoch(triggers.last_retrain_at(home))]
     rows = online_metrics(joined, str(config.dataset.task)) if not joined.empty else []
     row = rows[0] if rows else {}
     primary = config.gates.primary_metric
@@ -69,5 +78,19 @@ def check_online_performance(
         name or primary,
         baseline_std,
         int(baseline_rows) if baseline_rows else None,
+        batch_rows=mean_batch_rows(list_snapshots(home)),
     )
     return OnlinePerformance(champion.version, name, online, baseline, labelled, first, decision)
+
+
+def mean_batch_rows(manifests: list) -> float | None:
+    """The rows of a typical accepted batch (the unit of `triggers.retrain_cost`)."""
+    return sum(m.rows for m in manifests) / len(manifests) if manifests else None
+
+
+def _epoch(iso: str | None) -> float:
+    """Seconds since the epoch of an ISO time (0: none)."""
+    if not iso:
+        return 0.0
+    moment = datetime.fromisoformat(iso)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

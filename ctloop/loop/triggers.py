@@ -182,16 +182,30 @@ def decide_performance(
     metric: str = "roc_auc",
     baseline_std: float | None = None,
     baseline_rows: int | None = None,
+    batch_rows: float | None = None,
 ) -> RetrainDecision:
     """Has the served model decayed? Compares its metric on labelled served rows with the
     value it had on its holdout when it was blessed.
 
-    `rules.performance_drop` is read in the metric's scale (`ctloop.model.metrics`): an amount
-    of a 0-1 metric, a fraction of the holdout value for an error such as rmse. When the
-    holdout's spread is known (`baseline_std`, the bootstrap std of the metric on its
-    `baseline_rows` rows), the drop must also exceed `rules.performance_noise` standard errors
+    Two ways to decay, both in the metric's scale (`ctloop.model.metrics`: an amount of a 0-1
+    metric, a fraction of the holdout value for an error such as rmse):
+
+    - a drop: the online metric is worse by more than `rules.performance_drop`;
+    - a loss worth a retrain (`rules.retrain_cost`, alpha, when `batch_rows` is given): the
+      drop summed over the batches served, `drop x rows / batch_rows`, exceeds alpha, the
+      price of one retrain in the same units (`ctloop replay`'s oracle and regret). A small
+      drop that persists pays for a retrain as surely as a large one does at once; this is
+      the rent-or-buy rule (retrain once what was lost equals what a retrain costs), which
+      never loses more than twice the hindsight-optimal schedule on a lasting drop.
+
+    When the holdout's spread is known (`baseline_std`, the bootstrap std of the metric on its
+    `baseline_rows` rows), either must also exceed `rules.performance_noise` standard errors
     of the difference, `baseline_std * sqrt(1 + baseline_rows / rows)`: a drop the size of the
     sampling noise of two small samples is not decay.
+
+    Args:
+        batch_rows: the rows of a typical batch (alpha's unit: the mean accepted snapshot);
+            None: the loss rule is off.
     """
     import math
 
@@ -211,20 +225,48 @@ def decide_performance(
     if baseline_std and baseline_rows and rules.performance_noise:
         noise = rules.performance_noise * baseline_std * math.sqrt(1 + baseline_rows / rows)
     head = f"online {metric} {online:.4f} vs {baseline:.4f} at blessing"
-    if drop > rules.performance_drop and (noise is None or worse > noise):
-        beyond = "" if noise is None else f" and > noise {noise:.4g}"
+    beyond_noise = noise is None or worse > noise
+    beyond = "" if noise is None else f" and > noise {noise:.4g}"
+    if drop > rules.performance_drop and beyond_noise:
         return RetrainDecision(
             True,
             PERFORMANCE,
             f"{head}: decayed by {shown} > {limit}{beyond} over {rows} rows",
         )
-    if drop > rules.performance_drop:
+    served = rows / batch_rows if batch_rows and batch_rows > 0 else None
+    lost = drop * served if served is not None and drop > 0 else None
+    costly = lost is not None and rules.retrain_cost > 0 and lost > rules.retrain_cost + 1e-12
+    if costly and beyond_noise:
+        return RetrainDecision(
+            True,
+            PERFORMANCE,
+            f"{head}: {m.describe_amount(drop, metric)} lost on each of {served:.1f} batches "
+            f"served = {m.describe_amount(lost, metric)} > triggers.retrain_cost "
+            f"{m.describe_amount(rules.retrain_cost, metric)} (one retrain's worth){beyond}",
+        )
+    if drop > rules.performance_drop or costly:
+        what = (
+            f"decayed by {shown} > {limit}"
+            if drop > rules.performance_drop
+            else (
+                f"{m.describe_amount(lost, metric)} lost over {served:.1f} batches > "
+                f"triggers.retrain_cost {m.describe_amount(rules.retrain_cost, metric)}"
+            )
+        )
         return RetrainDecision(
             False,
             PERFORMANCE,
-            f"{head}: decayed by {shown} > {limit}, but within the noise {noise:.4g} "
+            f"{head}: {what}, but within the noise {noise:.4g} "
             f"({rules.performance_noise:g} standard errors over {rows} served and "
             f"{baseline_rows} holdout rows)",
+        )
+    if lost is not None:
+        return RetrainDecision(
+            False,
+            PERFORMANCE,
+            f"{head}: within {limit}; {m.describe_amount(lost, metric)} lost over "
+            f"{served:.1f} batches <= triggers.retrain_cost "
+            f"{m.describe_amount(rules.retrain_cost, metric)}",
         )
     return RetrainDecision(False, PERFORMANCE, f"{head}: within {limit}")
 

@@ -89,6 +89,42 @@ def test_decay_of_roc_auc_reads_old_configs_unchanged():
     assert not triggers.decide_performance(0.81, 0.85, 500, rules, "roc_auc").retrain
 
 
+# --- the loss rule: a lasting small drop pays for a retrain (triggers.retrain_cost) ----------
+
+
+def test_a_small_drop_that_lasts_retrains_once_its_loss_passes_the_retrain_cost():
+    rules = TriggerConfig(performance_drop=0.05, performance_min_rows=10, retrain_cost=0.02)
+    # 0.01 of ROC AUC below the holdout: far below the 0.05 drop, but summed over the batches
+    # served it passes alpha 0.02 after 2 batches of 100 rows
+    early = triggers.decide_performance(0.84, 0.85, 150, rules, "roc_auc", batch_rows=100)
+    assert not early.retrain
+    assert "0.0150 lost over 1.5 batches <= triggers.retrain_cost 0.0200" in early.reason
+    late = triggers.decide_performance(0.84, 0.85, 300, rules, "roc_auc", batch_rows=100)
+    assert late.retrain, late.reason
+    assert "0.0100 lost on each of 3.0 batches served = 0.0300 > triggers.retrain_cost" in (
+        late.reason
+    )
+    # the same rows without a batch size: only the drop rule, which 0.01 does not meet
+    assert not triggers.decide_performance(0.84, 0.85, 300, rules, "roc_auc").retrain
+    # alpha 0: the loss rule is off
+    free = rules.model_copy(update={"retrain_cost": 0.0})
+    assert not triggers.decide_performance(0.84, 0.85, 300, free, "roc_auc", batch_rows=100).retrain
+    # better than at blessing: nothing lost, however long
+    assert not triggers.decide_performance(
+        0.86, 0.85, 10**6, rules, "roc_auc", batch_rows=100
+    ).retrain
+
+
+def test_the_loss_rule_reads_an_error_metric_as_a_fraction_and_keeps_the_noise_guard():
+    rules = TriggerConfig(performance_drop=0.05, performance_min_rows=10, retrain_cost=0.02)
+    # rmse 1% above the holdout's 20.0 (0.2 units): within the 5% drop; 0.01 x 3 batches = 0.03
+    decided = triggers.decide_performance(20.2, 20.0, 300, rules, "rmse", batch_rows=100)
+    assert decided.retrain and "1.0% lost on each of 3.0 batches served = 3.0%" in decided.reason
+    # a holdout spread of std 0.5 on 200 rows makes 2 SE about 1.2: a 0.2 rise is noise
+    noisy = triggers.decide_performance(20.2, 20.0, 300, rules, "rmse", 0.5, 200, batch_rows=100)
+    assert not noisy.retrain and "but within the noise" in noisy.reason
+
+
 # --- task-aware defaults --------------------------------------------------------------------
 
 
