@@ -54,14 +54,10 @@ the data, not the wall clock.
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,6 +69,7 @@ from ctloop.lake.snapshots import Manifest
 from ctloop.loop import oracle as dp
 from ctloop.loop import policy as live
 from ctloop.loop import triggers
+from ctloop.loop.replay.results import BatchPoint, OracleResult, PolicyResult, ReplayResult
 from ctloop.loop.window import choose_window
 from ctloop.model.evaluate import (
     evaluate_outputs,
@@ -96,133 +93,6 @@ KNOWN_POLICIES = (*POLICIES, "ctloop_no_estimate")
 # a batch with fewer labelled rows is scored together with the next ones (an AUC or an rmse of
 # a handful of rows says little)
 SCORE_MIN_ROWS = 30
-
-
-@dataclass
-class BatchPoint:
-    batch: str
-    rows: int
-    metric: float | None
-    retrained: bool = False
-    note: str = ""
-    # `ctloop`: the label-free estimate of `ReplayResult.estimate_metric` on the batch's features
-    estimate: float | None = None
-
-
-@dataclass
-class PolicyResult:
-    policy: str
-    metric_name: str
-    mean_metric: float | None
-    retrains: int
-    seconds: float
-    points: list[BatchPoint] = field(default_factory=list)
-    regret: float | None = None
-
-    @property
-    def total_metric(self) -> float:
-        return float(sum(p.metric for p in self.points if p.metric is not None))
-
-    def summary(self) -> dict:
-        return {
-            "metric_name": self.metric_name,
-            "mean_metric": self.mean_metric,
-            "retrains": self.retrains,
-            "seconds": round(self.seconds, 3),
-            "regret": None if self.regret is None else round(self.regret, 6),
-        }
-
-
-@dataclass
-class OracleResult:
-    """The hindsight-optimal schedule: `scores[u, v]` is the fit after unit u on unit v."""
-
-    scores: np.ndarray
-    units: list[str]  # the label of each unit's last batch (unit 0: the first model's batch)
-    metric_name: str
-    retrain_cost: float  # alpha as configured (scale units)
-    cost: float  # alpha in metric units (retrain_cost x the metric's scale)
-    schedule: dp.Schedule
-    seconds: float
-    # the score matrix on two disjoint halves of each unit's rows (see `split_half_ratio`)
-    halves: tuple[np.ndarray, np.ndarray] | None = None
-
-    @property
-    def scored_units(self) -> int:
-        return len(self.units) - 1
-
-    def at_cost(self, retrain_cost: float, reference: float | None) -> OracleResult:
-        """The same fits and scores, another alpha (the DP only is run again)."""
-        cost = retrain_cost * scale(reference or 1.0, self.metric_name)
-        schedule = dp.optimal_schedule(self.scores, cost, higher_is_better(self.metric_name))
-        return OracleResult(
-            self.scores,
-            self.units,
-            self.metric_name,
-            retrain_cost,
-            cost,
-            schedule,
-            self.seconds,
-            self.halves,
-        )
-
-    def split_half_ratio(self) -> float | None:
-        """The regret ratio of an oracle chosen on one half of each unit's rows and graded on
-        the other (`ctloop.loop.oracle.split_half_ratio`): the part of the oracle's edge that
-        is hindsight of the grading noise, which no causal policy has."""
-        if self.halves is None:
-            return None
-        return dp.split_half_ratio(*self.halves, self.cost, higher_is_better(self.metric_name))
-
-    def regret_of(self, policy: PolicyResult) -> float:
-        return dp.regret(
-            policy.total_metric,
-            policy.retrains,
-            self.schedule.total,
-            self.cost,
-            higher_is_better(self.metric_name),
-        )
-
-    def summary(self) -> dict:
-        return {
-            "mean_metric": round(self.schedule.mean(self.scored_units), 6),
-            "retrains": self.schedule.retrains,
-            "retrain_cost": self.retrain_cost,
-            "cost_in_metric_units": round(self.cost, 6),
-            "regret": round(self.schedule.regret, 6),
-            "retrain_after": [self.units[u] for u in self.schedule.points],
-            "split_half_ratio": None if (r := self.split_half_ratio()) is None else round(r, 4),
-            "seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass
-class ReplayResult:
-    policies: dict[str, PolicyResult]
-    batches: int
-    metric_name: str
-    oracle: OracleResult | None = None
-    label_delay: str | None = None
-    reference: float | None = None  # the first model's holdout metric (the scale of alpha)
-    estimate_metric: str | None = None  # the metric `ctloop` estimates without labels
-
-    def at_cost(self, retrain_cost: float) -> tuple[OracleResult, dict[str, float]]:
-        """The oracle and every policy's regret at another alpha (needs the oracle)."""
-        if self.oracle is None:
-            raise ValueError("the replay ran without the oracle")
-        best = self.oracle.at_cost(retrain_cost, self.reference)
-        return best, {name: best.regret_of(p) for name, p in self.policies.items()}
-
-    def as_json(self) -> dict:
-        return {
-            "policies": {name: p.summary() for name, p in self.policies.items()},
-            "oracle": None if self.oracle is None else self.oracle.summary(),
-            "batches": self.batches,
-            "metric_name": self.metric_name,
-            "label_delay": self.label_delay,
-            "estimate_metric": self.estimate_metric,
-            "per_batch": {name: [asdict(x) for x in p.points] for name, p in self.policies.items()},
-        }
 
 
 def split_batches(frame: pd.DataFrame, timestamp: str, freq: str) -> list[tuple[str, pd.DataFrame]]:
@@ -599,27 +469,19 @@ class Replayer:
             try:
                 if scored is not None:
                     served_hits.append((i, scored, len(batch) + waiting))
-                retrain, since, note = False, None, ""
                 t0 = time.perf_counter()
-                if policy_name == "every_batch":
-                    retrain, note = True, "every batch"
-                elif policy_name == "schedule":
-                    retrain = (i - first) % self.schedule_every == 0
-                    note = f"every {self.schedule_every} batches" if retrain else ""
-                elif policy_name in CTLOOP_POLICIES:
-                    known = [(v, r) for j, v, r in served_hits if self.arrival[j] <= i]
-                    retrain, since, note, pending, reused = self._ctloop_step(
-                        i,
-                        batch,
-                        served,
-                        pending,
-                        last_retrain,
-                        known,
-                        trained_end,
-                        point,
-                        estimate=policy_name == "ctloop",
-                    )
-                    compute += reused  # a drift check made first for the other variant
+                retrain, since, note, pending, reused = self._decide(
+                    policy_name,
+                    i,
+                    first,
+                    served,
+                    pending,
+                    last_retrain,
+                    served_hits,
+                    trained_end,
+                    point,
+                )
+                compute += reused  # a drift check made first for the other variant
                 if scored is None:
                     wait = f"scored with the next batches ({pool.rows} rows so far)"
                     note = f"{note}; {wait}" if note else wait
@@ -662,6 +524,41 @@ class Replayer:
         scored = [p.metric for p in points if p.metric is not None]
         mean = float(np.mean(scored)) if scored else None
         return PolicyResult(policy_name, self.metric_name, mean, retrains, compute, points)
+
+    def _decide(
+        self,
+        policy_name: str,
+        i: int,
+        first: int,
+        served: _Served,
+        pending: triggers.PendingDrift | None,
+        last_retrain: str | None,
+        served_hits: list[tuple[int, float, int]],
+        trained_end: str | None,
+        point: BatchPoint,
+    ) -> tuple[bool, str | None, str, triggers.PendingDrift | None, float]:
+        """One policy's decision after batch `i` (`run`): (retrain, since, note, pending, the
+        seconds of a drift check made first for the other ctloop variant). `never`: no."""
+        if policy_name == "every_batch":
+            return True, None, "every batch", pending, 0.0
+        if policy_name == "schedule":
+            retrain = (i - first) % self.schedule_every == 0
+            note = f"every {self.schedule_every} batches" if retrain else ""
+            return retrain, None, note, pending, 0.0
+        if policy_name in CTLOOP_POLICIES:
+            known = [(v, r) for j, v, r in served_hits if self.arrival[j] <= i]
+            return self._ctloop_step(
+                i,
+                self.batches[i][1],
+                served,
+                pending,
+                last_retrain,
+                known,
+                trained_end,
+                point,
+                estimate=policy_name == "ctloop",
+            )
+        return False, None, "", pending, 0.0
 
     def state_at(
         self,
@@ -863,86 +760,3 @@ def replay(
         reference,
         replayer.estimate_metric,
     )
-
-
-def plot_replay(result: ReplayResult, path: Path) -> Path:
-    """Metric over time per policy, with a marker at each retrain; written as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(11, 5))
-    for name, policy in result.policies.items():
-        xs = list(range(len(policy.points)))
-        ys = [np.nan if p.metric is None else p.metric for p in policy.points]
-        (line,) = ax.plot(xs, ys, label=f"{name} ({policy.retrains} retrains)", linewidth=1.6)
-        marks = [x for x, p in zip(xs, policy.points, strict=True) if p.retrained]
-        mark_y = [ys[x] if not np.isnan(ys[x]) else np.nanmin(ys) for x in marks]
-        ax.scatter(marks, mark_y, color=line.get_color(), marker="v", s=36, zorder=3)
-        estimates = [np.nan if p.estimate is None else p.estimate for p in policy.points]
-        if result.estimate_metric == result.metric_name and not np.isnan(estimates).all():
-            label = f"{name}: its estimate before the labels"
-            ax.plot(xs, estimates, ":", color=line.get_color(), linewidth=1.2, label=label)
-    ax.set_xlabel("batch")
-    ax.set_ylabel(f"served {result.metric_name} (prequential)")
-    ax.set_title("ctloop replay: metric of the serving model per batch; ▼ = retrain")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def report_html(result: ReplayResult, png: Path, path: Path) -> Path:
-    """A self-contained HTML report: the summary table, the plot, the per-batch notes."""
-    image = base64.b64encode(png.read_bytes()).decode()
-
-    def fmt(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.4f}"
-
-    rows = "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{fmt(p.mean_metric)}</td><td>{p.retrains}</td>"
-        f"<td>{p.seconds:.1f}</td><td>{fmt(p.regret)}</td></tr>"
-        for n, p in result.policies.items()
-    )
-    summary = result.as_json()
-    summary.pop("per_batch")
-    oracle = ""
-    if result.oracle is not None:
-        best = result.oracle.summary()
-        rows += (
-            f"<tr><td><i>oracle</i></td><td>{fmt(best['mean_metric'])}</td>"
-            f"<td>{best['retrains']}</td><td>{best['seconds']:.1f}</td>"
-            f"<td>{fmt(best['regret'])}</td></tr>"
-        )
-        oracle = (
-            f"<p>Regret = {best['cost_in_metric_units']:.4g} (triggers.retrain_cost "
-            f"{best['retrain_cost']:g}) x retrains + the {html.escape(result.metric_name)} "
-            "lost against the oracle, summed over the scored batches. The oracle is the "
-            "hindsight-optimal schedule of the same fits; it retrains after "
-            f"{html.escape(', '.join(best['retrain_after']))}.</p>"
-        )
-    notes = ""
-    for name, policy in result.policies.items():
-        items = "".join(
-            f"<li>{html.escape(p.batch)}: {'' if p.metric is None else f'{p.metric:.4f}'} "
-            f"{'' if p.estimate is None else f'(estimated {p.estimate:.4f}) '}"
-            f"{'<b>retrain</b> ' if p.retrained else ''}{html.escape(p.note)}</li>"
-            for p in policy.points
-            if p.retrained or p.note or p.estimate is not None
-        )
-        notes += f"<h3>{html.escape(name)}</h3><ul>{items}</ul>"
-    body = (
-        "<html><head><meta charset='utf-8'><title>ctloop replay</title></head><body>"
-        f"<h1>ctloop replay: {result.batches} batches</h1>"
-        f"<table border='1' cellpadding='4'><tr><th>policy</th><th>mean {result.metric_name}"
-        f"</th><th>retrains</th><th>compute s</th><th>regret</th></tr>{rows}</table>"
-        f"{oracle}<p><img src='data:image/png;base64,{image}'/></p>{notes}"
-        f"<pre>{html.escape(json.dumps(summary, indent=2))}</pre>"
-        "</body></html>"
-    )
-    path.write_text(body)
-    return path
