@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.data.demo import DemoScript, demo_config, generate_day
-from ctloop.loop.replay import replay
+from ctloop.loop.replay.replayer import replay
 
 
 def history(script: DemoScript) -> pd.DataFrame:

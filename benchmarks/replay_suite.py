@@ -48,7 +48,8 @@ import pandas as pd  # noqa: E402
 
 from ctloop.config.settings import Config, TriggerConfig  # noqa: E402
 from ctloop.loop.oracle import best_periodic_schedule, regret  # noqa: E402
-from ctloop.loop.replay import ReplayResult, replay  # noqa: E402
+from ctloop.loop.replay.replayer import replay  # noqa: E402
+from ctloop.loop.replay.results import ReplayResult  # noqa: E402
 from ctloop.model.metrics import higher_is_better  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import pytest
 
 from ctloop.data.demo import DemoScript, demo_config, generate_day
 from ctloop.errors import InputError
-from ctloop.loop.replay import replay, split_batches
+from ctloop.loop.replay.replayer import replay, split_batches
 
 pytestmark = pytest.mark.slow
 

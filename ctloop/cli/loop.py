@@ -336,8 +336,8 @@ def replay(
     from rich.table import Table
 
     from ctloop.lake.snapshots import read_batch
-    from ctloop.loop.replay import plot_replay, report_html
-    from ctloop.loop.replay import replay as run_replay
+    from ctloop.loop.replay.replayer import replay as run_replay
+    from ctloop.loop.replay.report import plot_replay, report_html
 
     if not data.exists():
         raise InputError(f"{data}: file not found")

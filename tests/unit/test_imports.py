@@ -97,24 +97,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def _without_packages(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     """Drop edges to a package's `__init__` (importing `a.b` runs `a/__init__` first: not a cycle
-    of the code, and the project's `__init__` files hold only docstrings), except to an
-    `__init__` that re-exports its own modules (`loop/replay/`): that one is a module like any."""
-    packages = {
-        name
-        for name, path in _modules().items()
-        if path.name == "__init__.py"
-        and not any(_own_import(n, name) for n in ast.parse(path.read_text()).body)
-    }
+    of the code, and the project's `__init__` files hold only docstrings)."""
+    packages = {name for name, path in _modules().items() if path.name == "__init__.py"}
     return {n: {t for t in ts if t not in packages} for n, ts in graph.items()}
-
-
-def _own_import(node: ast.stmt, package: str) -> bool:
-    """`from <package>.<module> import ...`: a package's `__init__` re-exporting its own."""
-    return (
-        isinstance(node, ast.ImportFrom)
-        and node.level == 0
-        and (node.module or "").startswith(f"{package}.")
-    )
 
 
 def test_no_import_cycle_at_module_level():
@@ -158,18 +143,14 @@ def test_only_the_cli_door_imports_flows_tasks_or_deployments_even_inside_functi
 
 
 def test_package_inits_hold_no_code():
-    # packages are rooms, not re-export layers: importing one stage never pulls in another. The
-    # one kind of import allowed: a module split into a package (`loop/replay/`) re-exports its
-    # own modules' names, so that its importers keep `from ctloop.loop.replay import X`
+    # packages are rooms, not re-export layers: importing one stage never pulls in another
     for name, path in _modules().items():
         if path.name != "__init__.py" or name.split(".")[0] != "ctloop":
             continue
         tree = ast.parse(path.read_text())
-        own = [n for n in tree.body if _own_import(n, name)]
-        body = [n for n in tree.body if not isinstance(n, ast.Expr) and n not in own]
+        body = [n for n in tree.body if not isinstance(n, ast.Expr)]
         assigns = [n for n in body if isinstance(n, ast.Assign)]
         assert body == assigns, f"{path} holds code"
-        assert not own or name.count(".") >= 2, f"{path}: a stage package re-exports"
 
 
 def test_stage_packages_read_like_the_pipeline():

@@ -8,7 +8,7 @@ import pytest
 
 from ctloop.config.settings import Config
 from ctloop.errors import InputError
-from ctloop.loop.replay import (
+from ctloop.loop.replay.replayer import (
     Replayer,
     label_arrivals,
     parse_label_delay,

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ctloop.config.settings import Config
-from ctloop.loop.replay import _manifest, split_batches
+from ctloop.loop.replay.replayer import _manifest, split_batches
 from ctloop.loop.window import RULE, candidate_windows, choose_window
 
 DAYS, ROWS, FEATURES = 8, 80, 15
