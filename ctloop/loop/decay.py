@@ -78,14 +78,9 @@ def check_online_performance(
         name or primary,
         baseline_std,
         int(baseline_rows) if baseline_rows else None,
-        batch_rows=mean_batch_rows(list_snapshots(home)),
+        batch_rows=triggers.mean_batch_rows(list_snapshots(home)),
     )
     return OnlinePerformance(champion.version, name, online, baseline, labelled, first, decision)
-
-
-def mean_batch_rows(manifests: list) -> float | None:
-    """The rows of a typical accepted batch (the unit of `triggers.retrain_cost`)."""
-    return sum(m.rows for m in manifests) / len(manifests) if manifests else None
 
 
 def _epoch(iso: str | None) -> float:

@@ -34,6 +34,9 @@ class Schedule:
     total: float  # the summed metric over the scored units 1..n-1 (in the metric's own sign)
     retrains: int
     cost: float
+    # per point, the model installed: -1 the window rule's fit (a row of `scores`), else the
+    # index of an `extra` candidate (empty: every point installs the rule's fit)
+    models: tuple[int, ...] = ()
 
     @property
     def regret(self) -> float:
@@ -43,18 +46,27 @@ class Schedule:
         return self.total / units if units else float("nan")
 
 
-def optimal_schedule(scores: np.ndarray, cost: float, higher_is_better: bool = True) -> Schedule:
+def optimal_schedule(
+    scores: np.ndarray,
+    cost: float,
+    higher_is_better: bool = True,
+    extra: tuple[tuple[int, np.ndarray], ...] = (),
+) -> Schedule:
     """The schedule of retrain points that maximises the served metric minus the retrain cost.
 
-    Exact dynamic programming in O(n^2) over a given matrix: `scores[u, v]` is the metric of the
-    model fitted at the end of unit `u` on unit `v` (only `v > u` is read; unit 0 is the first
+    Exact dynamic programming over a given matrix: `scores[u, v]` is the metric of the model
+    fitted at the end of unit `u` on unit `v` (only `v > u` is read; unit 0 is the first
     model's point and is not scored). A model fitted at `u` serves units `u+1..k` until the next
-    retrain at `k`.
+    retrain at `k`. `extra` adds other models a retrain at a point may install, each as
+    `(u, row)` with `row[v]` its metric on unit `v > u` (e.g. the fits the policies made on
+    other windows, such as one since a drift onset); the schedule then also chooses which model
+    each retrain installs. O(m * n) for m candidate models.
 
     Args:
         scores: an (n, n) matrix of finite values above the diagonal.
         cost: the worth of one retrain, in metric units summed over units (>= 0).
         higher_is_better: False for an error metric (the sum is minimised).
+        extra: more candidate models, `(point, row of length n)`, finite after their point.
     """
     scores = np.asarray(scores, dtype=float)
     n = scores.shape[0]
@@ -62,26 +74,44 @@ def optimal_schedule(scores: np.ndarray, cost: float, higher_is_better: bool = T
         raise ValueError(f"scores must be a square matrix, not {scores.shape}")
     if cost < 0:
         raise ValueError(f"cost must be >= 0, not {cost}")
-    gain = scores if higher_is_better else -scores
-    upper = gain[np.triu_indices(n, 1)]
-    if not np.all(np.isfinite(upper)):
+    if not np.all(np.isfinite(scores[np.triu_indices(n, 1)])):
         raise ValueError("scores above the diagonal must be finite")
-    # best[u]: the most a model fitted at u can earn on units u+1..n-1, retrains after u included
-    best = np.zeros(n)
-    nxt = np.full(n, -1)  # the next retrain point after u (-1: none)
-    for u in range(n - 2, -1, -1):
-        run = np.cumsum(gain[u, u + 1 :])  # run[k - u - 1]: serve u+1..k with u's model
-        value, choice = run[-1], -1  # serve to the end
-        for k in range(u + 1, n - 1):
-            option = run[k - u - 1] - cost + best[k]
-            if option > value + _TIE:
-                value, choice = option, k
-        best[u], nxt[u] = value, choice
-    points = [0]
-    while nxt[points[-1]] >= 0:
-        points.append(int(nxt[points[-1]]))
-    total = _served_total(scores, points)
-    return Schedule(tuple(points), total, len(points), float(cost))
+    # candidate c: (point, row, model id); the rule's fit first at each point (ties: the rule)
+    candidates = [(u, scores[u], -1) for u in range(n)]
+    for k, (u, row) in enumerate(extra):
+        row = np.asarray(row, dtype=float)
+        if not 0 < u < n or row.shape != (n,) or not np.all(np.isfinite(row[u + 1 :])):
+            raise ValueError(f"extra model {k}: a point in 1..{n - 1} and a finite row after it")
+        candidates.append((int(u), row, k))
+    sign = 1.0 if higher_is_better else -1.0
+    at: dict[int, list[int]] = {}
+    for c, (u, _, _) in enumerate(candidates):
+        at.setdefault(u, []).append(c)
+    best = np.zeros(len(candidates))  # the most candidate c can earn from its point on
+    nxt = np.full(len(candidates), -1)  # the candidate installed next (-1: none)
+    for u in range(n - 1, -1, -1):
+        for c in at.get(u, []):
+            run = np.cumsum(sign * candidates[c][1][u + 1 :])  # run[k-u-1]: serve u+1..k
+            value, choice = (run[-1] if len(run) else 0.0), -1  # serve to the end
+            for k in range(u + 1, n - 1):
+                for c2 in at.get(k, []):
+                    option = run[k - u - 1] - cost + best[c2]
+                    if option > value + _TIE:
+                        value, choice = option, c2
+            best[c], nxt[c] = value, choice
+    chosen = [0]
+    while nxt[chosen[-1]] >= 0:
+        chosen.append(int(nxt[chosen[-1]]))
+    points = [candidates[c][0] for c in chosen]
+    ends = [*points[1:], n - 1]
+    total = float(
+        sum(
+            candidates[c][1][u + 1 : e + 1].sum()
+            for c, u, e in zip(chosen, points, ends, strict=True)
+        )
+    )
+    models = tuple(candidates[c][2] for c in chosen) if extra else ()
+    return Schedule(tuple(points), total, len(points), float(cost), models)
 
 
 def _served_total(scores: np.ndarray, points: list[int]) -> float:

@@ -101,6 +101,12 @@ def rows_after(manifests: list[Manifest], since: str | None) -> int:
     return sum(m.rows for m in manifests if since is None or (m.time_max or "") > since)
 
 
+def mean_batch_rows(manifests: list[Manifest]) -> float | None:
+    """The rows of a typical accepted batch: the unit of `rules.retrain_cost` (metric units
+    summed over batches); None when there is no batch."""
+    return sum(m.rows for m in manifests) / len(manifests) if manifests else None
+
+
 def decide_retrain(
     manifests: list[Manifest],
     champion_data_end: str | None,

@@ -173,3 +173,64 @@ def test_split_half_ratio_against_brute_force_grading():
 def test_split_half_ratio_needs_a_cost():
     a, b = _stream(6, 0.002, 0.01, 1)
     assert split_half_ratio(a, b, 0.0) is None
+
+
+def brute_force_with_extra(scores, extra, cost, higher=True) -> float:
+    """The best objective when each retrain point may install the rule's fit or any extra
+    model fitted at that point (every subset of points, every choice of model at each)."""
+    n = scores.shape[0]
+    sign = 1.0 if higher else -1.0
+    rows = {u: [scores[u]] for u in range(n)}
+    for u, row in extra:
+        rows[u].append(np.asarray(row))
+    best = -np.inf
+    for k in range(n):
+        for points in itertools.combinations(range(1, n - 1), k):
+            points = (0, *points)
+            ends = [*points[1:], n - 1]
+            for choice in itertools.product(*(range(len(rows[u])) for u in points)):
+                total = sum(
+                    rows[u][c][u + 1 : e + 1].sum()
+                    for u, c, e in zip(points, choice, ends, strict=True)
+                )
+                best = max(best, sign * total - cost * len(points))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_extra_models_dp_equals_brute_force(seed):
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(2, 7))
+    scores = rng.uniform(0.5, 1.0, (n, n))
+    extra = tuple(
+        (int(rng.integers(1, n)), rng.uniform(0.5, 1.0, n)) for _ in range(rng.integers(0, 4))
+    )
+    cost = float(rng.choice([0.0, 0.01, 0.05, 0.2]))
+    higher = bool(seed % 2)
+    best = optimal_schedule(scores, cost, higher, extra)
+    sign = 1.0 if higher else -1.0
+    assert sign * best.total - cost * best.retrains == pytest.approx(
+        brute_force_with_extra(scores, extra, cost, higher), abs=1e-9
+    )
+    # more models to choose from can only help, never hurt
+    plain = optimal_schedule(scores, cost, higher)
+    assert sign * best.total - best.regret >= sign * plain.total - plain.regret - 1e-9
+
+
+def test_an_extra_model_since_an_onset_is_chosen_where_it_pays():
+    # the rule's fits keep the old concept (0.6 after the change at unit 2); a model fitted
+    # after unit 2 on the data since the onset scores 0.9 on units 3 and 4
+    scores = np.array(
+        [
+            [0, 0.9, 0.9, 0.6, 0.6],
+            [0, 0, 0.9, 0.6, 0.6],
+            [0, 0, 0, 0.65, 0.65],
+            [0, 0, 0, 0, 0.7],
+            [0, 0, 0, 0, 0],
+        ]
+    )
+    since = (2, np.array([0, 0, 0, 0.9, 0.9]))
+    best = optimal_schedule(scores, 0.05, extra=(since,))
+    assert best.points == (0, 2) and best.models == (-1, 0)
+    assert best.total == pytest.approx(0.9 + 0.9 + 0.9 + 0.9)
+    assert optimal_schedule(scores, 0.05).models == ()  # without extras: the rule's fits only

@@ -127,3 +127,28 @@ def test_oracle_is_a_lower_bound_of_the_fixed_policies(flipping, config):
     assert set(answer["oracle"]) >= {"mean_metric", "retrains", "retrain_cost"}
     assert answer["oracle"]["retrain_cost"] == config.triggers.retrain_cost
     assert all("regret" in p for p in answer["policies"].values())
+
+
+def test_the_oracle_may_install_the_policies_own_fits_so_none_beats_it(flipping, config):
+    """With a long window the rule's fits mix the old concept with the new one after the flip;
+    ctloop's decay retrain trains on the rows since the onset only. The oracle also considers
+    every fit a policy made, so ctloop's schedule is one of its own and cannot beat it."""
+    config.training.window_days = 30
+    config.training.choose_window = False
+    config.triggers.performance_min_rows = ROWS // 2
+    result = replay(flipping, config, "1D", 3, ("never", "every_batch", "ctloop"), oracle=True)
+    best = result.oracle
+    ctloop = result.policies["ctloop"]
+    assert any("performance" in p.note and p.retrained for p in ctloop.points), [
+        p.note for p in ctloop.points
+    ]
+    assert best.extra, "ctloop's since-onset fit is a candidate of the oracle"
+    rule_only = best.with_extra(())
+    # the rule's fits alone: ctloop's since-onset model beats that oracle
+    assert rule_only.regret_of(ctloop) < rule_only.schedule.regret
+    for policy in result.policies.values():
+        assert best.regret_of(policy) >= best.schedule.regret - 1e-9, policy.policy
+    assert best.schedule.regret - best.schedule.total <= (
+        rule_only.schedule.regret - rule_only.schedule.total + 1e-9
+    )
+    assert best.summary()["policy_fits_installed"] >= 1

@@ -412,10 +412,7 @@ class Replayer:
                 fit = fits[-1]  # nothing to fit here: retraining at this point keeps the model
             fits.append(fit)
             for v in range(u + 1, n):
-                if len(units[v - 1]) == 1:  # a batch the policies may ask for too: shared
-                    y, output, classes = self._outputs_of(fit, units[v - 1][0])
-                else:  # small batches: one prediction on the unit's rows
-                    y, output, classes = self._unit_outputs(fit, frames[v - 1])
+                y, output, classes = self._unit_outputs_of(fit, units[v - 1], frames[v - 1])
                 mask = halves[v - 1]
                 scores[u, v] = self._unit_score(y, output, classes)
                 half_a[u, v] = self._unit_score(y[mask], output[mask], classes)
@@ -424,6 +421,7 @@ class Replayer:
                 progress("oracle", end, BatchPoint(self.batches[end][0], 0, None, True, "fit"))
         for matrix in (scores, half_a, half_b):
             _fill_unscored(matrix)
+        self._oracle_units = (units, frames, ends)
         reference = fits[0].metrics.get(self.metric_name)
         alpha = self.config.triggers.retrain_cost
         cost = alpha * scale(reference or 1.0, self.metric_name)
@@ -434,6 +432,39 @@ class Replayer:
             scores, labels, self.metric_name, alpha, cost, schedule, seconds, (half_a, half_b)
         )
         return result, reference
+
+    def _unit_outputs_of(self, fit: _Fit, unit: list[int], frame: pd.DataFrame) -> tuple:
+        """(labels, outputs, classes) of a fit on one scoring unit."""
+        if len(unit) == 1:  # a batch the policies may ask for too: shared
+            return self._outputs_of(fit, unit[0])
+        return self._unit_outputs(fit, frame)  # small batches: one prediction on their rows
+
+    def with_policy_fits(self, best: OracleResult) -> OracleResult:
+        """The oracle that may also install any model a policy fitted (`fit_log`): a window
+        since a drift onset, a window the rule would not give at that point. A fit decided
+        after batch `i` is a candidate at the unit holding `i` (it serves from the next unit;
+        exact when units are batches). Every policy's own schedule is then one the oracle
+        considers, so no policy's regret is below the oracle's (up to that rounding)."""
+        units, frames, ends = self._oracle_units
+        n = len(ends)
+        seen: set[tuple[int, tuple[str, ...]]] = set()
+        extra: list[tuple[int, np.ndarray]] = []
+        for decided_at, ids in self.fit_log:
+            u = next((k for k, end in enumerate(ends) if end >= decided_at), n)
+            if u == 0 or u >= n - 1 or (u, ids) in seen:
+                continue  # the first model, or a model that would serve nothing scored
+            seen.add((u, ids))
+            if tuple(self.window_ids(ends[u])) == ids:
+                continue  # the rule's own fit at that point: a row of the matrix already
+            fit = self._fits[ids]
+            row = np.full(n, np.nan)
+            for v in range(u + 1, n):
+                y, output, classes = self._unit_outputs_of(fit, units[v - 1], frames[v - 1])
+                row[v] = self._unit_score(y, output, classes)
+            missing = np.isnan(row[u + 1 :])  # undefined on a unit: as the rule's fits score it
+            row[u + 1 :][missing] = best.scores[u, u + 1 :][missing]
+            extra.append((u, row))
+        return best.with_extra(tuple(extra))
 
     def _unit_score(self, y: np.ndarray, output: np.ndarray, classes) -> float:
         """The metric of one unit's outputs (NaN where it is undefined there)."""
@@ -510,6 +541,7 @@ class Replayer:
                     pending = None
                     last_retrain = self.manifests[i].time_max
                     trained_end = triggers.data_end(self.manifests, ids)
+                    served_hits = []  # the decay counts rows served since the last retrain
                     compute += time.perf_counter() - t0
                 retrains += 1
                 point.retrained = True
@@ -676,6 +708,7 @@ class Replayer:
                 self.metric_name,
                 served.metric_std,
                 served.holdout_rows,
+                batch_rows=triggers.mean_batch_rows(self.labelled(i)),
             )
         if pending is None:  # the first change offered wins (`triggers.record_changes`)
             changes = triggers.changes_to_record(
@@ -746,6 +779,7 @@ def replay(
         step("oracle", len(batches) - 1, BatchPoint(batches[-1][0], 0, None))
     results = {name: replayer.run(name, step) for name in policies}
     if best is not None:
+        best = replayer.with_policy_fits(best)
         for result in results.values():
             result.regret = best.regret_of(result)
     plural = "" if delay == 1 else "es"

@@ -3,7 +3,7 @@ and the whole replay's (the policies are documented in `ctloop.loop.replay.repla
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -59,6 +59,10 @@ class OracleResult:
     seconds: float
     # the score matrix on two disjoint halves of each unit's rows (see `split_half_ratio`)
     halves: tuple[np.ndarray, np.ndarray] | None = None
+    # the other models a retrain may install: (point, row of scores), the policies' own fits
+    # on other windows (`Replayer.with_policy_fits`); the halves and the periodic yardstick
+    # read the rule's matrix only
+    extra: tuple[tuple[int, np.ndarray], ...] = ()
 
     @property
     def scored_units(self) -> int:
@@ -67,17 +71,15 @@ class OracleResult:
     def at_cost(self, retrain_cost: float, reference: float | None) -> OracleResult:
         """The same fits and scores, another alpha (the DP only is run again)."""
         cost = retrain_cost * scale(reference or 1.0, self.metric_name)
-        schedule = dp.optimal_schedule(self.scores, cost, higher_is_better(self.metric_name))
-        return OracleResult(
-            self.scores,
-            self.units,
-            self.metric_name,
-            retrain_cost,
-            cost,
-            schedule,
-            self.seconds,
-            self.halves,
-        )
+        up = higher_is_better(self.metric_name)
+        schedule = dp.optimal_schedule(self.scores, cost, up, self.extra)
+        return replace(self, retrain_cost=retrain_cost, cost=cost, schedule=schedule)
+
+    def with_extra(self, extra: tuple[tuple[int, np.ndarray], ...]) -> OracleResult:
+        """The same oracle, also free to install the `extra` models (its DP run again)."""
+        up = higher_is_better(self.metric_name)
+        schedule = dp.optimal_schedule(self.scores, self.cost, up, extra)
+        return replace(self, schedule=schedule, extra=extra)
 
     def split_half_ratio(self) -> float | None:
         """The regret ratio of an oracle chosen on one half of each unit's rows and graded on
@@ -104,6 +106,9 @@ class OracleResult:
             "cost_in_metric_units": round(self.cost, 6),
             "regret": round(self.schedule.regret, 6),
             "retrain_after": [self.units[u] for u in self.schedule.points],
+            # models a retrain could install besides the rule's fits: the policies' own fits
+            "policy_fits": len(self.extra),
+            "policy_fits_installed": sum(1 for m in self.schedule.models if m >= 0),
             "split_half_ratio": None if (r := self.split_half_ratio()) is None else round(r, 4),
             "seconds": round(self.seconds, 3),
         }
