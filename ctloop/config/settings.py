@@ -406,7 +406,9 @@ class TriggerConfig(_Strict):
         "(alpha): a retrain pays when it raises the metric by more than this over the batches "
         "it serves (0.02: +0.002 ROC AUC on each of 10 batches); units as performance_drop, so "
         "for an error metric a fraction of the champion's holdout value (0.02: 2% of its rmse). "
-        "Used by `ctloop replay` for the hindsight-optimal schedule and each policy's regret",
+        "The live decay trigger retrains once the served model's drop, summed over the batches "
+        "served since the last retrain, passes it; `ctloop replay` uses it for the "
+        "hindsight-optimal schedule and each policy's regret (0: the summed-loss rule is off)",
     )
     performance_min_rows: int = Field(
         default=200, ge=1, description="labelled served rows needed before judging performance"

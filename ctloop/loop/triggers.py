@@ -201,8 +201,9 @@ def decide_performance(
       drop summed over the batches served, `drop x rows / batch_rows`, exceeds alpha, the
       price of one retrain in the same units (`ctloop replay`'s oracle and regret). A small
       drop that persists pays for a retrain as surely as a large one does at once; this is
-      the rent-or-buy rule (retrain once what was lost equals what a retrain costs), which
-      never loses more than twice the hindsight-optimal schedule on a lasting drop.
+      the rent-or-buy rule (retrain once what was lost equals what a retrain costs): on a
+      lasting drop that a retrain recovers, it loses at most about twice what the schedule
+      chosen in hindsight loses (ski rental; no causal rule does better on every stream).
 
     When the holdout's spread is known (`baseline_std`, the bootstrap std of the metric on its
     `baseline_rows` rows), either must also exceed `rules.performance_noise` standard errors
