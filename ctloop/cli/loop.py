@@ -397,6 +397,9 @@ def replay(
         console.print(
             f"regret = {best['cost_in_metric_units']:.4g} x retrains (triggers.retrain_cost "
             f"{best['retrain_cost']:g}) + the {result.metric_name} lost against the oracle "
-            "(the hindsight-optimal schedule), summed over the scored batches"
+            "(the hindsight-optimal schedule), summed over the scored batches; the oracle "
+            f"retrains after {', '.join(u[:10] for u in best['retrain_after'][1:]) or 'no batch'}"
+            f" and may install the rule's window or any of the {best['policy_fits']} other "
+            f"models the policies fitted ({best['policy_fits_installed']} installed)"
         )
     console.print(f"plot: {png}\nreport: {page}")

@@ -152,3 +152,10 @@ def test_the_oracle_may_install_the_policies_own_fits_so_none_beats_it(flipping,
         rule_only.schedule.regret - rule_only.schedule.total + 1e-9
     )
     assert best.summary()["policy_fits_installed"] >= 1
+
+
+def test_a_frame_with_numbered_columns_replays_as_a_file_would(flipping, config):
+    # a frame built in Python (e.g. from river's generators) names its features 0, 1, ...
+    numbered = flipping.rename(columns={"x": 0, "noise": 1})
+    result = replay(numbered, config, "1D", 3, ("ctloop",))
+    assert result.policies["ctloop"].mean_metric is not None

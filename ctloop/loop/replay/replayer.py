@@ -763,7 +763,9 @@ def replay(
     if problem:
         raise InputError(f"gates.primary_metric: {problem}")
     delay = parse_label_delay(label_delay)
-    frame = frame.dropna(subset=[target])
+    # column names as a file gives them (a frame built in Python may name columns 0, 1, ...;
+    # the drift report and the schema read names as text)
+    frame = frame.rename(columns=str).dropna(subset=[target])
     batches = split_batches(frame, config.dataset.timestamp, freq)
     if len(batches) < 3:
         raise NotEnoughData(f"{len(batches)} batches at --freq {freq}; at least 3 are needed")

@@ -70,7 +70,9 @@ def report_html(result: ReplayResult, png: Path, path: Path) -> Path:
             f"<p>Regret = {best['cost_in_metric_units']:.4g} (triggers.retrain_cost "
             f"{best['retrain_cost']:g}) x retrains + the {html.escape(result.metric_name)} "
             "lost against the oracle, summed over the scored batches. The oracle is the "
-            "hindsight-optimal schedule of the same fits; it retrains after "
+            "hindsight-optimal schedule of the same fits (the rule's window at each batch, "
+            f"and the {best['policy_fits']} other models the policies fitted, "
+            f"{best['policy_fits_installed']} of them installed); it retrains after "
             f"{html.escape(', '.join(best['retrain_after']))}.</p>"
         )
     notes = ""
