@@ -232,50 +232,43 @@ def decide_performance(
     if baseline_std and baseline_rows and rules.performance_noise:
         noise = rules.performance_noise * baseline_std * math.sqrt(1 + baseline_rows / rows)
     head = f"online {metric} {online:.4f} vs {baseline:.4f} at blessing"
-    beyond_noise = noise is None or worse > noise
-    beyond = "" if noise is None else f" and > noise {noise:.4g}"
-    if drop > rules.performance_drop and beyond_noise:
-        return RetrainDecision(
-            True,
-            PERFORMANCE,
-            f"{head}: decayed by {shown} > {limit}{beyond} over {rows} rows",
-        )
-    served = rows / batch_rows if batch_rows and batch_rows > 0 else None
-    lost = drop * served if served is not None and drop > 0 else None
-    costly = lost is not None and rules.retrain_cost > 0 and lost > rules.retrain_cost + 1e-12
-    if costly and beyond_noise:
-        return RetrainDecision(
-            True,
-            PERFORMANCE,
-            f"{head}: {m.describe_amount(drop, metric)} lost on each of {served:.1f} batches "
-            f"served = {m.describe_amount(lost, metric)} > triggers.retrain_cost "
-            f"{m.describe_amount(rules.retrain_cost, metric)} (one retrain's worth){beyond}",
-        )
-    if drop > rules.performance_drop or costly:
-        what = (
-            f"decayed by {shown} > {limit}"
-            if drop > rules.performance_drop
-            else (
-                f"{m.describe_amount(lost, metric)} lost over {served:.1f} batches > "
-                f"triggers.retrain_cost {m.describe_amount(rules.retrain_cost, metric)}"
-            )
-        )
+    found = [f"decayed by {shown} > {limit}"] if drop > rules.performance_drop else []
+    loss = _summed_loss(drop, rows, batch_rows, rules.retrain_cost, metric)
+    if loss is not None and loss[0]:
+        found.append(loss[1])
+    if found and (noise is None or worse > noise):
+        beyond = "" if noise is None else f" and > noise {noise:.4g}"
+        return RetrainDecision(True, PERFORMANCE, f"{head}: {found[0]}{beyond} over {rows} rows")
+    if found:
         return RetrainDecision(
             False,
             PERFORMANCE,
-            f"{head}: {what}, but within the noise {noise:.4g} "
+            f"{head}: {found[0]}, but within the noise {noise:.4g} "
             f"({rules.performance_noise:g} standard errors over {rows} served and "
             f"{baseline_rows} holdout rows)",
         )
-    if lost is not None:
-        return RetrainDecision(
-            False,
-            PERFORMANCE,
-            f"{head}: within {limit}; {m.describe_amount(lost, metric)} lost over "
-            f"{served:.1f} batches <= triggers.retrain_cost "
-            f"{m.describe_amount(rules.retrain_cost, metric)}",
+    tail = f"; {loss[1]}" if loss is not None else ""
+    return RetrainDecision(False, PERFORMANCE, f"{head}: within {limit}{tail}")
+
+
+def _summed_loss(
+    drop: float, rows: int, batch_rows: float | None, cost: float, metric: str
+) -> tuple[bool, str] | None:
+    """The drop summed over the batches served against alpha (`retrain_cost`): (passes it,
+    why); None when the rule does not apply (no batch size, alpha 0, or nothing lost)."""
+    from ctloop.model import metrics as m
+
+    if not batch_rows or batch_rows <= 0 or cost <= 0 or drop <= 0:
+        return None
+    served = rows / batch_rows
+    lost = drop * served
+    amount, alpha = m.describe_amount(lost, metric), m.describe_amount(cost, metric)
+    if lost > cost + 1e-12:
+        return True, (
+            f"{m.describe_amount(drop, metric)} lost on each of {served:.1f} batches served = "
+            f"{amount} > triggers.retrain_cost {alpha} (one retrain's worth)"
         )
-    return RetrainDecision(False, PERFORMANCE, f"{head}: within {limit}")
+    return False, f"{amount} lost over {served:.1f} batches <= triggers.retrain_cost {alpha}"
 
 
 def optimistic_bound(estimate: dict, metric: str) -> float | None:

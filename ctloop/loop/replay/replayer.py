@@ -37,9 +37,10 @@ a window fitted twice is fitted once, and each policy is charged the fit's secon
 optimum over every schedule of those fits, given the score matrix. Approximate: a unit is a
 scoring group (a batch, or small batches pooled as the policies pool them) and the oracle only
 retrains at a unit's end; pooled metrics such as ROC AUC are computed per unit and then averaged,
-as the policies' `mean_metric` is, which is not the AUC of the whole stream; ctloop's drift
-retrains (a window since the onset) and refused challengers are schedules the oracle does not
-consider, so ctloop's regret may even be below the oracle's.
+as the policies' `mean_metric` is, which is not the AUC of the whole stream. Once the policies
+have run, a retrain may also install any model a policy fitted on another window (ctloop's
+windows since a drift onset, its refused challengers; `Replayer.with_policy_fits`), so every
+policy's schedule is one the oracle weighs and none comes in below it.
 
 Label delay (`label_delay`): a batch's labels arrive `N` batches later, or, for a duration, with
 the first batch whose newest row is at least that long after the batch's newest row (so no row's
