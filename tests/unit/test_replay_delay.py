@@ -159,3 +159,18 @@ def test_a_frame_with_numbered_columns_replays_as_a_file_would(flipping, config)
     numbered = flipping.rename(columns={"x": 0, "noise": 1})
     result = replay(numbered, config, "1D", 3, ("ctloop",))
     assert result.policies["ctloop"].mean_metric is not None
+
+
+def test_a_refused_decay_retrain_answers_the_loss_it_saw(flipping, config):
+    """Every challenger is refused (a margin no model meets): after a refusal the decay rule
+    counts only rows served since, as live decay counts rows served after the last retrain
+    began, so with `performance_min_rows` of two batches it cannot retrain on two batches in a
+    row (without the reset it would retrain after every batch on the same collapsed scores)."""
+    config.gates.min_improvement = 2.0  # no ROC AUC gain reaches it
+    config.triggers.performance_min_rows = 2 * ROWS
+    config.drift.threshold = 1e6  # decay alone (the half-day window drifts on every batch)
+    result = replay(flipping, config, "1D", 3, ("ctloop",))
+    points = result.policies["ctloop"].points
+    retrained = [i for i, p in enumerate(points) if p.retrained and "refused" in p.note]
+    assert len(retrained) >= 2, [p.note for p in points]
+    assert all(b - a >= 2 for a, b in zip(retrained, retrained[1:])), retrained
