@@ -8,6 +8,7 @@ from ctloop.config.settings import Config, load_config
 from ctloop.errors import InputError
 from ctloop.ingest import landing
 from ctloop.ingest.stage import Outcome, Unreadable
+from ctloop.runlog import quiet_completed_tasks
 from ctloop.stores.home import home_of
 from flows.monitor import monitor
 from tasks.ingest import commit_snapshot, quarantine_batch, stage_batch
@@ -52,7 +53,7 @@ def _summary(outcomes: list[dict]) -> dict:
     return {"accepted": accepted, "quarantined": quarantined}
 
 
-@flow(name="ingest", log_prints=True)
+@flow(name="ingest", log_prints=True, on_running=[quiet_completed_tasks])
 def ingest(paths: list[str], config: Config | None = None) -> dict:
     """Ingest landing files into the lake: each is accepted as a snapshot or quarantined.
 
@@ -77,7 +78,7 @@ def monitor_one(path: str, config: Config) -> dict:
     }
 
 
-@flow(name="ingest-landing", log_prints=True)
+@flow(name="ingest-landing", log_prints=True, on_running=[quiet_completed_tasks])
 def ingest_landing(folder: str | None = None, config: Config | None = None) -> dict:
     """Ingest every new file of the landing folder exactly once (then move or mark it); a file
     of features without the target goes to the monitor instead (`monitored` in the answer).

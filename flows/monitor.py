@@ -12,6 +12,7 @@ from ctloop.config.settings import Config, load_config
 from ctloop.lake import snapshots as lake
 from ctloop.loop import triggers
 from ctloop.registry.store import CHAMPION, open_registry
+from ctloop.runlog import quiet_completed_tasks
 from ctloop.stores.home import home_of
 from ctloop.validate.checks import coerce_to_schema
 from tasks.ingest import read_batch
@@ -37,7 +38,7 @@ def _onset(frame: pd.DataFrame, config: Config) -> str:
     return datetime.now(UTC).isoformat()
 
 
-@flow(name="monitor", log_prints=True)
+@flow(name="monitor", log_prints=True, on_running=[quiet_completed_tasks])
 def monitor(
     path: str | None = None, config: Config | None = None, html_when: str = "always"
 ) -> dict:

@@ -28,6 +28,7 @@ from ctloop.model.tune import TuningResult
 from ctloop.names import DEFAULT_PREFECT_UI
 from ctloop.registry.lineage import run_link
 from ctloop.registry.store import ModelRef, git_commit, open_registry
+from ctloop.runlog import quiet_completed_tasks
 from ctloop.stores.home import home_of
 from flows.fanout import evaluate_slices, tune_study
 from flows.ingest import ingest
@@ -310,7 +311,7 @@ def register_and_promote(
     return ref.version, config.gates.promote
 
 
-@flow(name="retrain", flow_run_name=_run_name, log_prints=True)
+@flow(name="retrain", flow_run_name=_run_name, log_prints=True, on_running=[quiet_completed_tasks])
 def retrain(
     request: RetrainRequest | None = None,
     config: Config | None = None,

@@ -8,11 +8,12 @@ from prefect.artifacts import create_markdown_artifact
 
 from ctloop.config.settings import Config, load_config
 from ctloop.registry.store import CHAMPION
+from ctloop.runlog import quiet_completed_tasks
 from flows.fanout import score_partitions
 from tasks.score import load_scoring_model, read_scoring_input, write_predictions
 
 
-@flow(name="score-batch", log_prints=True)
+@flow(name="score-batch", log_prints=True, on_running=[quiet_completed_tasks])
 def score_batch(
     source: str, output: str, config: Config | None = None, alias: str = CHAMPION
 ) -> dict:

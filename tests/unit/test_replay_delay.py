@@ -173,4 +173,4 @@ def test_a_refused_decay_retrain_answers_the_loss_it_saw(flipping, config):
     points = result.policies["ctloop"].points
     retrained = [i for i, p in enumerate(points) if p.retrained and "refused" in p.note]
     assert len(retrained) >= 2, [p.note for p in points]
-    assert all(b - a >= 2 for a, b in zip(retrained, retrained[1:])), retrained
+    assert all(b - a >= 2 for a, b in zip(retrained[:-1], retrained[1:], strict=True)), retrained
