@@ -18,7 +18,7 @@ from ctloop.gates.verdict import Verdict, combine
 from ctloop.lake import snapshots as lake
 from ctloop.loop import triggers
 from ctloop.loop.events import publish
-from ctloop.loop.policy import claim_decision
+from ctloop.loop.policy import claim_decision, scheduled_decision
 from ctloop.loop.queue import WAITING, QueuedRun, cancel_message, covered_runs, covers_queue
 from ctloop.loop.record import RunRecord, build_run_record, skipped_answer
 from ctloop.loop.triggers import RetrainRequest
@@ -113,22 +113,29 @@ def _logger():
 
 def apply_rules(request: RetrainRequest, config: Config) -> tuple[RetrainRequest, State | None]:
     """A rule-checked run: the request as the trigger rules decided it, or the final state of a
-    run they did not let train (Completed, named Skipped, the reason as its message).
+    run they did not let train (Completed, named Skipped, the reason as its message). A
+    scheduled run trains on what arrived whatever the rules say, and is skipped only when
+    nothing arrived since the last retrain (`triggers.decide_scheduled`).
 
     The rules may answer another trigger than the event's (a batch arrives, a pending drift
     is now ready): the run is renamed after the trigger its version is registered with."""
     logger = _logger()
-    if not request.check_rules:
+    if request.trigger == triggers.SCHEDULE and not request.check_rules:
+        decision = scheduled_decision(config)  # skips only when there is nothing new
+    elif not request.check_rules:
         logger.info("decision: train (%s, rules not checked): %s", request.trigger, request.reason)
         return request, None
-    decision = claim_decision(config, claimant=flow_run.id or None)
-    if covers_queue(decision):  # a run that trains keeps one queued until it has succeeded
-        cancel_covered_runs(keep=1 if decision.retrain else 0)
+    else:
+        decision = claim_decision(config, claimant=flow_run.id or None)
+        if covers_queue(decision):  # a run that trains keeps one queued until it has succeeded
+            cancel_covered_runs(keep=1 if decision.retrain else 0)
     if not decision.retrain:
         logger.info("decision: skip (%s): %s", request.trigger, decision.reason)
         answer = skipped_answer(request.trigger, decision.reason)
         return request, Completed(name="Skipped", message=decision.reason, data=answer)
     answered = request.answering(decision)
+    if request.trigger == triggers.SCHEDULE:  # the schedule's own reason, and what it found
+        answered = request.model_copy(update={"reason": f"{request.reason}: {decision.reason}"})
     if answered.trigger != request.trigger:
         rename_run(f"retrain-{answered.trigger}")
     logger.info("decision: train (%s): %s", answered.trigger, answered.reason)

@@ -47,23 +47,48 @@ def trained(bootstrapped, tmp_path):
     return config
 
 
-@pytest.mark.parametrize(
-    "trigger, reason",
-    [("manual", "operator asked"), ("schedule", "scheduled retrain")],
-)
-def test_manual_and_schedule_are_recorded(trained, trigger, reason):
+def test_manual_is_recorded(trained):
     from flows.retrain import RetrainRequest, retrain
 
     config = trained.model_copy(deep=True)
     config.gates.min_improvement = -1.0  # accept a same-data retrain: this test is about tags
-    result = retrain(RetrainRequest(trigger=trigger, reason=reason), config)
-    assert result["promoted"] and result["trigger"] == trigger
+    result = retrain(RetrainRequest(trigger="manual", reason="operator asked"), config)
+    assert result["promoted"] and result["trigger"] == "manual"
     registry = open_registry(config)
     version = registry.version(result["version"])
-    assert version.tags["ctloop.trigger"] == trigger
-    assert version.tags["ctloop.reason"] == reason
+    assert version.tags["ctloop.trigger"] == "manual"
+    assert version.tags["ctloop.reason"] == "operator asked"
     run = registry.client.get_run(result["run_id"])
-    assert run.data.tags["ctloop.trigger"] == trigger
+    assert run.data.tags["ctloop.trigger"] == "manual"
+
+
+def test_a_scheduled_run_trains_on_what_arrived_and_skips_when_nothing_did(trained, tmp_path):
+    """The schedule retrains whatever the rules say (a new day is far below `min_new_rows`),
+    and a second run with no new labelled row is skipped, not a refit of the same window."""
+    from flows.ingest import ingest
+    from flows.retrain import RetrainRequest, retrain
+
+    config = trained.model_copy(deep=True)
+    config.gates.min_improvement = -1.0  # this test is about the trigger, not the blessing
+    scheduled = RetrainRequest(trigger="schedule", reason="scheduled retrain")
+    skipped = retrain(scheduled, config)  # the champion was trained on every labelled row
+    assert skipped["skipped"] and not skipped["promoted"]
+    assert skipped["reasons"][0].startswith("nothing new since the last retrain")
+    path = tmp_path / "day4.csv"
+    generate_day(SCRIPT, 4, np.random.default_rng(4)).to_csv(path, index=False)
+    ingest([str(path)], config)
+    assert config.triggers.min_new_rows > SCRIPT.rows_per_day  # the new-data rule says no
+    result = retrain(scheduled, config)
+    assert result["promoted"] and result["trigger"] == "schedule"
+    version = open_registry(config).version(result["version"])
+    assert version.tags["ctloop.trigger"] == "schedule"
+    rows = SCRIPT.rows_per_day
+    assert (
+        version.tags["ctloop.reason"]
+        == f"scheduled retrain: {rows} labelled rows since the last retrain"
+    )
+    again = retrain(scheduled, config)
+    assert again["skipped"], again
 
 
 TS0 = 1_795_000_000.0  # when the first logged prediction was served

@@ -108,7 +108,7 @@ def render_config(dataset: DatasetConfig, schema: Schema | None, source: str | N
         "  promote: true              # false: a blessed model becomes the challenger (canary)",
         "",
         "triggers:                    # when the retrain deployment runs",
-        '  schedule_cron: "0 3 * * *"',
+        '  schedule_cron: "0 3 1 * *"  # monthly, on what arrived, whatever the rules (null: off)',
         "  bootstrap_rows: 1000       # labelled rows for a first model",
         "  min_new_rows: 5000         # new labelled rows that retrain (null: off)",
         "  drift_min_rows: 1000       # post-drift labelled rows a drift retrain waits for",

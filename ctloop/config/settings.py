@@ -366,7 +366,14 @@ class PersonalDataConfig(_Strict):
 class TriggerConfig(_Strict):
     """The retraining rules shared by the live deployments and the demo."""
 
-    schedule_cron: str | None = "0 3 * * *"
+    schedule_cron: str | None = Field(
+        default="0 3 1 * *",
+        description="a cron (UTC) on the retrain deployment: the safety net for what the rules "
+        "cannot see. A scheduled run retrains on what arrived whatever the rules say, and is "
+        "skipped when nothing arrived since the last retrain; monthly by default, as a nightly "
+        "one on daily batches retrains every batch (null: off). `ctloop replay` fires it on "
+        "the data's own clock",
+    )
     bootstrap_rows: int = Field(default=1000, ge=1, description="labelled rows for a first model")
     min_new_rows: int | None = Field(
         default=5000, ge=1, description="new labelled rows that retrain (null: rule off)"

@@ -84,6 +84,22 @@ def decide(
     )
 
 
+def decide_scheduled(state: LoopState, rules: TriggerConfig) -> triggers.RetrainDecision:
+    """What a scheduled run does with this state (`triggers.decide_scheduled`; pure)."""
+    return triggers.decide_scheduled(
+        list(state.manifests),
+        champion_end(state),
+        state.champion_snapshots is not None,
+        rules,
+        trained_end=state.last_trained_end,
+    )
+
+
+def scheduled_decision(config: Config) -> triggers.RetrainDecision:
+    """What a scheduled run does now, from the lake, the champion and the trigger state."""
+    return decide_scheduled(read_state(config), config.triggers)
+
+
 def current_decision(config: Config, ignore_cooldown: bool = False) -> triggers.RetrainDecision:
     """What the trigger rules say now, from the lake, the champion and any pending drift."""
     return decide(read_state(config), config.triggers, ignore_cooldown)

@@ -180,6 +180,37 @@ def decide_retrain(
     )
 
 
+def decide_scheduled(
+    manifests: list[Manifest],
+    champion_data_end: str | None,
+    has_champion: bool,
+    rules: TriggerConfig,
+    trained_end: str | None = None,
+) -> RetrainDecision:
+    """A scheduled retrain (`schedule_cron`): the safety net for what the rules cannot see.
+
+    It retrains on whatever arrived, whatever the rules say, and skips only when there is
+    nothing to learn from: no champion yet and fewer than `bootstrap_rows` labelled rows (the
+    first model is the bootstrap rule's), or no labelled row after the data of the last
+    retrain (blessed or refused), when it would fit the same window again.
+    """
+    total = rows_after(manifests, None)
+    if not has_champion:
+        if total >= rules.bootstrap_rows:
+            return RetrainDecision(True, SCHEDULE, f"no champion yet; {total} labelled rows")
+        return RetrainDecision(
+            False, SCHEDULE, f"waiting for {rules.bootstrap_rows} labelled rows (have {total})"
+        )
+    last = max(trained_end or "", champion_data_end or "") or None
+    new = rows_after(manifests, last)
+    if new == 0:
+        return RetrainDecision(
+            False, SCHEDULE, f"nothing new since the last retrain (its data ends {last})"
+        )
+    since = "since the last retrain" if last else "(no timestamps to tell new rows apart)"
+    return RetrainDecision(True, SCHEDULE, f"{new} labelled rows {since}")
+
+
 def decide_performance(
     online: float | None,
     baseline: float | None,

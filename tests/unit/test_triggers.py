@@ -21,6 +21,7 @@ from ctloop.loop.triggers import (
     changes_to_record,
     decide_estimated_drop,
     decide_retrain,
+    decide_scheduled,
     judge_drift,
     last_trained_end,
     load_pending,
@@ -69,6 +70,23 @@ def test_bootstrap_without_champion(days, retrain):
     assert decision.trigger == NEW_DATA
     assert str(250 * days) in decision.reason
     assert decision.since is None
+
+
+def test_a_schedule_retrains_on_any_new_row_and_skips_when_none_arrived():
+    ms = manifests(250, range(6))
+    champion_end = ms[3].time_max  # trained on days 0-3; days 4-5 arrived since
+    decision = decide_scheduled(ms, champion_end, True, RULES)
+    assert decision.retrain and decision.reason == "500 labelled rows since the last retrain"
+    # the rules say no to the same state: 500 new rows < min_new_rows
+    assert not decide_retrain(ms, champion_end, True, None, RULES).retrain
+    # a refused retrain on days 0-5 was the last one: nothing new since its data
+    skipped = decide_scheduled(ms, champion_end, True, RULES, trained_end=ms[5].time_max)
+    assert not skipped.retrain
+    assert skipped.reason == f"nothing new since the last retrain (its data ends {ms[5].time_max})"
+    # no champion: the first model waits for the bootstrap rows, as the rules do
+    waiting = decide_scheduled(manifests(250, range(3)), None, False, RULES)
+    assert not waiting.retrain and waiting.reason == "waiting for 1000 labelled rows (have 750)"
+    assert decide_scheduled(ms, None, False, RULES).retrain
 
 
 def test_bootstrap_ignores_pending_drift():

@@ -14,7 +14,10 @@ rule); they differ only in when they retrain:
   `drift_min_rows` arrived), the label-free estimate of the served model's metric on the batch's
   features (the estimated-drop trigger, `triggers.decide_estimated_drop`, and the
   `drift_needs_estimated_drop` filter, `triggers.judge_drift`), performance decay of the served
-  metric, the new-data volume rule, the cooldown; and the challenger must pass the blessing gate.
+  metric, the new-data volume rule, the cooldown, the deployment's schedule (`schedule_cron`,
+  fired on the data's clock: a fire between two batches is a scheduled run after the later one,
+  which retrains unless nothing arrived since the last retrain, `triggers.decide_scheduled`);
+  and the challenger must pass the blessing gate.
   The live monitor estimates on every features batch, so `ctloop` does too: the estimator is
   fitted on the served fit's holdout (once per fit, as a live version keeps its own) and sees
   the batch's features only, never its labels.
@@ -115,6 +118,29 @@ def split_batches(frame: pd.DataFrame, timestamp: str, freq: str) -> list[tuple[
     return [(str(k)[:19], g.reset_index(drop=True)) for k, g in groups if len(g)]
 
 
+def cron_fires(cron: str | None, start: str, end: str) -> list[str]:
+    """The times a Prefect `Cron(cron)` schedule (UTC) fires in [start, end], as naive UTC ISO
+    strings (the replay's clock); none without a cron. Prefect's own scheduler computes them."""
+    if not cron:
+        return []
+    from datetime import UTC, timedelta
+
+    from prefect.server.schemas.schedules import CronSchedule
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    schedule = CronSchedule(cron=cron, timezone="UTC")
+    lo = datetime.fromisoformat(start).replace(tzinfo=UTC)
+    hi = datetime.fromisoformat(end).replace(tzinfo=UTC)
+    fires: list[str] = []
+    while lo <= hi:  # Prefect returns at most 1000 dates a call
+        dates = run_coro_as_sync(schedule.get_dates(n=1000, start=lo, end=hi))
+        if not dates:
+            break
+        fires += [d.astimezone(UTC).replace(tzinfo=None).isoformat() for d in dates]
+        lo = dates[-1] + timedelta(seconds=1)
+    return fires
+
+
 def parse_label_delay(value: int | str | None) -> int | pd.Timedelta:
     """`--label-delay`: a whole number of batches (`3`) or a duration (`2D`, `12h`, `1W`)."""
     if value is None or value == "":
@@ -177,6 +203,18 @@ class _Fit:
     metrics: dict[str, float]
     holdout: pd.DataFrame
     seconds: float
+
+
+@dataclass
+class _Step:
+    """One policy's decision after a batch."""
+
+    retrain: bool
+    since: str | None = None  # a retrain on data after this onset only
+    note: str = ""
+    pending: triggers.PendingDrift | None = None
+    reused: float = 0.0  # the seconds of a drift check made first for the other ctloop variant
+    trigger: str = ""  # the live trigger of a ctloop retrain
 
 
 class _Served:
@@ -274,6 +312,7 @@ class Replayer:
         self._estimators: dict[tuple[str, ...], VersionEstimator | None] = {}
         self._drifts: dict[tuple[tuple[str, ...], int], tuple[DriftSummary, float]] = {}
         self.fit_log: list[tuple[int, tuple[str, ...]]] = []  # (decided after batch, window)
+        self._fires: list[str] | None = None  # the schedule's fire times (ISO, naive UTC)
 
     # -- shared pieces -------------------------------------------------------------------------
 
@@ -502,7 +541,7 @@ class Replayer:
                 if scored is not None:
                     served_hits.append((i, scored, len(batch) + waiting))
                 t0 = time.perf_counter()
-                retrain, since, note, pending, reused = self._decide(
+                step = self._decide(
                     policy_name,
                     i,
                     first,
@@ -513,7 +552,8 @@ class Replayer:
                     trained_end,
                     point,
                 )
-                compute += reused  # a drift check made first for the other variant
+                retrain, note, pending = step.retrain, step.note, step.pending
+                compute += step.reused  # a drift check made first for the other variant
                 if scored is None:
                     wait = f"scored with the next batches ({pool.rows} rows so far)"
                     note = f"{note}; {wait}" if note else wait
@@ -521,7 +561,7 @@ class Replayer:
                 if not retrain:
                     point.note = note
                     continue
-                ids = self.window_ids(i, since)
+                ids = self.window_ids(i, step.since)
                 if tuple(ids) == served.snapshots:
                     point.note = f"{note}; not trained: no new labels have arrived"
                     continue
@@ -539,7 +579,8 @@ class Replayer:
                     replace = blessing.blessed
                     verdict = "blessed" if replace else "refused: " + blessing.reasons[0]
                     note = f"{note}; {verdict}"
-                    pending = None
+                    if step.trigger in triggers.ONSET_TRIGGERS:  # as `triggers.answered`
+                        pending = None
                     last_retrain = self.manifests[i].time_max
                     trained_end = triggers.data_end(self.manifests, ids)
                     served_hits = []  # the decay counts rows served since the last retrain
@@ -569,15 +610,14 @@ class Replayer:
         served_hits: list[tuple[int, float, int]],
         trained_end: str | None,
         point: BatchPoint,
-    ) -> tuple[bool, str | None, str, triggers.PendingDrift | None, float]:
-        """One policy's decision after batch `i` (`run`): (retrain, since, note, pending, the
-        seconds of a drift check made first for the other ctloop variant). `never`: no."""
+    ) -> _Step:
+        """One policy's decision after batch `i` (`run`). `never`: no."""
         if policy_name == "every_batch":
-            return True, None, "every batch", pending, 0.0
+            return _Step(True, note="every batch", pending=pending)
         if policy_name == "schedule":
             retrain = (i - first) % self.schedule_every == 0
             note = f"every {self.schedule_every} batches" if retrain else ""
-            return retrain, None, note, pending, 0.0
+            return _Step(retrain, note=note, pending=pending)
         if policy_name in CTLOOP_POLICIES:
             known = [(v, r) for j, v, r in served_hits if self.arrival[j] <= i]
             return self._ctloop_step(
@@ -591,7 +631,19 @@ class Replayer:
                 point,
                 estimate=policy_name == "ctloop",
             )
-        return False, None, "", pending, 0.0
+        return _Step(False, pending=pending)
+
+    def schedule_fired(self, i: int) -> bool:
+        """Did `triggers.schedule_cron` fire between batch `i - 1`'s newest row and batch
+        `i`'s (the data's clock, UTC, as the deployment's Cron)? The scheduled run is then
+        decided after batch `i`, the replay's next decision point."""
+        if self._fires is None:
+            span = (self.manifests[0].time_min, self.manifests[-1].time_max)
+            self._fires = cron_fires(self.config.triggers.schedule_cron, *span)
+        if not self._fires or i < 1:
+            return False
+        lo, hi = self.manifests[i - 1].time_max, self.manifests[i].time_max
+        return any(lo < fire <= hi for fire in self._fires)
 
     def state_at(
         self,
@@ -724,12 +776,17 @@ class Replayer:
         now = datetime.fromisoformat(self.manifests[i].time_max).replace(tzinfo=None)
         state = self.state_at(i, served, pending, last_retrain, trained_end)
         decision = live.decide(state, rules, now=now)
+        if not decision.retrain and self.schedule_fired(i):
+            scheduled = live.decide_scheduled(state, rules)
+            if scheduled.retrain:  # as a scheduled run: whatever the rules say
+                decision = scheduled
         if decision.retrain:
-            return True, decision.since, f"{decision.trigger}: {decision.reason}", pending, reused
+            note = f"{decision.trigger}: {decision.reason}"
+            return _Step(True, decision.since, note, pending, reused, decision.trigger)
         notes = [f"{pending.trigger} pending"] if pending else []
         if summary.drift and not verdict.retrains:
             notes.append("drift does not retrain: the estimate says it does not hurt")
-        return False, None, "; ".join(notes), pending, reused
+        return _Step(False, note="; ".join(notes), pending=pending, reused=reused)
 
 
 def replay(
