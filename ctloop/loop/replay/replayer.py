@@ -525,6 +525,10 @@ class Replayer:
             BatchPoint(label, len(b), None, i == first, "first model" if i == first else "no model")
             for i, (label, b) in enumerate(self.batches[: first + 1])
         ]
+        # every policy starts from it; the live gate may have refused it (its floors)
+        blessing = bless(served.fit.metrics, None, self.config.gates)
+        if not blessing.blessed:
+            points[first].note = f"first model (live: refused, {blessing.reasons[0]})"
         pending: triggers.PendingDrift | None = None
         last_retrain: str | None = self.manifests[first].time_max
         trained_end: str | None = None  # the data end of ctloop's last finished retrain
