@@ -14,7 +14,8 @@ import pytest
 
 from ctloop.data.demo import DemoScript, demo_config, generate_day
 from ctloop.errors import InputError
-from ctloop.loop.replay.replayer import replay, split_batches
+from ctloop.loop.replay.replayer import replay
+from ctloop.loop.replay.stream import split_batches
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,8 @@ from ctloop.errors import ConfigError, InputError
 from ctloop.gates.blessing import bless
 from ctloop.lake.snapshots import Manifest, list_snapshots, select_window, write_snapshot
 from ctloop.loop import policy, triggers
-from ctloop.loop.replay.replayer import Replayer, replay, split_batches
+from ctloop.loop.replay.replayer import Replayer, replay
+from ctloop.loop.replay.stream import split_batches
 from ctloop.model import metrics as m
 from ctloop.model.analyse import analyse_model, model_card
 from ctloop.model.evaluate import evaluate_predictions, macro_ovr_auc

@@ -8,13 +8,8 @@ import pytest
 
 from ctloop.config.settings import Config
 from ctloop.errors import InputError
-from ctloop.loop.replay.replayer import (
-    Replayer,
-    label_arrivals,
-    parse_label_delay,
-    replay,
-    split_batches,
-)
+from ctloop.loop.replay.replayer import Replayer, replay
+from ctloop.loop.replay.stream import label_arrivals, parse_label_delay, split_batches
 
 DAYS, ROWS, FLIP = 10, 200, 5
 

@@ -10,7 +10,8 @@ import pytest
 
 from ctloop.config.settings import Config
 from ctloop.errors import InputError
-from ctloop.loop.replay.replayer import Replayer, replay, split_batches
+from ctloop.loop.replay.replayer import Replayer, replay
+from ctloop.loop.replay.stream import split_batches
 
 DAYS, ROWS, FEATURES, SHIFT, DELAY = 12, 300, 5, 5, 3
 

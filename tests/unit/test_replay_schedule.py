@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from ctloop.config.settings import Config
-from ctloop.loop.replay.replayer import cron_fires, replay
+from ctloop.loop.replay.replayer import replay
+from ctloop.loop.replay.stream import cron_fires
 
 MONTHLY = "0 3 1 * *"
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ctloop.config.settings import Config
-from ctloop.loop.replay.replayer import _manifest, split_batches
+from ctloop.loop.replay.stream import batch_manifest, split_batches
 from ctloop.loop.window import RULE, candidate_windows, choose_window
 
 DAYS, ROWS, FEATURES = 8, 80, 15
@@ -48,7 +48,7 @@ def config(tmp_path) -> Config:
 
 def lake_of(frame: pd.DataFrame):
     batches = split_batches(frame, "when", "1D")
-    manifests = [_manifest(i, b, "when") for i, (_, b) in enumerate(batches)]
+    manifests = [batch_manifest(i, b, "when") for i, (_, b) in enumerate(batches)]
 
     def frame_of(ids):
         return pd.concat([batches[int(i[1:])][1] for i in ids], ignore_index=True)

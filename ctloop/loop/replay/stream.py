@@ -1,0 +1,106 @@
+"""A labelled history as the replay's stream: its batches, when their labels arrive and when
+the retrain deployment's schedule fires, all on the data's own clock (naive UTC)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+
+from ctloop.errors import InputError
+from ctloop.lake.snapshots import Manifest
+
+
+def split_batches(frame: pd.DataFrame, timestamp: str, freq: str) -> list[tuple[str, pd.DataFrame]]:
+    """Cut a labelled history into consecutive batches of `freq` (a pandas frequency)."""
+    if timestamp not in frame.columns:
+        raise InputError(f"timestamp column '{timestamp}' is not in the data")
+    # one clock for the whole replay: naive UTC
+    stamps = pd.to_datetime(frame[timestamp], errors="coerce", format="mixed", utc=True)
+    stamps = stamps.dt.tz_localize(None)
+    if stamps.isna().all():
+        raise InputError(f"timestamp column '{timestamp}': no value parses as a date")
+    try:
+        pd.tseries.frequencies.to_offset(freq)
+    except ValueError:
+        raise InputError(f"--freq {freq!r}: not a pandas frequency (e.g. 1D, 12h, 1W)") from None
+    frame = frame.assign(**{timestamp: stamps}).dropna(subset=[timestamp])
+    frame = frame.sort_values(timestamp, kind="stable").reset_index(drop=True)
+    groups = frame.groupby(pd.Grouper(key=timestamp, freq=freq), sort=True)
+    return [(str(k)[:19], g.reset_index(drop=True)) for k, g in groups if len(g)]
+
+
+def cron_fires(cron: str | None, start: str, end: str) -> list[str]:
+    """The times a Prefect `Cron(cron)` schedule (UTC) fires in [start, end], as naive UTC ISO
+    strings (the replay's clock); none without a cron. Prefect's own scheduler computes them."""
+    if not cron:
+        return []
+    from datetime import UTC, timedelta
+
+    from prefect.server.schemas.schedules import CronSchedule
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    schedule = CronSchedule(cron=cron, timezone="UTC")
+    lo = datetime.fromisoformat(start).replace(tzinfo=UTC)
+    hi = datetime.fromisoformat(end).replace(tzinfo=UTC)
+    fires: list[str] = []
+    while lo <= hi:  # Prefect returns at most 1000 dates a call
+        dates = run_coro_as_sync(schedule.get_dates(n=1000, start=lo, end=hi))
+        if not dates:
+            break
+        fires += [d.astimezone(UTC).replace(tzinfo=None).isoformat() for d in dates]
+        lo = dates[-1] + timedelta(seconds=1)
+    return fires
+
+
+def parse_label_delay(value: int | str | None) -> int | pd.Timedelta:
+    """`--label-delay`: a whole number of batches (`3`) or a duration (`2D`, `12h`, `1W`)."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, int) or str(value).strip().isdigit():
+        return int(value)
+    try:
+        delay = pd.Timedelta(str(value).strip())
+    except ValueError:
+        delay = None
+    if delay is None or pd.isna(delay) or delay < pd.Timedelta(0):
+        raise InputError(
+            f"--label-delay {value!r}: not a number of batches (3) or a duration (2D, 12h, 1W)"
+        )
+    return delay
+
+
+def label_arrivals(manifests: list[Manifest], delay: int | pd.Timedelta) -> list[int]:
+    """For each batch, the first batch after which its labels are known (len: never).
+
+    A number `N`: with the batch `N` later. A duration: with the first batch whose newest row
+    is at least `delay` after this batch's newest row, so that every row's label arrives no
+    earlier than its own time + delay.
+    """
+    n = len(manifests)
+    if isinstance(delay, int):
+        return [min(j + delay, n) for j in range(n)]
+    ends = [pd.Timestamp(m.time_max) for m in manifests]
+    arrivals, i = [], 0
+    for j in range(n):
+        i = max(i, j)
+        while i < n and ends[i] < ends[j] + delay:
+            i += 1
+        arrivals.append(i)
+    return arrivals
+
+
+def batch_manifest(index: int, batch: pd.DataFrame, timestamp: str) -> Manifest:
+    """Batch `index` as the live lake would list it: its rows, columns and time span."""
+    lo, hi = batch[timestamp].min(), batch[timestamp].max()
+    return Manifest(
+        snapshot=f"b{index:05d}",
+        sha256="",
+        source=f"batch {index}",
+        rows=len(batch),
+        columns=list(batch.columns),
+        schema_version=1,
+        arrived_at=hi.isoformat(),
+        time_min=lo.isoformat(),
+        time_max=hi.isoformat(),
+    )
