@@ -153,6 +153,29 @@ def make_config(
     return config, root.ensure() if create else root
 
 
+def unset_task_guess(config: Config, path: Path) -> tuple[str, str] | None:
+    """The task guessed from the target column of `path` when no flag, variable or config file
+    set it: (task, a line saying so); None when it is set or the column cannot be read (the
+    command then reports the file's problem itself)."""
+    if "task" in config.dataset.model_fields_set or not config.dataset.target:
+        return None
+    import pandas as pd
+
+    from ctloop.data.schema import guess_task
+
+    target = config.dataset.target
+    try:
+        if path.suffix.lower() == ".parquet":
+            labels = pd.read_parquet(path, columns=[target])[target]
+        else:
+            labels = pd.read_csv(path, usecols=[target], low_memory=False)[target]
+    except Exception:  # missing, unreadable, no such column: the command says which
+        return None
+    task, why = guess_task(labels)
+    line = f"task: {task}, guessed from {target!r} ({why}); --task to choose another"
+    return str(task), line
+
+
 def keep_dataset_settings(config: Config, root: Home) -> dict[str, Any]:
     """Keep the dataset settings given for this home (flags, environment, a config file) in
     `<home>/ctloop.yaml`, so later commands need none of them; returns what was added.

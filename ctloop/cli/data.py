@@ -18,6 +18,7 @@ from ctloop.cli.app import (
     make_config,
     out,
     quiet_run_logs,
+    unset_task_guess,
 )
 from ctloop.cli.options import (
     ConfigOpt,
@@ -52,6 +53,12 @@ def ingest(
             raise InputError(f"{path}: file not found")
     config, root = make_config(config_path, home, target, task, timestamp, id_col, exclude)
     config.require_target()
+    guess = first_ingest_task(config, root, paths)
+    if guess is not None:  # the first batch of a home: the task follows the target's values
+        task, line = guess
+        config, root = make_config(config_path, home, target, task, timestamp, id_col, exclude)
+        if not as_json:
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
     quiet_run_logs()
     result = run.ingest([str(p) for p in paths], config)
     if result["accepted"]:
@@ -70,6 +77,16 @@ def ingest(
             err.print(f"[red]error:[/red] {quarantine_line(q)}", highlight=False, soft_wrap=True)
     if result["quarantined"]:
         raise typer.Exit(1)
+
+
+def first_ingest_task(config, root, paths: list[Path]) -> tuple[str, str] | None:
+    """The task guessed from the first file (`unset_task_guess`) when nothing set it and the
+    home's lake is empty; a lake that holds batches keeps the task they were checked with."""
+    from ctloop.lake.manifests import list_snapshots
+
+    if "task" in config.dataset.model_fields_set or list_snapshots(root):
+        return None
+    return unset_task_guess(config, paths[0])
 
 
 def quarantine_line(quarantined: dict) -> str:

@@ -20,6 +20,7 @@ from ctloop.cli.app import (
     out,
     prepare_environment,
     quiet_run_logs,
+    unset_task_guess,
 )
 from ctloop.cli.options import (
     ConfigOpt,
@@ -345,6 +346,13 @@ def replay(
         config_path, home, target, task, timestamp, id_col, exclude, check=False
     )
     config.require_target()
+    guess = unset_task_guess(config, data)
+    if guess is not None:  # the task follows the target's values, as a first ingest's does
+        task, line = guess
+        config, root = make_config(
+            config_path, home, target, task, timestamp, id_col, exclude, check=False
+        )
+        Console(stderr=True).print(line, markup=False, highlight=False, soft_wrap=True)
     if min_new_rows is not None:
         config.triggers.min_new_rows = min_new_rows
     if retrain_cost is not None:

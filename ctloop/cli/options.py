@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,5 +24,16 @@ ExcludeOpt = Annotated[str | None, typer.Option("--exclude", help="columns to ig
 
 
 def print_json(data: Any) -> None:
-    """One JSON object on one line of stdout (the `--json` answer)."""
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    """One JSON object on one line of stdout (the `--json` answer); a NaN or infinite number
+    is null (JSON has no NaN: a strict parser would refuse the whole answer)."""
+    sys.stdout.write(json.dumps(_finite(data), default=str, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -146,6 +146,23 @@ def class_shares(labels: pd.Series) -> dict[str, float]:
     return {str(k): round(float(v), 6) for k, v in shares.items()}
 
 
+def guess_task(labels: pd.Series) -> tuple[Task, str]:
+    """The task a target column looks like, and why: binary for two values, regression for
+    many numbers (any fractional value, or more than 20 distinct integers), multiclass
+    otherwise."""
+    values = labels.dropna()
+    distinct = values.nunique()
+    if distinct <= 2:
+        return Task.BINARY, f"{distinct} distinct values"
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().all():
+        fractional = bool((numbers % 1 != 0).any())
+        if fractional or distinct > 20:
+            kind = "numbers with fractions" if fractional else "whole numbers"
+            return Task.REGRESSION, f"{distinct} distinct {kind}"
+    return Task.MULTICLASS, f"{distinct} distinct classes"
+
+
 def infer_schema(frame: pd.DataFrame, dataset: DatasetConfig, version: int = 1) -> Schema:
     """Infer kinds, ranges, categories and class shares from accepted data."""
     target = dataset.target

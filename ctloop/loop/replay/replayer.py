@@ -745,6 +745,17 @@ def replay(
     if len(batches) < 3:
         raise NotEnoughData(f"{len(batches)} batches at --freq {freq}; at least 3 are needed")
     replayer = Replayer(config, batches, schedule_every, delay)
+    if not replayer.units():
+        first = replayer.bootstrap_index()
+        left = sum(len(b) for _, b in batches[first + 1 :])
+        classes = ", and two classes" if replayer.classification else ""
+        raise NotEnoughData(
+            f"the first model waits for triggers.bootstrap_rows "
+            f"{config.triggers.bootstrap_rows} labelled rows, reached after batch {first + 1} "
+            f"of {len(batches)}; the {left} rows after it cannot score a policy (at least "
+            f"{SCORE_MIN_ROWS}{classes}); set it lower in ctloop.yaml or "
+            "CTLOOP_TRIGGERS__BOOTSTRAP_ROWS, or replay a longer history"
+        )
     step = None
     if progress is not None:
 

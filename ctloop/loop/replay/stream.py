@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 from ctloop.errors import InputError
@@ -18,16 +19,42 @@ def split_batches(frame: pd.DataFrame, timestamp: str, freq: str) -> list[tuple[
     # one clock for the whole replay: naive UTC
     stamps = pd.to_datetime(frame[timestamp], errors="coerce", format="mixed", utc=True)
     stamps = stamps.dt.tz_localize(None)
-    if stamps.isna().all():
-        raise InputError(f"timestamp column '{timestamp}': no value parses as a date")
+    check_times(frame[timestamp], stamps, timestamp)
+    import warnings
+
     try:
-        pd.tseries.frequencies.to_offset(freq)
+        with warnings.catch_warnings():  # a deprecated alias warns before it fails
+            warnings.simplefilter("ignore")
+            pd.tseries.frequencies.to_offset(freq)
     except ValueError:
         raise InputError(f"--freq {freq!r}: not a pandas frequency (e.g. 1D, 12h, 1W)") from None
-    frame = frame.assign(**{timestamp: stamps}).dropna(subset=[timestamp])
+    frame = frame.assign(**{timestamp: stamps})
     frame = frame.sort_values(timestamp, kind="stable").reset_index(drop=True)
     groups = frame.groupby(pd.Grouper(key=timestamp, freq=freq), sort=True)
     return [(str(k)[:19], g.reset_index(drop=True)) for k, g in groups if len(g)]
+
+
+def check_times(raw: pd.Series, stamps: pd.Series, timestamp: str) -> None:
+    """Every row is placed by its time: a value that is missing or not a date is an error
+    naming how many and the first one (a row is never dropped without a word).
+
+    Raises:
+        InputError: the column, the count, the first row (1-based) and its value.
+    """
+    rows = len(raw)
+    if stamps.isna().all():
+        raise InputError(f"timestamp column '{timestamp}': no value parses as a date")
+    for bad, what in ((stamps.isna() & raw.notna(), "not dates"), (raw.isna(), "missing")):
+        if bad.any():
+            first = int(np.flatnonzero(bad.to_numpy())[0])
+            label = raw.index[first]  # a file's row (1-based) when the index counts its rows
+            row = int(label) + 1 if isinstance(label, int | np.integer) else first + 1
+            value = f", {raw.iloc[first]!r}" if what == "not dates" else ""
+            raise InputError(
+                f"timestamp column '{timestamp}': {int(bad.sum())} of {rows} values are "
+                f"{what} (first: row {row}{value}); replay places every row by its "
+                "time: fix or drop those rows"
+            )
 
 
 def cron_fires(cron: str | None, start: str, end: str) -> list[str]:
