@@ -91,7 +91,7 @@ def test_init_writes_a_commented_config_from_a_sample(tmp_path, monkeypatch, can
     wrong = runner.invoke(app, ["init", str(first), "--target", "nope", "--force"])
     assert wrong.exit_code == 2 and "'nope' (--target)" in wrong.output
 
-    # a regression target: the task is guessed and the gates use a regression metric
+    # a regression target: the task is guessed and the gates are the regression defaults
     from sklearn.datasets import load_diabetes
 
     diabetes = tmp_path / "diabetes.csv"
@@ -100,7 +100,7 @@ def test_init_writes_a_commented_config_from_a_sample(tmp_path, monkeypatch, can
     assert made.exit_code == 0, made.output
     regression = load_config(tmp_path / "d.yaml", environ={})
     assert regression.dataset.task == Task.REGRESSION
-    assert regression.gates.primary_metric == "r2" and "r2" in regression.gates.min_metrics
+    assert regression.gates.primary_metric == "rmse" and regression.gates.min_metrics == {"r2": 0}
 
 
 def test_the_example_config_loads():

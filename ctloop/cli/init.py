@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer  # module level: typer resolves the string annotations in these globals
+from rich.markup import escape
 
 from ctloop.cli.app import app, handles_errors, out
 from ctloop.cli.options import ExcludeOpt, IdOpt, TargetOpt, TaskOpt, TimeOpt
@@ -19,12 +20,7 @@ if TYPE_CHECKING:
     from ctloop.data.schema import Schema
 
 SAMPLE_ROWS = 10_000
-# primary metric and floor of the blessing per task (a regression model has no ROC AUC)
-GATE_BY_TASK = {
-    "binary": ("roc_auc", 0.6),
-    "multiclass": ("roc_auc", 0.6),
-    "regression": ("r2", 0.0),
-}
+DATE_EXAMPLES = "2024-01-31, 2024-01-31T08:00:00"
 
 
 def guess_task(labels: pd.Series) -> str:
@@ -51,13 +47,39 @@ def _describe(column) -> str:
     return ""
 
 
+def yaml_scalar(text: str, in_list: bool = False) -> str:
+    """`text` as a YAML scalar that reads back as the same string: plain when it does, else
+    double-quoted (a column named `a: b`, `yes`, `#id` or, in a list, `flow [l/s]`).
+
+    Args:
+        in_list: the scalar is an item of a flow list (`[a, b]`), where `,[]{}` end it.
+    """
+    import json
+
+    import yaml
+
+    try:
+        plain = yaml.safe_load(f"[{text}]" if in_list else f"k: {text}")
+    except yaml.YAMLError:
+        plain = None
+    if plain == ([text] if in_list else {"k": text}):
+        return text
+    return json.dumps(text, ensure_ascii=False)  # a JSON string is a double-quoted YAML one
+
+
 def render_config(dataset: DatasetConfig, schema: Schema | None, source: str | None) -> str:
     """The text of a commented ctloop.yaml: the dataset settings, the sample's columns and kinds
-    as comments, and the settings a new user changes first (all valid as they stand)."""
-    metric, floor = GATE_BY_TASK[str(dataset.task)]
+    as comments, and the settings a new user changes first (all valid as they stand).
+
+    The gates are the task's defaults (`ctloop.model.metrics`), what the product would use with
+    `gates.primary_metric` and `gates.min_metrics` unset, written out to be changed.
+    """
+    from ctloop.model.metrics import default_floors, primary_metric
+
+    metric, floors = primary_metric(dataset.task), default_floors(dataset.task)
 
     def value(v: str | None) -> str:
-        return v if v else "null"
+        return yaml_scalar(v) if v else "null"
 
     def setting(key: str, text: str, comment: str) -> str:
         return f"  {key + ': ' + text:<28}  # {comment}"
@@ -75,7 +97,11 @@ def render_config(dataset: DatasetConfig, schema: Schema | None, source: str | N
         setting("task", str(dataset.task), "binary | multiclass | regression"),
         setting("timestamp", value(dataset.timestamp), "event time: training windows, replay"),
         setting("id", value(dataset.id), "row id: never a feature"),
-        setting("exclude", f"[{', '.join(dataset.exclude)}]", "other columns, not features"),
+        setting(
+            "exclude",
+            f"[{', '.join(yaml_scalar(c, in_list=True) for c in dataset.exclude)}]",
+            "other columns, not features",
+        ),
     ]
     if schema is not None:
         lines += ["", f"# columns of {source} ({len(schema.columns)}), as ctloop reads them:"]
@@ -103,7 +129,7 @@ def render_config(dataset: DatasetConfig, schema: Schema | None, source: str | N
         "gates:                       # the blessing: floors, and the margin over the champion",
         f"  primary_metric: {metric}",
         "  min_metrics:",
-        f"    {metric}: {floor}",
+        *(f"    {name}: {floor}" for name, floor in floors.items()),
         "  min_improvement: 0.0       # challenger >= champion + this on the primary metric",
         "  promote: true              # false: a blessed model becomes the challenger (canary)",
         "",
@@ -125,8 +151,28 @@ def render_config(dataset: DatasetConfig, schema: Schema | None, source: str | N
     return "\n".join(lines)
 
 
-def _sample_schema(sample: Path, dataset: DatasetConfig) -> tuple[Schema, str]:
-    """The sample's columns and kinds (first rows only) and the task it suggests."""
+def timestamp_warning(frame: pd.DataFrame, schema: Schema, column: str) -> str | None:
+    """Why ingest would refuse the sample's timestamp `column`, or None when its values are dates.
+
+    The values are typed as ingest types a batch (`ctloop.data.batches.frame_to_raw` and
+    `to_type`), so a value counted here is one ingest's check counts as not a date (a
+    `type_error` that quarantines the batch by default).
+    """
+    from ctloop.data.batches import frame_to_raw, to_type
+
+    conv = to_type(frame_to_raw(frame[[column]]).column(0), schema.columns[column], schema)
+    if not conv.bad:
+        return None
+    return (
+        f"--timestamp {column!r}: {conv.bad} of {len(frame)} sample values are not dates "
+        f"(first at row {conv.first_bad + 1}: {conv.first_bad_value!r}); ingest quarantines "
+        f"a batch whose timestamp is not a date: it needs dates or date-times ({DATE_EXAMPLES})"
+    )
+
+
+def _sample_schema(sample: Path, dataset: DatasetConfig) -> tuple[Schema, str, list[str]]:
+    """The sample's columns and kinds (first rows only), the task it suggests, and warnings
+    about what ingest would refuse in it."""
     from ctloop.data.schema import infer_schema
     from ctloop.lake.snapshots import read_batch
 
@@ -144,7 +190,9 @@ def _sample_schema(sample: Path, dataset: DatasetConfig) -> tuple[Schema, str]:
     if missing:
         cols = ", ".join(map(str, frame.columns[:12])) + (" ..." if frame.shape[1] > 12 else "")
         raise InputError(f"{sample}: no column {'; '.join(missing)} (columns: {cols})")
-    return infer_schema(frame, dataset), guess_task(frame[dataset.target])
+    schema = infer_schema(frame, dataset)
+    warning = timestamp_warning(frame, schema, dataset.timestamp) if dataset.timestamp else None
+    return schema, guess_task(frame[dataset.target]), [warning] if warning else []
 
 
 @app.command()
@@ -185,9 +233,9 @@ def init(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(f"--{first['loc'][0]}: {first['msg']}") from None
-    schema = None
+    schema, warnings = None, []
     if sample is not None:
-        schema, guessed = _sample_schema(sample, dataset)
+        schema, guessed, warnings = _sample_schema(sample, dataset)
         if task is None:
             dataset = dataset.model_copy(update={"task": guessed})
     text = render_config(dataset, schema, sample.name if sample else None)
@@ -200,7 +248,16 @@ def init(
         tmp.unlink()
         raise
     tmp.replace(path)
+    # names and paths are the user's: escaped, or rich reads `[l/s]` as markup and drops it
     what = f"{len(schema.columns)} columns of {sample.name}, " if schema else ""
-    out.print(f"wrote {path} ({what}target {dataset.target}, task {dataset.task})")
+    out.print(
+        escape(f"wrote {path} ({what}target {dataset.target}, task {dataset.task})"),
+        soft_wrap=True,
+    )
+    for warning in warnings:
+        out.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
     given = "" if path == Path(CONFIG_FILENAME) else f" -c {path}"  # ./ctloop.yaml is found
-    out.print(f"next: ctloop ingest FILE...{given}   (then ctloop train, or ctloop up{given})")
+    out.print(
+        escape(f"next: ctloop ingest FILE...{given}   (then ctloop train, or ctloop up{given})"),
+        soft_wrap=True,
+    )
