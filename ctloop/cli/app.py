@@ -69,8 +69,11 @@ def _options(
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print one `error:` line on stderr and exit with `code`."""
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    """Print one `error:` line on stderr and exit with `code` (the message as written: a
+    column named `flow [l/s]` is not read as markup)."""
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

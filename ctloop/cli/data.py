@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer  # module level: typer resolves the string annotations in these globals
+from rich.markup import escape
 
 from ctloop.cli import run
 from ctloop.cli.app import (
@@ -69,12 +70,14 @@ def ingest(
         for a in result["accepted"]:
             note = "new snapshot" if a["new"] else "already in the lake"
             out.print(
-                f"[green]accepted[/green] {a['path']}: {a['rows']} rows → {a['snapshot']} ({note})"
+                f"[green]accepted[/green] {escape(a['path'])}: {a['rows']} rows → "
+                f"{a['snapshot']} ({note})"
             )
             for w in a["warnings"]:
-                out.print(f"  [yellow]warn[/yellow] {w['message']}")
+                out.print(f"  [yellow]warn[/yellow] {escape(w['message'])}")
         for q in result["quarantined"]:
-            err.print(f"[red]error:[/red] {quarantine_line(q)}", highlight=False, soft_wrap=True)
+            line = escape(quarantine_line(q))
+            err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
     if result["quarantined"]:
         raise typer.Exit(1)
 

@@ -23,19 +23,6 @@ SAMPLE_ROWS = 10_000
 DATE_EXAMPLES = "2024-01-31, 2024-01-31T08:00:00"
 
 
-def guess_task(labels: pd.Series) -> str:
-    """binary for two values, regression for many numbers, multiclass otherwise."""
-    import pandas as pd
-
-    distinct = labels.dropna().nunique()
-    if distinct <= 2:
-        return "binary"
-    numeric = pd.api.types.is_float_dtype(labels) or (
-        pd.api.types.is_integer_dtype(labels) and distinct > 20
-    )
-    return "regression" if numeric else "multiclass"
-
-
 def _describe(column) -> str:
     if column.min is not None and column.max is not None:
         return f"[{column.min:g}, {column.max:g}]"
@@ -192,7 +179,10 @@ def _sample_schema(sample: Path, dataset: DatasetConfig) -> tuple[Schema, str, l
         raise InputError(f"{sample}: no column {'; '.join(missing)} (columns: {cols})")
     schema = infer_schema(frame, dataset)
     warning = timestamp_warning(frame, schema, dataset.timestamp) if dataset.timestamp else None
-    return schema, guess_task(frame[dataset.target]), [warning] if warning else []
+    from ctloop.data.schema import guess_task
+
+    task, _ = guess_task(frame[dataset.target])
+    return schema, str(task), [warning] if warning else []
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
+import pytest
 from typer.testing import CliRunner
 
 from ctloop.cli.main import app
@@ -78,3 +79,25 @@ def test_a_version_is_a_number_v_number_semver_or_alias():
     ]:
         with pytest.raises(InputError, match=needle):
             resolve_version(registry, text)
+
+
+def test_an_error_naming_square_brackets_prints_them(capsys):
+    """A column such as `flow [l/s]` in an error message is not read as rich markup (it
+    vanished, or `[/b]` raised a MarkupError traceback)."""
+    import typer
+
+    from ctloop.cli.app import fail
+
+    with pytest.raises(typer.Exit):
+        fail("no column 'a [/b]' (columns: Water flow [l/s], pump [id])")
+    assert "no column 'a [/b]' (columns: Water flow [l/s], pump [id])" in capsys.readouterr().err
+
+
+def test_json_answers_write_null_for_nan(capsys):
+    import json
+    import math
+
+    from ctloop.cli.options import print_json
+
+    print_json({"mean": math.nan, "rows": [1.0, math.inf], "ok": 0.5})
+    assert json.loads(capsys.readouterr().out) == {"mean": None, "rows": [1.0, None], "ok": 0.5}

@@ -18,6 +18,7 @@ from ctloop.data.schema import (
     ColumnSchema,
     Schema,
     class_shares,
+    guess_task,
     infer_schema,
     load_latest_schema,
     save_schema,
@@ -154,3 +155,21 @@ def test_load_latest_schema_rejects_a_broken_file(tmp_path, body):
     with pytest.raises(InputError) as info:
         load_latest_schema(tmp_path)
     assert str(tmp_path / "schema-v1.json") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("labels", "task"),
+    [
+        (["yes", "no", "yes", None], Task.BINARY),
+        ([0.0, 1.0, 1.0], Task.BINARY),
+        ([1.5, 2.25, 3.0], Task.REGRESSION),  # any fraction: an amount
+        (list(range(40)), Task.REGRESSION),  # many whole numbers (weights, counts)
+        ([0, 1, 2, 9, 4], Task.MULTICLASS),  # a few codes (digits)
+        ([1.0, 2.0, 3.0], Task.MULTICLASS),  # codes read as floats
+        (["a", "b", "c"], Task.MULTICLASS),
+        (["1", "2", "x"], Task.MULTICLASS),
+    ],
+)
+def test_guess_task(labels, task):
+    guessed, why = guess_task(pd.Series(labels))
+    assert guessed == task and "distinct" in why
