@@ -275,6 +275,7 @@ DEFAULT_SEVERITY: dict[str, Severity] = {
     "unreadable": Severity.BLOCK,
     "empty": Severity.BLOCK,
     "missing_target": Severity.BLOCK,
+    "no_features": Severity.BLOCK,
     "missing_column": Severity.BLOCK,
     "extra_column": Severity.WARN,
     "type_error": Severity.BLOCK,

@@ -431,6 +431,10 @@ class BatchProfile:
                 column=target,
             )
 
+        skip = self.config.dataset.non_features()
+        features = [c for c in self.schema.feature_columns if c in columns and c not in skip]
+        if target in columns and not features:  # without the target, that is the problem
+            check.add("no_features", self._no_features(columns, target))
         self._check_missing_values(check, columns)
         schema = self.schema
         if target in columns and self.config.dataset.task != Task.REGRESSION:
@@ -441,6 +445,18 @@ class BatchProfile:
             self._check_columns_against_schema(check, columns, target)
         self._check_values(check, columns, target)
         return ValidationReport(source, rows, tuple(check.issues))
+
+    def _no_features(self, columns: list[str], target: str) -> str:
+        """What each column of a batch without a model input is (`no_features`)."""
+        dataset = self.config.dataset
+        roles = {target: "the target", dataset.id: "the id", dataset.timestamp: "the timestamp"}
+        parts = []
+        for column in columns:
+            kind = self.schema.columns.get(column)
+            role = roles.get(column) or ("excluded" if column in dataset.exclude else None)
+            role = role or f"a {kind.kind} column" if kind else role or "not a feature"
+            parts.append(f"'{column}' {role}")
+        return f"no feature column, a model needs at least one input ({'; '.join(parts)})"
 
     def _check_missing_values(self, check: _Checker, columns: list[str]) -> None:
         v, rows = self.config.validation, self.rows

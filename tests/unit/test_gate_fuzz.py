@@ -44,7 +44,7 @@ TARGET, TIMESTAMP = "target", "seen_at"
 NUMBERS = ["mean_radius", "mean_texture", "mean_perimeter", "mean_area"]
 CATEGORY, FLAG = "size", "checked"
 # reasons about the whole file rather than one column
-FILE_CHECKS = {"unreadable", "empty", "duplicates", "data_drift", "personal_data"}
+FILE_CHECKS = {"unreadable", "empty", "duplicates", "data_drift", "personal_data", "no_features"}
 TRIED: Counter = Counter()  # mutation -> files it went into (printed by the last test)
 EXAMPLES: Counter = Counter()  # test -> mutated files ingested
 

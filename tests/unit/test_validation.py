@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.config.settings import Severity
+from ctloop.config.settings import Config, Severity
 from ctloop.data.demo import TARGET, TIMESTAMP, DemoScript, corrupt, generate_day
 from ctloop.data.schema import CATEGORICAL, DATETIME, NUMERIC, ColumnSchema, Schema, infer_schema
 from ctloop.errors import ConfigError
@@ -348,3 +348,30 @@ def test_label_parity_between_splits(config, make_config):
     assert label_parity(even, skewed, strict).severity == Severity.BLOCK
     regression = make_config(dataset={"task": "regression"})
     assert label_parity(even, skewed, regression) is None
+
+
+@pytest.mark.parametrize(
+    ("columns", "dataset", "named"),
+    [
+        (["month", "passengers"], {"timestamp": "month"}, "'month' the timestamp"),
+        (["chick", "diet", "weight"], {"id": "chick", "exclude": ["diet"]}, "'diet' excluded"),
+    ],
+)
+def test_a_batch_without_a_model_input_is_blocked(columns, dataset, named, tmp_path):
+    """river's airline passengers (a month and a count) and chick weights with every feature
+    excluded: quarantined at ingest, where training used to fail after a Prefect traceback."""
+    frame = pd.DataFrame({c: range(1, 41) for c in columns})
+    if "month" in columns:
+        frame["month"] = pd.date_range("1949-01", periods=40, freq="MS").strftime("%Y-%m")
+    target = columns[-1]
+    config = Config.model_validate(
+        {"dataset": {"target": target, **dataset}, "paths": {"home": str(tmp_path)}}
+    )
+    report = validate_batch(frame, None, config)
+    issue = next(i for i in report.issues if i.check == "no_features")
+    assert issue.severity == "block" and named in issue.message
+    assert f"'{target}' the target" in issue.message
+    with_input = frame.assign(x=range(40))
+    assert not [
+        i for i in validate_batch(with_input, None, config).issues if i.check == "no_features"
+    ]
