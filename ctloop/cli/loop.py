@@ -410,4 +410,11 @@ def replay(
             f" and may install the rule's window or any of the {best['policy_fits']} other "
             f"models the policies fitted ({best['policy_fits_installed']} installed)"
         )
+        below = [n for n, p in result.policies.items() if p.regret is not None and p.regret < 0]
+        if below:
+            console.print(
+                f"{', '.join(below)} came in below the oracle: batches under 30 rows are "
+                f"scored pooled and the oracle retrains only at a pool's end; a --freq that "
+                f"gives every batch 30 rows makes it exact"
+            )
     console.print(f"plot: {png}\nreport: {page}")

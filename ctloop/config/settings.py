@@ -194,6 +194,13 @@ class GateConfig(_Strict):
         default=None,
         description="floors; empty: the task's (roc_auc >= 0.6, roc_auc_ovr >= 0.6, r2 >= 0)",
     )
+    floors_against_champion: bool = Field(
+        default=True,
+        description="a floor the challenger misses does not refuse it when the champion misses "
+        "it too on the same holdout and does no better: the better of two models below the "
+        "floor serves, with a warning (false: a floor always refuses; a first model always "
+        "meets the floors)",
+    )
     max_metrics: dict[str, float] = Field(default_factory=dict)
     leakage: Literal["warn", "block", "off"] = Field(
         default="warn",

@@ -133,7 +133,8 @@ def bless(
     """
     failed: list[str] = []
     passed: list[str] = []
-    _check_floors(challenger, gates, failed, passed)
+    below_floor: list[str] = []  # floors missed by both models (`_check_floors`)
+    _check_floors(challenger, champion, gates, failed, passed, below_floor)
     _check_ceilings(challenger, gates, failed, passed)
     metric = primary_of(gates)
     _check_champion(challenger, champion, metric, gates, failed, passed)
@@ -152,24 +153,49 @@ def bless(
     if warnings and gates.leakage == "block":
         failed[:0] = [w.replace("warning: ", "refused: ", 1) for w in warnings]
         warnings = []
+    warnings += below_floor
     blessed = not failed
     reasons = [*warnings, *(failed if failed else passed)]
     return Blessing(blessed, tuple(reasons), metric, challenger, champion, table)
 
 
-def _check_floors(challenger: dict, gates: GateConfig, failed: list, passed: list) -> None:
-    """Each floor is the worst acceptable value: a minimum, or a maximum for an error metric."""
+def _check_floors(
+    challenger: dict,
+    champion: dict | None,
+    gates: GateConfig,
+    failed: list,
+    passed: list,
+    warnings: list,
+) -> None:
+    """Each floor is the worst acceptable value: a minimum, or a maximum for an error metric.
+
+    A floor keeps a bad model out; it does not keep a bad champion in. With
+    `gates.floors_against_champion`, a challenger below a floor that the champion misses too
+    on the same rows, and by at least as much, passes that floor with a warning (it must still
+    beat the champion on the primary metric)."""
     for name, floor in floors_of(gates).items():
         value, higher = challenger.get(name), m.higher_is_better(name)
         ok, fail, short = (">=", "<", "short") if higher else ("<=", ">", "over")
         if value is None:
             failed.append(f"{name}: not computed, needs {ok} {floor:g}")
-        elif m.improvement(value, floor, name) < 0:
-            failed.append(
-                f"{name} {value:.4f} {fail} floor {floor:g} ({short} by {abs(value - floor):.4f})"
-            )
-        else:
+            continue
+        if m.improvement(value, floor, name) >= 0:
             passed.append(f"{name} {value:.4f} {ok} floor {floor:g}")
+            continue
+        below = f"{name} {value:.4f} {fail} floor {floor:g} ({short} by {abs(value - floor):.4f})"
+        theirs = (champion or {}).get(name)
+        if (
+            gates.floors_against_champion
+            and theirs is not None
+            and m.improvement(value, theirs, name) >= 0
+        ):
+            warnings.append(
+                f"warning: {below}, as the champion's {theirs:.4f} on the same holdout: both "
+                "miss the floor and this one is no worse (gates.floors_against_champion)"
+            )
+            passed.append(f"{below}; the champion: {theirs:.4f}")
+        else:
+            failed.append(below)
 
 
 def _check_ceilings(challenger: dict, gates: GateConfig, failed: list, passed: list) -> None:

@@ -82,11 +82,14 @@ def test_zero_margin_accepts_a_tie():
     assert "does not match it (gain -0.0100)" in worse.reasons[0]
 
 
-def test_a_failed_floor_refuses_even_a_better_challenger():
-    gates = GateConfig(min_metrics={"roc_auc": 0.6})
+def test_strict_floors_refuse_even_a_better_challenger():
+    gates = GateConfig(min_metrics={"roc_auc": 0.6}, floors_against_champion=False)
     result = bless({"roc_auc": 0.58}, {"roc_auc": 0.5}, gates)
     assert not result.blessed
     assert len(result.reasons) == 1 and "floor" in result.reasons[0]
+    # by default the better of two models below the floor serves, flagged
+    default = bless({"roc_auc": 0.58}, {"roc_auc": 0.5}, GateConfig(min_metrics={"roc_auc": 0.6}))
+    assert default.blessed and default.reasons[0].startswith("warning: roc_auc 0.5800 < floor")
 
 
 @pytest.mark.parametrize(
@@ -185,3 +188,42 @@ def test_fairness_gap_over_the_maximum_refuses_with_the_excess():
     assert bless({"roc_auc": 0.8}, None, gates, gaps=[small]).blessed
     # without a configured maximum, a gap is reported elsewhere but never gates
     assert bless({"roc_auc": 0.8}, None, GateConfig(), gaps=[gap]).blessed
+
+
+REGRESSION_GATES = GateConfig(primary_metric="rmse", min_metrics={"r2": 0.0})
+
+
+def test_a_floor_does_not_keep_a_worse_champion_in():
+    """river's airline passengers: a trend puts the newest holdout out of every tree model's
+    reach, so both models miss r2 >= 0; the challenger is far better than the stale champion
+    and serves, with a warning."""
+    challenger = {"rmse": 60.0, "r2": -0.4}
+    champion = {"rmse": 140.0, "r2": -6.5}
+    result = bless(challenger, champion, REGRESSION_GATES)
+    assert result.blessed, result.reasons
+    assert result.reasons[0].startswith("warning: r2 -0.4000 < floor 0 (short by 0.4000), as")
+    assert "champion's -6.5000" in result.reasons[0]
+    # strict floors: refused, as before
+    strict = REGRESSION_GATES.model_copy(update={"floors_against_champion": False})
+    refused = bless(challenger, champion, strict)
+    assert not refused.blessed and refused.reasons == ("r2 -0.4000 < floor 0 (short by 0.4000)",)
+
+
+@pytest.mark.parametrize(
+    ("champion", "why"),
+    [
+        (None, "r2 -0.4000 < floor 0"),  # a first model meets the floors
+        ({"rmse": 50.0, "r2": 0.2}, "r2 -0.4000 < floor 0"),  # the champion meets it
+        ({"rmse": 55.0, "r2": -0.3}, "r2 -0.4000 < floor 0"),  # it misses by less
+    ],
+)
+def test_a_floor_still_refuses_when_the_champion_is_no_worse(champion, why):
+    result = bless({"rmse": 60.0, "r2": -0.4}, champion, REGRESSION_GATES)
+    assert not result.blessed
+    assert result.reasons[0].startswith(why)
+
+
+def test_below_the_floor_and_not_better_on_the_primary_metric_is_refused():
+    result = bless({"rmse": 150.0, "r2": -0.4}, {"rmse": 140.0, "r2": -6.5}, REGRESSION_GATES)
+    assert not result.blessed
+    assert any("rmse 150.0000 vs champion 140.0000" in r for r in result.reasons)
