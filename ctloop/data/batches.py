@@ -349,6 +349,29 @@ def to_booleans(raw: pa.Array) -> Conversion:
     return _bad(raw, typed)
 
 
+def parse_times(values: pd.Series) -> pd.Series:
+    """Text as naive UTC times, one format for the whole column where one fits.
+
+    Tried in turn: ISO 8601, the format inferred from the first value (month first, then day
+    first) applied to every value, and each value on its own; the one that parses the most
+    values wins, the earlier on a tie. So `04/02/2015` and `13/02/2015` in one column are both
+    read day first (4 and 13 February), never one as April and the other as February; text
+    that is not a date is NaT."""
+    import warnings
+
+    tries = ({"format": "ISO8601"}, {"dayfirst": False}, {"dayfirst": True}, {"format": "mixed"})
+    best = None
+    with warnings.catch_warnings():  # "could not infer format": the next try says
+        warnings.simplefilter("ignore")
+        for options in tries:
+            parsed = pd.to_datetime(values, errors="coerce", utc=True, **options)
+            if best is None or parsed.notna().sum() > best.notna().sum():
+                best = parsed
+            if best.notna().sum() == values.notna().sum():
+                break
+    return best.dt.tz_localize(None)
+
+
 def to_times(raw: pa.Array) -> Conversion:
     """Timestamps as naive UTC nanoseconds; text that is not a date becomes null and counted."""
     if pa.types.is_timestamp(raw.type):
@@ -361,8 +384,7 @@ def to_times(raw: pa.Array) -> Conversion:
     try:
         return Conversion(pc.cast(text, pa.timestamp("ns")))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        parsed = pd.to_datetime(text.to_pandas(), errors="coerce", format="mixed", utc=True)
-        parsed = parsed.dt.tz_localize(None).astype("datetime64[ns]")
+        parsed = parse_times(text.to_pandas()).astype("datetime64[ns]")
         return _bad(text, pa.array(parsed, type=pa.timestamp("ns"), from_pandas=True))
 
 

@@ -86,3 +86,13 @@ def test_a_margin_keeps_the_rule(config):
     manifests, frame_of = lake_of(stream(None))
     choice = choose_window(manifests, config, frame_of, margin=1.0)  # no AUC gain is 1.0
     assert choice.name == RULE
+
+
+def test_a_timestamp_of_numbers_is_refused_not_read_as_nanoseconds():
+    """river's Trump approval stream keys its rows by ordinal day (736389): read as epoch
+    nanoseconds every row fell into one batch."""
+    from ctloop.errors import InputError
+
+    frame = pd.DataFrame({"ordinal_date": range(736389, 736489), "y": range(100)})
+    with pytest.raises(InputError, match="'ordinal_date' holds numbers \\(736389, 736390"):
+        split_batches(frame, "ordinal_date", "7D")

@@ -375,3 +375,34 @@ def test_a_batch_without_a_model_input_is_blocked(columns, dataset, named, tmp_p
     assert not [
         i for i in validate_batch(with_input, None, config).issues if i.check == "no_features"
     ]
+
+
+def test_day_first_dates_are_read_with_one_format():
+    """`04/02/2015` and `13/02/2015` in one column: both day first (one parse per value read
+    the first as April 2 and the second as February 13, so a day spanned three months)."""
+    from ctloop.data.batches import parse_times
+
+    values = pd.Series(["04/02/2015 10:00", "05/02/2015 11:00", "13/02/2015 09:00", None])
+    parsed = parse_times(values)
+    assert parsed.dt.month.dropna().tolist() == [2, 2, 2]
+    assert parsed.dt.day.dropna().tolist() == [4, 5, 13]
+    assert parsed.isna().tolist() == [False, False, False, True]
+    # month first where that is the only reading; ISO with offsets in UTC; text is NaT
+    assert parse_times(pd.Series(["12/31/2024", "01/15/2025"])).dt.month.tolist() == [12, 1]
+    iso = parse_times(pd.Series(["2024-01-01", "2024-01-02T08:00:00+01:00", "x"]))
+    assert iso.tolist()[:2] == [pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-02 07:00")]
+    assert pd.isna(iso.iloc[2])
+
+
+def test_a_day_first_batch_is_stored_with_its_dates(tmp_path):
+    from ctloop.validate.checks import profile_frame
+
+    frame = pd.DataFrame(
+        {"when": ["04/02/2015", "05/02/2015", "13/02/2015"] * 10, "x": range(30), "y": [0, 1] * 15}
+    )
+    config = Config.model_validate(
+        {"dataset": {"target": "y", "timestamp": "when"}, "paths": {"home": str(tmp_path)}}
+    )
+    _, typed = profile_frame(frame, None, config)
+    stamps = pd.Series(typed.column("when").to_pandas())
+    assert stamps.min() == pd.Timestamp("2015-02-04") and stamps.max() == pd.Timestamp("2015-02-13")

@@ -8,6 +8,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from ctloop.data.batches import parse_times
 from ctloop.errors import InputError
 from ctloop.lake.snapshots import Manifest
 
@@ -17,8 +18,17 @@ def split_batches(frame: pd.DataFrame, timestamp: str, freq: str) -> list[tuple[
     if timestamp not in frame.columns:
         raise InputError(f"timestamp column '{timestamp}' is not in the data")
     # one clock for the whole replay: naive UTC
-    stamps = pd.to_datetime(frame[timestamp], errors="coerce", format="mixed", utc=True)
-    stamps = stamps.dt.tz_localize(None)
+    raw = frame[timestamp]
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        stamps = pd.to_datetime(raw, utc=True).dt.tz_localize(None)
+    elif pd.api.types.is_numeric_dtype(raw):  # as ingest: a number is not a date
+        shown = ", ".join(map(str, raw.dropna().head(3).tolist()))
+        raise InputError(
+            f"timestamp column '{timestamp}' holds numbers ({shown} ...), not dates or "
+            "date-times; write it as dates first (e.g. an ordinal day or epoch seconds)"
+        )
+    else:
+        stamps = parse_times(raw)
     check_times(frame[timestamp], stamps, timestamp)
     import warnings
 
