@@ -133,6 +133,7 @@ def test_refused_challenger_keeps_champion(prefect_harness, config, tmp_path):
     ingest([_write_day(tmp_path, d, seed=7) for d in range(4, 6)], config)
     strict = config.model_copy(deep=True)
     strict.gates.min_metrics = {"roc_auc": 0.99}
+    strict.gates.floors_against_champion = False  # the champion misses it too
     refused = retrain(RetrainRequest(reason="strict gate"), strict)
     assert refused["blessed"] is False and refused["promoted"] is False
     assert refused["version"] is None

@@ -200,6 +200,7 @@ def test_refusal_and_promotion_reach_the_webhook(trained):
         config.notifications.webhook_url = f"http://127.0.0.1:{server.server_port}/hook"
         strict = config.model_copy(deep=True)
         strict.gates.min_metrics = {"roc_auc": 0.999}
+        strict.gates.floors_against_champion = False  # the champion misses it too
         refused = retrain(RetrainRequest(reason="strict"), strict)
         assert refused["blessed"] is False
         lenient = config.model_copy(deep=True)
