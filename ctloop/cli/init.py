@@ -117,7 +117,7 @@ def render_config(dataset: DatasetConfig, schema: Schema | None, source: str | N
         f"  primary_metric: {metric}",
         "  min_metrics:",
         *(f"    {name}: {floor}" for name, floor in floors.items()),
-        "  min_improvement: 0.0       # challenger >= champion + this on the primary metric",
+        "  min_improvement: 0.0       # margin over the champion (error metric: a fraction)",
         "  promote: true              # false: a blessed model becomes the challenger (canary)",
         "",
         "triggers:                    # when the retrain deployment runs",
