@@ -83,13 +83,19 @@ def ingest(
 
 
 def first_ingest_task(config, root, paths: list[Path]) -> tuple[str, str] | None:
-    """The task guessed from the first file (`unset_task_guess`) when nothing set it and the
-    home's lake is empty; a lake that holds batches keeps the task they were checked with."""
+    """The task guessed from the first regular file that holds the target (`unset_task_guess`)
+    when nothing set it and the home's lake is empty; a lake that holds batches keeps the task
+    they were checked with. A FIFO, device or link is never opened here (ingest refuses it)."""
     from ctloop.lake.manifests import list_snapshots
 
     if "task" in config.dataset.model_fields_set or list_snapshots(root):
         return None
-    return unset_task_guess(config, paths[0])
+    for path in paths:
+        if path.is_file() and not path.is_symlink():
+            guess = unset_task_guess(config, path)
+            if guess is not None:
+                return guess
+    return None
 
 
 def quarantine_line(quarantined: dict) -> str:
@@ -115,6 +121,15 @@ def landing(
     """Ingest every new file of the landing folder once (exit 1 if any is quarantined)."""
     config, root = make_config(config_path, home)
     config.require_target()
+    from ctloop.ingest.landing import landing_folder, pending_files
+
+    waiting = pending_files(landing_folder(config, root, folder), config.ingest.patterns)
+    guess = first_ingest_task(config, root, waiting)
+    if guess is not None:  # as a first `ingest`: from the first file that holds the target
+        task, line = guess
+        config, root = make_config(config_path, home, task=task)
+        if not as_json:
+            typer.echo(line)
     result = run.ingest_landing(str(folder) if folder else None, config)
     if result["accepted"]:
         keep_dataset_settings(config, root)

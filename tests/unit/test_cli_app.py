@@ -101,3 +101,33 @@ def test_json_answers_write_null_for_nan(capsys):
 
     print_json({"mean": math.nan, "rows": [1.0, math.inf], "ok": 0.5})
     assert json.loads(capsys.readouterr().out) == {"mean": None, "rows": [1.0, None], "ok": 0.5}
+
+
+def test_the_first_ingest_guesses_from_the_first_file_that_holds_the_target(tmp_path):
+    """As `ctloop landing` sees a folder: a features-only file and a FIFO first (the FIFO is
+    never opened: reading it would hang), then the labelled file the guess comes from; a lake
+    that holds a batch never guesses."""
+    import os
+
+    import pandas as pd
+
+    from ctloop.cli.data import first_ingest_task
+    from ctloop.config.settings import Config
+    from ctloop.stores.home import home_of
+
+    config = Config.model_validate(
+        {"dataset": {"target": "weight"}, "paths": {"home": str(tmp_path / "home")}}
+    )
+    root = home_of(config).ensure()
+    features = tmp_path / "a_features.csv"
+    pd.DataFrame({"diet": [1, 2]}).to_csv(features, index=False)
+    fifo = tmp_path / "b_pipe.csv"
+    os.mkfifo(fifo)
+    labelled = tmp_path / "c_labelled.csv"
+    pd.DataFrame({"diet": range(30), "weight": range(40, 100, 2)}).to_csv(labelled, index=False)
+    task, line = first_ingest_task(config, root, [features, fifo, labelled])
+    assert task == "regression" and "guessed from 'weight' (30 distinct whole numbers)" in line
+    given = Config.model_validate(
+        {"dataset": {"target": "weight", "task": "multiclass"}, "paths": {"home": str(root.root)}}
+    )
+    assert first_ingest_task(given, root, [labelled]) is None  # set: never guessed
