@@ -337,6 +337,7 @@ def replay(
     from rich.table import Table
 
     from ctloop.lake.snapshots import read_batch
+    from ctloop.loop.replay.replayer import SCORE_MIN_ROWS
     from ctloop.loop.replay.replayer import replay as run_replay
     from ctloop.loop.replay.report import plot_replay, report_html
 
@@ -413,8 +414,8 @@ def replay(
         below = [n for n, p in result.policies.items() if p.regret is not None and p.regret < 0]
         if below:
             console.print(
-                f"{', '.join(below)} came in below the oracle: batches under 30 rows are "
-                f"scored pooled and the oracle retrains only at a pool's end; a --freq that "
-                f"gives every batch 30 rows makes it exact"
+                f"{', '.join(below)} came in below the oracle: batches under {SCORE_MIN_ROWS} "
+                "rows are scored pooled and the oracle retrains only at a pool's end; a --freq "
+                f"that gives every batch {SCORE_MIN_ROWS} rows makes it exact"
             )
     console.print(f"plot: {png}\nreport: {page}")

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,8 +358,6 @@ def parse_times(values: pd.Series) -> pd.Series:
     values wins, the earlier on a tie. So `04/02/2015` and `13/02/2015` in one column are both
     read day first (4 and 13 February), never one as April and the other as February; text
     that is not a date is NaT."""
-    import warnings
-
     tries = ({"format": "ISO8601"}, {"dayfirst": False}, {"dayfirst": True}, {"format": "mixed"})
     best = None
     with warnings.catch_warnings():  # "could not infer format": the next try says

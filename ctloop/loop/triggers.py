@@ -107,6 +107,18 @@ def mean_batch_rows(manifests: list[Manifest]) -> float | None:
     return sum(m.rows for m in manifests) / len(manifests) if manifests else None
 
 
+def _first_model(manifests: list[Manifest], rules: TriggerConfig, trigger: str) -> RetrainDecision:
+    """No champion yet: the bootstrap rule, whichever trigger asks."""
+    total = rows_after(manifests, None)
+    if total >= rules.bootstrap_rows:
+        return RetrainDecision(
+            True, trigger, f"no champion yet; {total} labelled rows >= {rules.bootstrap_rows}"
+        )
+    return RetrainDecision(
+        False, trigger, f"waiting for {rules.bootstrap_rows} labelled rows (have {total})"
+    )
+
+
 def decide_retrain(
     manifests: list[Manifest],
     champion_data_end: str | None,
@@ -140,15 +152,8 @@ def decide_retrain(
                 f"cooldown: last retrain {elapsed:.1f} min ago < {rules.cooldown_minutes:g} min",
                 cooldown=True,
             )
-    total = rows_after(manifests, None)
     if not has_champion:
-        if total >= rules.bootstrap_rows:
-            return RetrainDecision(
-                True, NEW_DATA, f"no champion yet; {total} labelled rows >= {rules.bootstrap_rows}"
-            )
-        return RetrainDecision(
-            False, NEW_DATA, f"waiting for {rules.bootstrap_rows} labelled rows (have {total})"
-        )
+        return _first_model(manifests, rules, NEW_DATA)
     if pending is not None:
         after = rows_after(manifests, pending.since)
         if after >= rules.drift_min_rows:
@@ -194,13 +199,8 @@ def decide_scheduled(
     first model is the bootstrap rule's), or no labelled row after the data of the last
     retrain (blessed or refused), when it would fit the same window again.
     """
-    total = rows_after(manifests, None)
     if not has_champion:
-        if total >= rules.bootstrap_rows:
-            return RetrainDecision(True, SCHEDULE, f"no champion yet; {total} labelled rows")
-        return RetrainDecision(
-            False, SCHEDULE, f"waiting for {rules.bootstrap_rows} labelled rows (have {total})"
-        )
+        return _first_model(manifests, rules, SCHEDULE)
     last = max(trained_end or "", champion_data_end or "") or None
     new = rows_after(manifests, last)
     if new == 0:

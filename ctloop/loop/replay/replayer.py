@@ -58,6 +58,7 @@ the data, not the wall clock.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -560,7 +561,8 @@ class Replayer:
         if not self._fires or i < 1:
             return False
         lo, hi = self.manifests[i - 1].time_max, self.manifests[i].time_max
-        return any(lo < fire <= hi for fire in self._fires)
+        after = bisect.bisect_right(self._fires, lo)  # the first fire after `lo` (sorted)
+        return after < len(self._fires) and self._fires[after] <= hi
 
     def state_at(
         self,

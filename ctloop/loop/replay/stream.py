@@ -3,6 +3,7 @@ the retrain deployment's schedule fires, all on the data's own clock (naive UTC)
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime
 
 import numpy as np
@@ -29,9 +30,7 @@ def split_batches(frame: pd.DataFrame, timestamp: str, freq: str) -> list[tuple[
         )
     else:
         stamps = parse_times(raw)
-    check_times(frame[timestamp], stamps, timestamp)
-    import warnings
-
+    check_times(raw, stamps, timestamp)
     try:
         with warnings.catch_warnings():  # a deprecated alias warns before it fails
             warnings.simplefilter("ignore")
